@@ -1,0 +1,41 @@
+# fruits-pipeline: `make demo` runs the pipeline locally, `make test` runs the tests.
+# Everything is installed into .venv on first use; no cloud account, no Docker.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
+# Keep Spark and everything it starts on loopback.
+export SPARK_LOCAL_IP := 127.0.0.1
+
+.PHONY: venv check-java test lint demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt
+	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	@touch $(STAMP)
+
+check-java:
+	@command -v java >/dev/null || { echo "Java 17+ is required by Spark: apt-get install openjdk-17-jre-headless" >&2; exit 1; }
+
+test: venv check-java
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+demo: venv check-java
+	bash scripts/demo.sh
+
+bench: venv check-java
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf var build .pytest_cache .ruff_cache

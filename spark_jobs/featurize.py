@@ -1,0 +1,227 @@
+"""Featurize a tree of fruit photos with a Keras CNN (transfer learning, no top).
+
+    spark-submit --py-files fruits_spark.zip spark_jobs/featurize.py \\
+        --input s3://bucket/raw/batch=2026-11-24/ \\
+        --output s3://bucket/runs/batch=2026-11-24/features/ \\
+        --rejected s3://bucket/runs/batch=2026-11-24/rejected/ \\
+        [--model mobilenetv2|vgg16] [--weights imagenet|random|URI] \\
+        [--image-size 224] [--batch-size 64] [--csv URI]
+
+Writes Parquet ``path, label, features`` (``features``: array<float>; the column's
+metadata names the model and weights) and Parquet ``path, label, error`` for every
+image that could not be decoded. Exit status 2 on bad arguments or an input
+without images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pandas as pd
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from fruits_spark import fsio, models
+from fruits_spark.images import (
+    IMAGE_EXTENSIONS,
+    glob_for_extensions,
+    has_image_extension,
+    is_hidden,
+    label_from_path,
+)
+from fruits_spark.inference import ModelConfig, featurize_batches, get_model
+from fruits_spark.jobs import JobError, run_job
+
+
+@dataclass(frozen=True)
+class Weights:
+    data: bytes
+    suffix: str  # how Keras must name the file to pick the right loader
+
+
+RESULT_TYPE = T.StructType(
+    [
+        T.StructField("label", T.StringType()),
+        T.StructField("features", T.ArrayType(T.FloatType())),
+        T.StructField("error", T.StringType()),
+    ]
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--input", required=True, help="folder of <label>/<image> files")
+    p.add_argument("--output", required=True, help="Parquet path, label, features")
+    p.add_argument("--rejected", required=True, help="Parquet path, label, error")
+    p.add_argument("--model", default="mobilenetv2", choices=sorted(models.MODELS))
+    p.add_argument("--weights", default="imagenet", help="imagenet | random | URI of .h5")
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--batch-size", type=int, default=64, help="rows per Arrow batch")
+    p.add_argument("--csv", default=None, help="also write path,label,feat_0..feat_n as CSV")
+    p.add_argument(
+        "--tf-threads",
+        type=int,
+        default=None,
+        help="TensorFlow intra-op threads per task (default: spark.task.cpus)",
+    )
+    args = p.parse_args(argv)
+    if not 32 <= args.image_size <= 1024:
+        p.error("--image-size must be between 32 and 1024")
+    if not 1 <= args.batch_size <= 4096:
+        p.error("--batch-size must be between 1 and 4096")
+    return args
+
+
+def resolve_weights(spark: SparkSession, model: str, image_size: int, weights: str) -> Weights:
+    """The weights file, read once on the driver and broadcast to the workers."""
+    if weights == "random":
+        return Weights(models.random_weights_bytes(model, image_size), ".weights.h5")
+    if weights == "imagenet":
+        try:
+            return Weights(models.imagenet_weights_path(model).read_bytes(), ".h5")
+        except models.WeightsUnavailable as exc:
+            raise JobError(str(exc)) from exc
+    try:
+        return Weights(fsio.read_bytes(spark, weights), models.weights_suffix(weights))
+    except Exception as exc:  # py4j wraps Hadoop's errors; the message is what matters
+        raise JobError(f"--weights {weights}: cannot read the file: {exc}") from exc
+
+
+def model_config(model: str, image_size: int, weights: Weights, tf_threads: int) -> ModelConfig:
+    return ModelConfig(
+        model=model,
+        image_size=image_size,
+        weights_sha256=models.sha256(weights.data),
+        weights_suffix=weights.suffix,
+        tf_threads=tf_threads,
+    )
+
+
+def check_weights(config: ModelConfig, weights: Weights, source: str) -> None:
+    """Fail on the driver, once, if the weights do not fit the model (not in every task)."""
+    try:
+        get_model(config, weights.data)
+    except Exception as exc:
+        raise JobError(
+            f"--weights {source} do not fit {config.model}@{config.image_size}: {exc}"
+        ) from exc
+
+
+def list_images(spark: SparkSession, input_uri: str) -> tuple[list[fsio.ListedFile], int]:
+    """Image files under the input (hidden ones and other extensions skipped), and how
+    many files were skipped. Listed here because ``binaryFile`` drops zero-byte files."""
+    listed = fsio.list_files(spark, input_uri)
+    root = fsio.qualify(spark, input_uri).rstrip("/")
+    images = []
+    for f in listed:
+        relative = f.path[len(root) :].lstrip("/").split("/")
+        if any(is_hidden(part) for part in relative) or not has_image_extension(relative[-1]):
+            continue
+        images.append(f)
+    return images, len(listed) - len(images)
+
+
+def read_images(spark: SparkSession, input_uri: str) -> DataFrame:
+    """``path, content`` of every non-empty image file under the input."""
+    return (
+        spark.read.format("binaryFile")
+        .option("recursiveFileLookup", "true")
+        .option("pathGlobFilter", glob_for_extensions())
+        .load(input_uri)
+        .select("path", "content")
+    )
+
+
+def featurize(images: DataFrame, config: ModelConfig, weights_broadcast, counter=None) -> DataFrame:
+    """``path, content`` -> ``path, label, features, error`` (features null where error is set)."""
+
+    @F.pandas_udf(RESULT_TYPE)
+    def embed(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
+        for frame in featurize_batches(config, weights_broadcast.value, batches):
+            if counter is not None:
+                counter.add(len(frame))
+            yield frame
+
+    return images.select("path", embed("path", "content").alias("r")).select(
+        "path", "r.label", "r.features", "r.error"
+    )
+
+
+def with_metadata(features: DataFrame, metadata: dict) -> DataFrame:
+    return features.withColumn("features", F.col("features").alias("features", metadata=metadata))
+
+
+def wide_csv(features: DataFrame, n_features: int) -> DataFrame:
+    cols = [F.col("features")[i].alias(f"feat_{i}") for i in range(n_features)]
+    return features.select("path", "label", *cols)
+
+
+def empty_rejections(spark: SparkSession, listed: list[fsio.ListedFile]) -> DataFrame:
+    """Zero-byte images, which Spark's binaryFile source silently drops."""
+    rows = [(f.path, label_from_path(f.path), "empty file") for f in listed if f.length == 0]
+    return spark.createDataFrame(rows, "path string, label string, error string")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    spark = SparkSession.builder.appName("fruits-featurize").getOrCreate()
+    try:
+        images_listed, skipped = list_images(spark, args.input)
+        if not images_listed:
+            raise JobError(
+                f"--input {args.input}: no image files found "
+                f"(looked for {', '.join(IMAGE_EXTENSIONS)}; {skipped} other files skipped)"
+            )
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
+        tf_threads = args.tf_threads or int(spark.conf.get("spark.task.cpus", "1"))
+        models.configure_threads(tf_threads)
+        weights = resolve_weights(spark, args.model, args.image_size, args.weights)
+        config = model_config(args.model, args.image_size, weights, tf_threads)
+        check_weights(config, weights, args.weights)
+        n_features = models.spec(args.model).n_features
+        metadata = {
+            "model": args.model,
+            "weights": args.weights,
+            "weights_sha256": config.weights_sha256,
+            "image_size": args.image_size,
+            "n_features": n_features,
+        }
+
+        counter = spark.sparkContext.accumulator(0)
+        weights_bc = spark.sparkContext.broadcast(weights.data)
+        result = featurize(read_images(spark, args.input), config, weights_bc, counter)
+        result = result.persist(StorageLevel.MEMORY_AND_DISK)
+
+        features = with_metadata(
+            result.where(F.col("error").isNull()).select("path", "label", "features"), metadata
+        )
+        features.write.mode("overwrite").parquet(args.output)
+        rejected = result.where(F.col("error").isNotNull()).select("path", "label", "error")
+        rejected.unionByName(empty_rejections(spark, images_listed)).coalesce(1).write.mode(
+            "overwrite"
+        ).parquet(args.rejected)
+        if args.csv:
+            wide_csv(features, n_features).coalesce(1).write.mode("overwrite").option(
+                "header", True
+            ).csv(args.csv)
+
+        n_ok = spark.read.parquet(args.output).count()
+        n_bad = spark.read.parquet(args.rejected).count()
+        print(
+            f"featurize: {n_ok} featurized, {n_bad} rejected, {skipped} skipped "
+            f"(model {args.model}@{args.image_size}, weights {args.weights}, "
+            f"{counter.value} images through the CNN)"
+        )
+        result.unpersist()
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(main))

@@ -1,0 +1,1 @@
+"""Code shared by the featurize and reduce Spark jobs (shipped with --py-files)."""

@@ -1,0 +1,134 @@
+"""The CNNs used for transfer learning: built without their top, global-average pooled.
+
+TensorFlow is imported inside functions only, so the driver's argument parsing
+and the tests of decoding never pay for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RANDOM_SEED = 42
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    application: str  # keras.applications attribute, e.g. "MobileNetV2"
+    module: str  # keras.applications submodule holding preprocess_input
+    n_features: int
+    imagenet_file: str  # name Keras caches the no-top ImageNet weights under
+
+
+MODELS: dict[str, ModelSpec] = {
+    "mobilenetv2": ModelSpec(
+        "mobilenetv2",
+        "MobileNetV2",
+        "mobilenet_v2",
+        1280,
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    ),
+    "vgg16": ModelSpec(
+        "vgg16",
+        "VGG16",
+        "vgg16",
+        512,
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    ),
+}
+
+
+class WeightsUnavailable(RuntimeError):
+    """ImageNet weights were asked for but are not staged; the message says how to stage them."""
+
+
+def spec(model: str) -> ModelSpec:
+    try:
+        return MODELS[model]
+    except KeyError:
+        raise ValueError(f"unknown model {model!r}; choose one of {sorted(MODELS)}") from None
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def imagenet_weights_path(model: str) -> Path:
+    """The cached ImageNet file, or WeightsUnavailable (never a download attempt)."""
+    s = spec(model)
+    path = keras_cache_dir() / s.imagenet_file
+    if not path.is_file():
+        raise WeightsUnavailable(
+            f"ImageNet weights for {model} are not cached at {path} and cannot be downloaded "
+            f"here. On a machine with internet access run "
+            f"`python -c 'import keras; keras.applications.{s.application}"
+            f'(include_top=False, weights="imagenet")\'`, upload '
+            f"~/.keras/models/{s.imagenet_file} to s3://<bucket>/code/weights/, "
+            f"and pass --weights s3://<bucket>/code/weights/{s.imagenet_file}"
+        )
+    return path
+
+
+def configure_threads(intra_op: int, inter_op: int = 1) -> None:
+    """Cap TensorFlow's pools so Spark's parallel tasks do not oversubscribe the cores.
+
+    Must run before TensorFlow executes anything in this process; later calls are ignored.
+    """
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, intra_op))
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, inter_op))
+    except RuntimeError:
+        pass  # TensorFlow already initialised in this worker: keep its pools.
+
+
+def build_model(model: str, image_size: int, weights_file: str | Path | None = None) -> Any:
+    """The no-top, average-pooled network; seeded random weights when no file is given."""
+    import keras
+
+    s = spec(model)
+    if weights_file is None:
+        keras.utils.set_random_seed(RANDOM_SEED)
+    net = getattr(keras.applications, s.application)(
+        include_top=False,
+        weights=None,
+        input_shape=(image_size, image_size, 3),
+        pooling="avg",
+    )
+    if weights_file is not None:
+        net.load_weights(str(weights_file))
+    return net
+
+
+def preprocess(model: str, batch: np.ndarray) -> np.ndarray:
+    """The model's own keras.applications preprocess_input, on a float32 copy."""
+    import importlib
+
+    module = importlib.import_module(f"keras.applications.{spec(model).module}")
+    return module.preprocess_input(batch.astype(np.float32))
+
+
+def random_weights_bytes(model: str, image_size: int) -> bytes:
+    """The seeded random weights as a .weights.h5 file's bytes, so every worker loads the same."""
+    net = build_model(model, image_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{model}-random.weights.h5"
+        net.save_weights(str(path))
+        return path.read_bytes()
+
+
+def weights_suffix(source: str) -> str:
+    """Keras picks the loader from the file name: legacy ``.h5`` or Keras 3 ``.weights.h5``."""
+    return ".weights.h5" if source.endswith(".weights.h5") else ".h5"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
