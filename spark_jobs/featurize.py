@@ -167,57 +167,75 @@ def empty_rejections(spark: SparkSession, listed: list[fsio.ListedFile]) -> Data
     return spark.createDataFrame(rows, "path string, label string, error string")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    spark = SparkSession.builder.appName("fruits-featurize").getOrCreate()
+@dataclass(frozen=True)
+class Summary:
+    featurized: int
+    rejected: int
+    skipped: int
+    through_cnn: int  # rows the CNN saw; equals featurized + undecodable when nothing ran twice
+
+    def line(self, args: argparse.Namespace) -> str:
+        return (
+            f"featurize: {self.featurized} featurized, {self.rejected} rejected, "
+            f"{self.skipped} skipped (model {args.model}@{args.image_size}, "
+            f"weights {args.weights}, {self.through_cnn} images through the CNN)"
+        )
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
+    """The whole job on an existing session: list, featurize once, write every output."""
+    images_listed, skipped = list_images(spark, args.input)
+    if not images_listed:
+        raise JobError(
+            f"--input {args.input}: no image files found "
+            f"(looked for {', '.join(IMAGE_EXTENSIONS)}; {skipped} other files skipped)"
+        )
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
+    tf_threads = args.tf_threads or int(spark.conf.get("spark.task.cpus", "1"))
+    models.configure_threads(tf_threads)
+    weights = resolve_weights(spark, args.model, args.image_size, args.weights)
+    config = model_config(args.model, args.image_size, weights, tf_threads)
+    check_weights(config, weights, args.weights)
+    n_features = models.spec(args.model).n_features
+    metadata = {
+        "model": args.model,
+        "weights": args.weights,
+        "weights_sha256": config.weights_sha256,
+        "image_size": args.image_size,
+        "n_features": n_features,
+    }
+
+    counter = spark.sparkContext.accumulator(0)
+    weights_bc = spark.sparkContext.broadcast(weights.data)
+    result = featurize(read_images(spark, args.input), config, weights_bc, counter)
+    result = result.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        images_listed, skipped = list_images(spark, args.input)
-        if not images_listed:
-            raise JobError(
-                f"--input {args.input}: no image files found "
-                f"(looked for {', '.join(IMAGE_EXTENSIONS)}; {skipped} other files skipped)"
-            )
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
-        tf_threads = args.tf_threads or int(spark.conf.get("spark.task.cpus", "1"))
-        models.configure_threads(tf_threads)
-        weights = resolve_weights(spark, args.model, args.image_size, args.weights)
-        config = model_config(args.model, args.image_size, weights, tf_threads)
-        check_weights(config, weights, args.weights)
-        n_features = models.spec(args.model).n_features
-        metadata = {
-            "model": args.model,
-            "weights": args.weights,
-            "weights_sha256": config.weights_sha256,
-            "image_size": args.image_size,
-            "n_features": n_features,
-        }
-
-        counter = spark.sparkContext.accumulator(0)
-        weights_bc = spark.sparkContext.broadcast(weights.data)
-        result = featurize(read_images(spark, args.input), config, weights_bc, counter)
-        result = result.persist(StorageLevel.MEMORY_AND_DISK)
-
         features = with_metadata(
             result.where(F.col("error").isNull()).select("path", "label", "features"), metadata
         )
         features.write.mode("overwrite").parquet(args.output)
         rejected = result.where(F.col("error").isNotNull()).select("path", "label", "error")
-        rejected.unionByName(empty_rejections(spark, images_listed)).coalesce(1).write.mode(
-            "overwrite"
-        ).parquet(args.rejected)
+        rejected = rejected.unionByName(empty_rejections(spark, images_listed))
+        rejected.coalesce(1).write.mode("overwrite").parquet(args.rejected)
         if args.csv:
-            wide_csv(features, n_features).coalesce(1).write.mode("overwrite").option(
-                "header", True
-            ).csv(args.csv)
-
-        n_ok = spark.read.parquet(args.output).count()
-        n_bad = spark.read.parquet(args.rejected).count()
-        print(
-            f"featurize: {n_ok} featurized, {n_bad} rejected, {skipped} skipped "
-            f"(model {args.model}@{args.image_size}, weights {args.weights}, "
-            f"{counter.value} images through the CNN)"
-        )
+            csv = wide_csv(features, n_features).coalesce(1).write.mode("overwrite")
+            csv.option("header", True).csv(args.csv)
+    finally:
         result.unpersist()
+        weights_bc.unpersist()
+    return Summary(
+        featurized=spark.read.parquet(args.output).count(),
+        rejected=spark.read.parquet(args.rejected).count(),
+        skipped=skipped,
+        through_cnn=counter.value,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    spark = SparkSession.builder.appName("fruits-featurize").getOrCreate()
+    try:
+        print(run(spark, args).line(args))
     finally:
         spark.stop()
     return 0

@@ -1,0 +1,94 @@
+"""The jobs as users run them: spark-submit, with the shared package shipped as --py-files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fruits.sample_batch import write_bad_files, write_batch
+
+ROOT = Path(__file__).resolve().parents[2]
+JOBS = ROOT / "spark_jobs"
+
+
+@pytest.fixture(scope="module")
+def py_files(tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("code") / "fruits_spark.zip"
+    with zipfile.ZipFile(dest, "w") as z:
+        for f in sorted((JOBS / "fruits_spark").glob("*.py")):
+            z.write(f, f"fruits_spark/{f.name}")
+    return dest
+
+
+def spark_submit(py_files: Path, job: str, *args: str) -> subprocess.CompletedProcess:
+    bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only --py-files
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}",
+        SPARK_LOCAL_IP="127.0.0.1",
+        PYSPARK_PYTHON=sys.executable,
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    cmd = [str(bin_dir / "spark-submit"), "--master", "local[2]",
+           "--conf", "spark.ui.enabled=false", "--py-files", str(py_files),
+           str(JOBS / job), *args]  # fmt: skip
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_featurize_then_reduce_on_a_sample_batch(py_files, tmp_path):
+    batch = tmp_path / "incoming" / "2026-11-24"
+    write_batch(batch, per_label=5)
+    bad = write_bad_files(batch)
+    out = tmp_path / "runs"
+    done = spark_submit(
+        py_files, "featurize.py",
+        "--input", str(batch), "--output", str(out / "features"),
+        "--rejected", str(out / "rejected"), "--weights", "random",
+        "--image-size", "64", "--csv", str(out / "csv"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "featurize: 30 featurized, 4 rejected, 3 skipped" in done.stdout
+    features = pd.read_parquet(out / "features")
+    assert len(features) == 30 and features.label.nunique() == 6
+    assert len(pd.read_parquet(out / "rejected")) == len(bad)
+
+    reduced = spark_submit(
+        py_files, "reduce.py",
+        "--input", str(out / "features"), "--output", str(out / "pca"),
+        "--report", str(out / "report"), "--variance", "0.9",
+    )  # fmt: skip
+    assert reduced.returncode == 0, reduced.stderr[-3000:]
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["n_rows"] == 30 and report["n_features"] == 1280
+    assert report["model"] == "mobilenetv2" and report["weights"] == "random"
+    assert report["cumulative_variance"][-1] >= 0.9
+    pca = pd.read_parquet(out / "pca")
+    assert sorted(pca.path) == sorted(features.path)
+    assert pca.pca.map(len).eq(report["k"]).all()
+
+
+def test_featurize_without_images_exits_2_with_a_message(py_files, tmp_path):
+    (tmp_path / "in" / "Kiwi").mkdir(parents=True)
+    done = spark_submit(
+        py_files, "featurize.py", "--input", str(tmp_path / "in"),
+        "--output", str(tmp_path / "f"), "--rejected", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "error: --input" in done.stderr and "no image files found" in done.stderr
+    assert not (tmp_path / "f").exists()
+
+
+def test_bad_arguments_exit_2_before_spark_starts(py_files, tmp_path):
+    done = spark_submit(
+        py_files, "featurize.py", "--input", "x", "--output", "y", "--rejected", "z",
+        "--model", "resnet",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--model: invalid choice: 'resnet'" in done.stderr
