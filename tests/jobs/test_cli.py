@@ -81,7 +81,8 @@ def test_featurize_without_images_exits_2_with_a_message(py_files, tmp_path):
         "--output", str(tmp_path / "f"), "--rejected", str(tmp_path / "r"),
     )  # fmt: skip
     assert done.returncode == 2
-    assert "error: --input" in done.stderr and "no image files found" in done.stderr
+    # spark-submit's PythonRunner merges the driver's stderr into its stdout
+    assert "error: --input" in done.stdout and "no image files found" in done.stdout
     assert not (tmp_path / "f").exists()
 
 
@@ -91,4 +92,4 @@ def test_bad_arguments_exit_2_before_spark_starts(py_files, tmp_path):
         "--model", "resnet",
     )  # fmt: skip
     assert done.returncode == 2
-    assert "--model: invalid choice: 'resnet'" in done.stderr
+    assert "--model: invalid choice: 'resnet'" in done.stdout
