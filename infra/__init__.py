@@ -1,0 +1,1 @@
+"""Infrastructure as code for the pipeline's AWS account, and its checks."""
