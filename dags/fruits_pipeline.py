@@ -1,0 +1,323 @@
+"""
+### fruits_pipeline: fruit photos -> CNN features -> PCA, on a Spark cluster
+
+Every day, the batch `data/incoming/<YYYY-MM-DD>/<label>/<image>` goes to
+`s3://<bucket>/raw/batch=<date>/`, a Spark cluster runs two `spark-submit` steps --
+**featurize** (a Keras CNN without its top) and **reduce** (PCA) -- and writes
+`s3://<bucket>/runs/batch=<date>/{features,rejected,pca,report}/`; then the cluster is
+removed, whatever happened.
+
+**Cluster** (`FRUITS_COMPUTE`, read when the DAG is parsed): `local` (default) starts a
+Spark standalone master and worker on the Airflow worker (127.0.0.1), staging inputs
+from S3 and publishing outputs back; `emr` creates an Amazon EMR 7 cluster from
+`plugins/fruits/emr/job_flow.json`. Both have the same tasks: `create_job_flow` ->
+`add_steps` -> `wait_for_step` -> `remove_cluster` (a teardown: it runs after any
+failure, and a failed step still fails the run).
+
+**Parameters**: batch date (empty: the run's logical date; a manual run without one
+takes the latest batch folder), model, weights (`imagenet`, `random` for demos, or
+the s3:// URI of a `.h5`), explained variance, image size. Bad values fail
+`validate_params`, naming the parameter, before any cluster exists. A missing or
+empty batch stops the run at `find_batch`: success, the rest skipped.
+
+The schedule is daily over data intervals: the run after midnight UTC processes the
+day that just ended (its logical date). `airflow backfill create --dag-id
+fruits_pipeline --from-date D1 --to-date D2` processes the batches D1..D2.
+Settings: `plugins/fruits/config.py`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.amazon.aws.operators.s3 import S3CreateBucketOperator
+from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
+
+from fruits.config import load_settings
+from fruits.params import trigger_form
+
+DAG_ID = "fruits_pipeline"
+SETTINGS = load_settings()  # environment only: no network, no Variables
+DEFAULT_ARGS = {
+    "owner": "data-engineering",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": True,
+}
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=trigger_form(SETTINGS),
+    tags=["fruits", "spark", f"compute:{SETTINGS.compute}"],
+    doc_md=__doc__,
+)
+def fruits_pipeline():
+    @task(multiple_outputs=True)
+    def validate_params(**context) -> dict:
+        """The run's batch and parameters, checked; fails (no retry) naming a bad one."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from fruits.params import ParamError, check_weights_readable, validate
+
+        settings = load_settings()
+        try:
+            run = validate(
+                context["params"], logical_date=context["dag_run"].logical_date, settings=settings
+            )
+            check_weights_readable(run.weights, run.model, S3Hook(settings.aws_conn_id))
+        except ParamError as exc:
+            raise AirflowFailException(str(exc)) from None
+        print(f"batch {run.batch}: {run.as_dict()}")
+        return run.as_dict()
+
+    @task.short_circuit
+    def find_batch(batch: str) -> int:
+        """How many images the batch folder holds; 0 (missing or empty) skips the rest."""
+        from fruits.jobcode import import_jobs_package
+
+        images = import_jobs_package("fruits_spark.images")
+        folder = load_settings().incoming / batch
+        n = 0
+        if folder.is_dir():
+            for path in folder.rglob("*"):
+                parts = path.relative_to(folder).parts
+                if (
+                    path.is_file()
+                    and not any(images.is_hidden(p) for p in parts)
+                    and images.has_image_extension(path.name)
+                ):
+                    n += 1
+        if n == 0:
+            print(f"no images in {folder} (missing or empty batch): nothing to do")
+        else:
+            print(f"{n} images in {folder}")
+        return n
+
+    create_bucket = S3CreateBucketOperator(
+        task_id="create_bucket", bucket_name=SETTINGS.bucket, aws_conn_id=SETTINGS.aws_conn_id
+    )
+
+    @task
+    def upload_batch(batch: str) -> dict:
+        """Mirror the batch folder to raw/batch=<date>/: new or changed files only."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from fruits.config import raw_prefix
+        from fruits.s3sync import upload_folder
+
+        settings = load_settings()
+        hook = S3Hook(settings.aws_conn_id)
+        return upload_folder(
+            hook, settings.incoming / batch, settings.bucket, raw_prefix(batch)
+        ).as_dict()
+
+    @task
+    def upload_code(run: dict) -> dict:
+        """Job code, bootstrap, requirements (and a weights file) to code/<version>/."""
+        import tempfile
+        from pathlib import Path
+
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from fruits.jobcode import build_bundle, import_jobs_package
+        from fruits.s3sync import split_uri, sync_up
+
+        settings = load_settings()
+        hook = S3Hook(settings.aws_conn_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle = build_bundle(settings.jobs_dir, Path(tmp))
+            prefix = f"code/{bundle.version}/"
+            files = {name: Path(tmp) / name for name in bundle.files}
+            sync_up(hook, files, settings.bucket, prefix, delete_stale=False)
+        uri = f"s3://{settings.bucket}/{prefix}"
+        code = {
+            "py_files": uri + "fruits_spark.zip",
+            "featurize": uri + "featurize.py",
+            "reduce": uri + "reduce.py",
+            "bootstrap": uri + "bootstrap.sh",
+            "requirements": uri + "requirements.txt",
+        }
+        code.update(version=bundle.version, prefix=uri)
+        weights = run["weights"]
+        local_file = None
+        if weights == "imagenet" and settings.compute == "emr":
+            # the nodes need no internet: ship the Airflow worker's cached file
+            local_file = import_jobs_package("fruits_spark.models").imagenet_weights_path(
+                run["model"]
+            )
+        elif weights.startswith("/"):
+            local_file = Path(weights)
+        if local_file is not None:
+            key = f"{prefix}weights/{local_file.name}"
+            sync_up(hook, {local_file.name: local_file}, settings.bucket, f"{prefix}weights/")
+            weights = f"s3://{settings.bucket}/{key}"
+        elif weights.startswith("s3://"):
+            split_uri(weights)  # validated already; passed through as it is
+        code["weights"] = weights
+        print(f"code version {bundle.version}: {code}")
+        return code
+
+    @task(multiple_outputs=True)
+    def plan_run(run: dict, n_images: int, code: dict, **context) -> dict:
+        """The cluster request, the steps (EMR's format, for both backends), the timeout."""
+        from fruits.steps import build_steps
+
+        settings = load_settings()
+        name = f"{DAG_ID} batch={run['batch']} {context['run_id']}"[:256]
+        if settings.compute == "emr":
+            from fruits.emr import job_flow
+
+            cluster = job_flow(settings, name=name, code=code)
+        else:
+            cluster = {
+                "Name": name,
+                "cores": settings.local_cores,
+                "memory": settings.local_memory,
+            }
+        steps = build_steps(bucket=settings.bucket, batch=run["batch"], code=code, run=run)
+        return {"job_flow": cluster, "steps": steps, "timeout": settings.step_timeout(n_images)}
+
+    run = validate_params()
+    n_images = find_batch(run["batch"])
+    batch_uploaded = upload_batch(run["batch"])
+    code = upload_code(run)
+    plan = plan_run(run, n_images, code)
+
+    if SETTINGS.compute == "emr":
+        from airflow.providers.amazon.aws.operators.emr import (
+            EmrAddStepsOperator,
+            EmrCreateJobFlowOperator,
+            EmrTerminateJobFlowOperator,
+        )
+
+        from fruits.emr import StepSensor
+
+        create_job_flow = EmrCreateJobFlowOperator(
+            task_id="create_job_flow",
+            job_flow_overrides=plan["job_flow"],
+            aws_conn_id=SETTINGS.aws_conn_id,
+            emr_conn_id=None,
+            retries=0,  # a retry could leave a second cluster behind
+        )
+        add_steps = EmrAddStepsOperator(
+            task_id="add_steps",
+            job_flow_id=create_job_flow.output,
+            steps=plan["steps"],
+            aws_conn_id=SETTINGS.aws_conn_id,
+            retries=0,  # a retry would add the steps twice
+        )
+        wait_for_step = StepSensor(
+            task_id="wait_for_step",
+            job_flow_id=create_job_flow.output,
+            step_ids=add_steps.output,
+            timeout_seconds=plan["timeout"],
+            poke_interval=SETTINGS.poke_interval,
+            mode="reschedule",
+            log_wait=SETTINGS.emr.log_wait,
+            aws_conn_id=SETTINGS.aws_conn_id,
+        )
+        remove_cluster = EmrTerminateJobFlowOperator(
+            task_id="remove_cluster",
+            job_flow_id=create_job_flow.output,
+            aws_conn_id=SETTINGS.aws_conn_id,
+        )
+    else:
+
+        @task(task_id="create_job_flow", retries=0)
+        def start_local_cluster(job_flow: dict) -> str:
+            """A Spark master and worker on 127.0.0.1; returns the cluster id."""
+            from fruits.local_cluster import start_cluster
+
+            settings = load_settings()
+            return start_cluster(
+                settings.scratch,
+                cores=int(job_flow["cores"]),
+                memory=str(job_flow["memory"]),
+                name=job_flow["Name"],
+            )
+
+        @task(task_id="add_steps", retries=0)
+        def start_local_steps(job_flow_id: str, steps: list) -> list:
+            """Stage the inputs from S3 and start the steps, in order; returns step ids."""
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+            from fruits import local_cluster
+            from fruits.s3sync import stage_down
+
+            settings = load_settings()
+            hook = S3Hook(settings.aws_conn_id)
+            return local_cluster.add_steps(
+                settings.scratch, job_flow_id, steps, lambda uri, path: stage_down(hook, uri, path)
+            )
+
+        @task(task_id="wait_for_step")
+        def wait_for_local_steps(job_flow_id: str, step_ids: list, timeout: int) -> dict:
+            """Wait for the steps (a failed one fails the task with its stderr), then
+            publish their outputs to S3."""
+            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from fruits import local_cluster
+
+            settings = load_settings()
+            try:
+                states = local_cluster.wait_for_steps(
+                    settings.scratch, job_flow_id, step_ids, timeout=timeout
+                )
+            except local_cluster.StepFailed as exc:
+                raise AirflowFailException(str(exc)) from None
+            hook = S3Hook(settings.aws_conn_id)
+            published = local_cluster.publish_outputs(settings.scratch, job_flow_id, hook)
+            return {"steps": {sid: s["state"] for sid, s in states.items()}, **published}
+
+        @task(task_id="remove_cluster")
+        def stop_local_cluster(job_flow_id: str) -> dict:
+            """End the cluster's processes (exactly those it recorded)."""
+            from fruits.local_cluster import stop_cluster
+
+            return stop_cluster(load_settings().scratch, job_flow_id)
+
+        create_job_flow = start_local_cluster(plan["job_flow"])
+        add_steps = start_local_steps(create_job_flow, plan["steps"])
+        wait_for_step = wait_for_local_steps(create_job_flow, add_steps, plan["timeout"])
+        remove_cluster = stop_local_cluster(create_job_flow)
+
+    @task
+    def summarize_run(batch: str) -> dict:
+        """Rows, k, explained variance and rejected count, read back from S3."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from fruits.summary import format_summary, run_summary
+
+        settings = load_settings()
+        summary = run_summary(S3Hook(settings.aws_conn_id), settings.bucket, batch)
+        print(format_summary(summary))
+        return summary
+
+    summary = summarize_run(run["batch"])
+
+    chain(
+        # setup: check parameters and batch, put batch and code in S3, start the cluster
+        run,
+        n_images,
+        create_bucket,
+        [batch_uploaded, code],
+        plan,
+        create_job_flow,
+        # body: featurize, then reduce, on the cluster
+        add_steps,
+        wait_for_step,
+        # teardown (runs after any failure; a failed step still fails the run) and summary
+        [remove_cluster.as_teardown(setups=create_job_flow), summary],
+    )
+
+
+fruits_pipeline()

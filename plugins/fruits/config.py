@@ -1,0 +1,204 @@
+"""Every setting of the pipeline, read from the environment (documented defaults below).
+
+The DAG reads these when it is parsed (``FRUITS_COMPUTE`` picks the cluster backend);
+tasks read them again when they run. Nothing here touches the network.
+
+=================================  ====================================================
+variable                           default / meaning
+=================================  ====================================================
+FRUITS_COMPUTE                     ``local`` (Spark standalone cluster on the Airflow
+                                   worker) or ``emr`` (Amazon EMR)
+FRUITS_BUCKET                      ``fruits-pipeline``: raw/, code/, runs/, logs/ live here
+FRUITS_INCOMING                    ``data/incoming``: batches, ``<YYYY-MM-DD>/<label>/<file>``
+FRUITS_SCRATCH                     ``var/scratch``: local clusters' work, staging, logs
+FRUITS_JOBS_DIR                    ``spark_jobs``: featurize.py, reduce.py, fruits_spark/
+FRUITS_AWS_CONN_ID                 ``aws_default`` (region and endpoint come from it)
+FRUITS_MODEL                       ``mobilenetv2`` (trigger-form default)
+FRUITS_WEIGHTS                     ``imagenet`` (trigger-form default; ``random`` for demos)
+FRUITS_IMAGE_SIZE                  ``224`` (trigger-form default)
+FRUITS_VARIANCE                    ``0.95`` (trigger-form default)
+FRUITS_POKE_INTERVAL               ``60`` seconds between two looks at the steps' state
+FRUITS_STEP_TIMEOUT_BASE           ``1800`` seconds allowed for cluster start and set-up
+FRUITS_STEP_SECONDS_PER_IMAGE      ``0.5`` seconds per image added to that allowance
+FRUITS_LOCAL_CORES                 all cores: the local Spark worker's ``--cores``
+FRUITS_LOCAL_MEMORY                ``2g``: the local Spark worker's ``--memory``
+FRUITS_EMR_RELEASE_LABEL           ``emr-7.13.0`` (Spark 3.5)
+FRUITS_EMR_MASTER_TYPE             ``m5.xlarge``
+FRUITS_EMR_CORE_TYPE               ``m5.xlarge``
+FRUITS_EMR_CORE_COUNT              ``2``
+FRUITS_EMR_TASK_TYPE               ``m5.xlarge``
+FRUITS_EMR_TASK_SPOT_COUNT         ``0``: number of spot task nodes (0 = none)
+FRUITS_EMR_INSTANCE_PROFILE        ``fruits-emr-instance-role`` (the nodes' instance
+                                   profile, as infra/fruits-pipeline.yaml names it)
+FRUITS_EMR_SERVICE_ROLE            ``fruits-emr-service-role`` (ditto)
+FRUITS_EMR_LOG_URI                 ``s3://<bucket>/logs/emr/``
+FRUITS_EMR_SUBNET                  empty: EMR's default; set a private subnet id to run
+                                   without public IPs (it needs a NAT or VPC endpoints)
+FRUITS_EMR_IDLE_TIMEOUT            ``3600`` seconds: EMR ends an idle cluster by itself
+FRUITS_EMR_PYTHON                  ``/usr/bin/python3.11``: installed by the bootstrap
+FRUITS_EMR_LOG_WAIT                ``300`` seconds to wait for a failed step's stderr
+                                   to reach the LogUri (EMR pushes logs every few minutes)
+FRUITS_EMR_TAGS                    extra cluster tags, ``key=value,key=value``
+=================================  ====================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+EMR_DIR = Path(__file__).resolve().parent / "emr"
+
+COMPUTE_BACKENDS = ("local", "emr")
+MODELS = ("mobilenetv2", "vgg16")
+
+
+class ConfigError(ValueError):
+    """A FRUITS_* variable has a value the pipeline cannot use."""
+
+
+def _path(value: str) -> Path:
+    """Relative paths are relative to the project root, not to whatever the cwd is."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value}: must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: expected a number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={value}: must be >= 0")
+    return value
+
+
+def _tags(raw: str) -> dict[str, str]:
+    tags = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"FRUITS_EMR_TAGS: {item!r} is not key=value")
+        tags[key.strip()] = value.strip()
+    return tags
+
+
+@dataclass(frozen=True)
+class EmrSettings:
+    release_label: str = "emr-7.13.0"
+    master_type: str = "m5.xlarge"
+    core_type: str = "m5.xlarge"
+    core_count: int = 2
+    task_type: str = "m5.xlarge"
+    task_spot_count: int = 0
+    instance_profile: str = "fruits-emr-instance-role"
+    service_role: str = "fruits-emr-service-role"
+    log_uri: str = ""
+    subnet: str = ""
+    idle_timeout: int = 3600
+    python: str = "/usr/bin/python3.11"
+    log_wait: int = 300
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Settings:
+    compute: str = "local"
+    bucket: str = "fruits-pipeline"
+    incoming: Path = PROJECT_ROOT / "data" / "incoming"
+    scratch: Path = PROJECT_ROOT / "var" / "scratch"
+    jobs_dir: Path = PROJECT_ROOT / "spark_jobs"
+    aws_conn_id: str = "aws_default"
+    model: str = "mobilenetv2"
+    weights: str = "imagenet"
+    image_size: int = 224
+    variance: float = 0.95
+    poke_interval: int = 60
+    step_timeout_base: int = 1800
+    step_seconds_per_image: float = 0.5
+    local_cores: int = os.cpu_count() or 1
+    local_memory: str = "2g"
+    emr: EmrSettings = field(default_factory=EmrSettings)
+
+    def step_timeout(self, n_images: int) -> int:
+        """Seconds the steps may take for a batch of ``n_images`` (start-up included)."""
+        return int(self.step_timeout_base + self.step_seconds_per_image * max(0, n_images))
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings now (not at import), so a re-parsed DAG sees the current values."""
+    env = os.environ if env is None else env
+    compute = env.get("FRUITS_COMPUTE", "local").strip().lower() or "local"
+    if compute not in COMPUTE_BACKENDS:
+        choices = ", ".join(COMPUTE_BACKENDS)
+        raise ConfigError(f"FRUITS_COMPUTE={compute!r}: choose one of {choices}")
+    model = env.get("FRUITS_MODEL", "mobilenetv2").strip() or "mobilenetv2"
+    if model not in MODELS:
+        raise ConfigError(f"FRUITS_MODEL={model!r}: choose one of {', '.join(MODELS)}")
+    bucket = env.get("FRUITS_BUCKET", "fruits-pipeline").strip() or "fruits-pipeline"
+    emr = EmrSettings(
+        release_label=env.get("FRUITS_EMR_RELEASE_LABEL", "") or EmrSettings.release_label,
+        master_type=env.get("FRUITS_EMR_MASTER_TYPE", "") or EmrSettings.master_type,
+        core_type=env.get("FRUITS_EMR_CORE_TYPE", "") or EmrSettings.core_type,
+        core_count=_int(env, "FRUITS_EMR_CORE_COUNT", EmrSettings.core_count),
+        task_type=env.get("FRUITS_EMR_TASK_TYPE", "") or EmrSettings.task_type,
+        task_spot_count=_int(env, "FRUITS_EMR_TASK_SPOT_COUNT", 0),
+        instance_profile=env.get("FRUITS_EMR_INSTANCE_PROFILE", "") or EmrSettings.instance_profile,
+        service_role=env.get("FRUITS_EMR_SERVICE_ROLE", "") or EmrSettings.service_role,
+        log_uri=env.get("FRUITS_EMR_LOG_URI", "") or f"s3://{bucket}/logs/emr/",
+        subnet=env.get("FRUITS_EMR_SUBNET", "").strip(),
+        idle_timeout=_int(env, "FRUITS_EMR_IDLE_TIMEOUT", EmrSettings.idle_timeout, minimum=60),
+        python=env.get("FRUITS_EMR_PYTHON", "") or EmrSettings.python,
+        log_wait=_int(env, "FRUITS_EMR_LOG_WAIT", EmrSettings.log_wait),
+        tags=_tags(env.get("FRUITS_EMR_TAGS", "")),
+    )
+    return Settings(
+        compute=compute,
+        bucket=bucket,
+        incoming=_path(env.get("FRUITS_INCOMING", "") or "data/incoming"),
+        scratch=_path(env.get("FRUITS_SCRATCH", "") or "var/scratch"),
+        jobs_dir=_path(env.get("FRUITS_JOBS_DIR", "") or "spark_jobs"),
+        aws_conn_id=env.get("FRUITS_AWS_CONN_ID", "") or "aws_default",
+        model=model,
+        weights=env.get("FRUITS_WEIGHTS", "").strip() or "imagenet",
+        image_size=_int(env, "FRUITS_IMAGE_SIZE", 224, minimum=32),
+        variance=_float(env, "FRUITS_VARIANCE", 0.95),
+        poke_interval=_int(env, "FRUITS_POKE_INTERVAL", 60, minimum=1),
+        step_timeout_base=_int(env, "FRUITS_STEP_TIMEOUT_BASE", 1800),
+        step_seconds_per_image=_float(env, "FRUITS_STEP_SECONDS_PER_IMAGE", 0.5),
+        local_cores=_int(env, "FRUITS_LOCAL_CORES", os.cpu_count() or 1, minimum=1),
+        local_memory=env.get("FRUITS_LOCAL_MEMORY", "").strip() or "2g",
+        emr=emr,
+    )
+
+
+# Where a batch's files live in the bucket (DESIGN.md, "Data layout in the bucket").
+def raw_prefix(batch: str) -> str:
+    return f"raw/batch={batch}/"
+
+
+def run_prefix(batch: str) -> str:
+    return f"runs/batch={batch}/"
+
+
+RUN_OUTPUTS = ("features", "rejected", "pca", "report")
+
+
+def run_uris(bucket: str, batch: str) -> dict[str, str]:
+    """``features``, ``rejected``, ``pca``, ``report`` -> their s3:// folder for the batch."""
+    return {name: f"s3://{bucket}/{run_prefix(batch)}{name}/" for name in RUN_OUTPUTS}

@@ -1,0 +1,104 @@
+"""The job code a cluster runs: ``fruits_spark.zip`` (for ``--py-files``), the two entry
+points, the EMR bootstrap script and the job requirements, versioned by content.
+
+``s3://<bucket>/code/<version>/`` where ``<version>`` is a hash of those files, so
+the same code is uploaded once and a new version never changes files under a
+running cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.metadata
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from fruits.config import EMR_DIR
+
+JOB_SCRIPTS = ("featurize.py", "reduce.py")
+PACKAGE = "fruits_spark"
+ZIP_NAME = f"{PACKAGE}.zip"
+# What the jobs import on the cluster, besides Spark itself (EMR brings its own Spark,
+# so never pyspark). Pinned to the versions installed here: one install for all.
+JOB_REQUIREMENTS = (
+    "tensorflow-cpu",
+    "keras",
+    "h5py",
+    "numpy",
+    "pandas",
+    "pyarrow",
+    "pillow",
+    "matplotlib",
+)
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same zip
+
+
+@dataclass(frozen=True)
+class CodeBundle:
+    """The files of one code version, built in ``folder``."""
+
+    version: str
+    folder: Path
+    files: tuple[str, ...]  # names inside folder, uploaded as code/<version>/<name>
+
+
+def build_zip(jobs_dir: Path, dest: Path) -> Path:
+    """Zip ``<jobs_dir>/fruits_spark/*.py`` as ``fruits_spark/<name>``, reproducibly."""
+    package = jobs_dir / PACKAGE
+    sources = sorted(package.glob("*.py"))
+    if not sources:
+        raise FileNotFoundError(f"no {PACKAGE}/*.py under {jobs_dir}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as zf:
+        for src in sources:
+            info = zipfile.ZipInfo(f"{PACKAGE}/{src.name}", date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, src.read_bytes())
+    return dest
+
+
+def job_requirements() -> str:
+    """requirements.txt for the cluster's Python: the job packages, as installed here."""
+    lines = ["# Installed by bootstrap.sh on every EMR node; generated from the Airflow worker."]
+    for name in JOB_REQUIREMENTS:
+        lines.append(f"{name}=={importlib.metadata.version(name)}")
+    return "\n".join(lines) + "\n"
+
+
+def build_bundle(jobs_dir: Path, folder: Path) -> CodeBundle:
+    """Write every code file into ``folder`` and name the version after their contents."""
+    folder.mkdir(parents=True, exist_ok=True)
+    build_zip(jobs_dir, folder / ZIP_NAME)
+    files = [ZIP_NAME]
+    for script in JOB_SCRIPTS:
+        src = jobs_dir / script
+        if not src.is_file():
+            raise FileNotFoundError(f"job entry point missing: {src}")
+        (folder / script).write_bytes(src.read_bytes())
+        files.append(script)
+    (folder / "bootstrap.sh").write_bytes((EMR_DIR / "bootstrap.sh").read_bytes())
+    (folder / "requirements.txt").write_text(job_requirements())
+    files += ["bootstrap.sh", "requirements.txt"]
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+    return CodeBundle(version=digest.hexdigest()[:12], folder=folder, files=tuple(files))
+
+
+def import_jobs_package(module: str, jobs_dir: Path | None = None) -> ModuleType:
+    """Import a ``fruits_spark`` module from the jobs folder (for the few checks tasks share
+    with the jobs, such as where Keras caches ImageNet weights)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError:
+        from fruits.config import load_settings
+
+        folder = str(jobs_dir or load_settings().jobs_dir)
+        if folder not in sys.path:
+            sys.path.append(folder)
+        return importlib.import_module(module)

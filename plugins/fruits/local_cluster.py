@@ -1,0 +1,447 @@
+"""The ``local`` backend: a Spark standalone cluster on the Airflow worker, on loopback.
+
+It mirrors EMR's life cycle so the DAG keeps one shape:
+
+- ``create_job_flow`` -> :func:`start_cluster`: a master and a worker
+  (``spark-class org.apache.spark.deploy.{master.Master,worker.Worker}``) on
+  127.0.0.1 with free ports, in their own process groups; their pids (and start
+  times) go to ``<scratch>/clusters/<id>/cluster.json``. Returns the cluster id.
+- ``add_steps`` -> :func:`add_steps`: the run's EMR-format steps rewritten by
+  :func:`fruits.steps.localize`; inputs staged from S3; one runner process
+  (``step_runner.py``) runs the steps in order, like EMR's step queue. Returns step ids.
+- ``wait_for_step`` -> :func:`wait_for_steps` then :func:`publish_outputs`: polls the
+  steps' state files; a failed step fails the task with its stderr; on success the
+  outputs go back to S3 (local Spark has no s3a connector here).
+- ``remove_cluster`` -> :func:`stop_cluster`: ends exactly the recorded process
+  groups (runner, worker, master) and deletes the staged data; logs stay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from fruits import s3sync, step_runner
+from fruits.steps import localize
+
+log = logging.getLogger(__name__)
+
+MASTER_CLASS = "org.apache.spark.deploy.master.Master"
+WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+START_TIMEOUT = 180  # seconds for the master to come up and the worker to register
+FAILED_STATES = ("FAILED", "CANCELLED", "INTERRUPTED")
+# log4j lines worth skipping when showing why a step failed
+_NOISE = re.compile(r"^\d{2}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} (INFO|DEBUG) |^\s*$")
+
+
+class ClusterError(RuntimeError):
+    """The local cluster could not start, or is gone."""
+
+
+class StepFailed(RuntimeError):
+    """A step ended in FAILED, CANCELLED or INTERRUPTED; the message carries its stderr."""
+
+
+def spark_bin(name: str) -> str:
+    """pip's pyspark ships ``bin/spark-class`` and ``bin/spark-submit`` (no sbin scripts)."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise ClusterError("pyspark is not installed on this Airflow worker")
+    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / name
+    if not path.is_file():
+        raise ClusterError(f"{path} not found")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spark_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of everything the cluster starts: loopback only, this Python, and no
+    PYTHONPATH, so the jobs import their package from ``--py-files`` as on EMR."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(
+        SPARK_LOCAL_IP="127.0.0.1",
+        PYSPARK_PYTHON=sys.executable,
+        PYSPARK_DRIVER_PYTHON=sys.executable,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    env.update(extra or {})
+    return env
+
+
+# --- process bookkeeping: end exactly what we started -------------------------------
+
+
+def _create_time(pid: int) -> float | None:
+    """When the process started, or None if there is no such (living) process."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            _reap(pid)
+            return None
+        return proc.create_time()
+    except psutil.Error:
+        return None
+
+
+def _spawn(argv: list[str], log_path: Path, env: Mapping[str, str]) -> dict[str, Any]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+            start_new_session=True,  # its own process group: outlives the task, one killpg ends it
+        )
+    return {"pid": proc.pid, "create_time": _create_time(proc.pid), "log": str(log_path)}
+
+
+def _alive(proc: Mapping[str, Any] | None) -> bool:
+    """The recorded process still runs and is the one we started (pids get reused)."""
+    if not proc or not proc.get("pid"):
+        return False
+    created = _create_time(int(proc["pid"]))
+    if created is None:
+        return False
+    expected = proc.get("create_time")
+    return expected is None or abs(created - float(expected)) < 1.0
+
+
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _ours(proc: Mapping[str, Any] | None) -> bool:
+    """Our process group still has members: its leader is the process we started, or the
+    leader is gone but the group lives on (Linux does not reuse a pid that still names a
+    process group, so those members are ours)."""
+    if not proc or not proc.get("pid"):
+        return False
+    pid = int(proc["pid"])
+    if _alive(proc):
+        return True
+    return _create_time(pid) is None and _group_exists(pid)
+
+
+def _end_group(name: str, proc: Mapping[str, Any] | None, grace: float = 20.0) -> str:
+    """SIGTERM the recorded process group, SIGKILL it after ``grace`` seconds."""
+    if not _ours(proc):
+        return "not running"
+    pid = int(proc["pid"])
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return "not running"
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not _group_exists(pid):
+            return "stopped"
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    _reap(pid)
+    log.warning("%s (process group %s) ignored SIGTERM for %ss: killed", name, pid, grace)
+    return "killed"
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status if the process is our child (dags test runs tasks in-process)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+# --- the cluster ----------------------------------------------------------------------
+
+
+def cluster_dir(scratch: Path, cluster_id: str) -> Path:
+    if not re.fullmatch(r"local-[0-9A-Za-z-]+", cluster_id or ""):
+        raise ClusterError(f"not a local cluster id: {cluster_id!r}")
+    return scratch / "clusters" / cluster_id
+
+
+def read_cluster(scratch: Path, cluster_id: str) -> dict[str, Any]:
+    path = cluster_dir(scratch, cluster_id) / "cluster.json"
+    if not path.exists():
+        raise ClusterError(f"cluster {cluster_id}: no {path}")
+    return json.loads(path.read_text())
+
+
+def _write_cluster(folder: Path, info: Mapping[str, Any]) -> None:
+    tmp = folder / "cluster.json.tmp"
+    tmp.write_text(json.dumps(info, indent=1))
+    os.replace(tmp, folder / "cluster.json")
+
+
+def _master_status(ui_port: int) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as r:
+            return json.load(r)
+    except (OSError, ValueError):
+        return None
+
+
+def start_cluster(
+    scratch: Path, *, cores: int, memory: str, name: str = "fruits", timeout: float = START_TIMEOUT
+) -> str:
+    """Start a master and one worker on 127.0.0.1; return the cluster id once the worker
+    has registered. On any failure, what was started is stopped again."""
+    cluster_id = f"local-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
+    folder = cluster_dir(scratch, cluster_id)
+    folder.mkdir(parents=True)
+    ports = {k: free_port() for k in ("master", "master_ui", "worker", "worker_ui")}
+    info: dict[str, Any] = {
+        "id": cluster_id,
+        "name": name,
+        "dir": str(folder),
+        "master_url": f"spark://127.0.0.1:{ports['master']}",
+        "ui_url": f"http://127.0.0.1:{ports['master_ui']}",
+        "ports": ports,
+        "cores": cores,
+        "memory": memory,
+        "processes": {},
+        "state": "STARTING",
+    }
+    env = spark_env()
+    spark_class = spark_bin("spark-class")
+    try:
+        info["processes"]["master"] = _spawn(
+            [spark_class, MASTER_CLASS, "--host", "127.0.0.1",
+             "--port", str(ports["master"]), "--webui-port", str(ports["master_ui"])],
+            folder / "logs" / "master.log",
+            env,
+        )  # fmt: skip
+        _write_cluster(folder, info)
+        info["processes"]["worker"] = _spawn(
+            [spark_class, WORKER_CLASS, info["master_url"], "--host", "127.0.0.1",
+             "--cores", str(cores), "--memory", memory,
+             "--port", str(ports["worker"]), "--webui-port", str(ports["worker_ui"]),
+             "--work-dir", str(folder / "work")],
+            folder / "logs" / "worker.log",
+            env,
+        )  # fmt: skip
+        _write_cluster(folder, info)
+        deadline = time.monotonic() + timeout
+        while True:
+            status = _master_status(ports["master_ui"])
+            if status and status.get("aliveworkers", 0) >= 1:
+                break
+            for role in ("master", "worker"):
+                if not _alive(info["processes"][role]):
+                    raise ClusterError(
+                        f"the Spark {role} exited while starting:\n"
+                        + tail(Path(info["processes"][role]["log"]), 30)
+                    )
+            if time.monotonic() > deadline:
+                raise ClusterError(
+                    f"no worker registered with {info['master_url']} within {timeout:.0f}s:\n"
+                    + tail(folder / "logs" / "worker.log", 30)
+                )
+            time.sleep(0.5)
+    except BaseException:
+        for role in ("worker", "master"):
+            _end_group(role, info["processes"].get(role), grace=5)
+        info["state"] = "TERMINATED_WITH_ERRORS"
+        _write_cluster(folder, info)
+        raise
+    info["state"] = "WAITING"
+    _write_cluster(folder, info)
+    log.info("local cluster %s: master %s, UI %s", cluster_id, info["master_url"], info["ui_url"])
+    return cluster_id
+
+
+def add_steps(
+    scratch: Path,
+    cluster_id: str,
+    steps: list[dict[str, Any]],
+    stage: Callable[[str, Path], Any],
+) -> list[str]:
+    """Stage the steps' inputs (``stage(uri, path)``), start the runner; return step ids."""
+    info = read_cluster(scratch, cluster_id)
+    folder = Path(info["dir"])
+    if not (_alive(info["processes"].get("master")) and _alive(info["processes"].get("worker"))):
+        raise ClusterError(f"cluster {cluster_id} is not running (state {info.get('state')})")
+    if info.get("steps"):
+        raise ClusterError(f"cluster {cluster_id} already runs steps {info['steps']}")
+    local = localize(
+        steps,
+        master_url=info["master_url"],
+        spark_submit=spark_bin("spark-submit"),
+        s3_root=folder / "s3",
+        extra_conf={
+            "spark.ui.enabled": "false",
+            "spark.local.dir": str(folder / "tmp"),
+            "spark.executor.memory": "1g",
+        },
+    )
+    for uri, path in local.inputs.items():
+        log.info("staging %s -> %s", uri, path)
+        stage(uri, path)
+    for path in local.outputs.values():  # a re-run never sees an older run's files
+        shutil.rmtree(path, ignore_errors=True)
+    ids = [f"s-LOCAL{n:02d}{secrets.token_hex(4).upper()}" for n in range(len(local.commands))]
+    spec = [
+        {"id": sid, "name": name, "argv": argv}
+        for sid, name, argv in zip(ids, local.names, local.commands, strict=True)
+    ]
+    for sid in ids:
+        (folder / "steps" / sid).mkdir(parents=True, exist_ok=True)
+        step_runner.write_state(folder / "steps" / sid, state="PENDING")
+    (folder / "steps.json").write_text(json.dumps(spec, indent=1))
+    (folder / "outputs.json").write_text(
+        json.dumps({uri: str(path) for uri, path in local.outputs.items()}, indent=1)
+    )
+    info["processes"]["steps"] = _spawn(
+        [sys.executable, step_runner.__file__, str(folder)],
+        folder / "logs" / "steps.log",
+        spark_env(),
+    )
+    info["steps"] = ids
+    info["state"] = "RUNNING"
+    _write_cluster(folder, info)
+    for sid, name, argv in zip(ids, local.names, local.commands, strict=True):
+        log.info("step %s (%s): %s", sid, name, " ".join(argv))
+    return ids
+
+
+def step_states(scratch: Path, cluster_id: str, step_ids: list[str]) -> dict[str, dict]:
+    """Each step's state; a step left RUNNING by a runner that is gone becomes INTERRUPTED."""
+    info = read_cluster(scratch, cluster_id)
+    folder = Path(info["dir"])
+    runner_alive = _alive(info["processes"].get("steps"))
+    states = {}
+    for sid in step_ids:
+        state = step_runner.read_state(folder / "steps" / sid)
+        if state["state"] in ("PENDING", "RUNNING") and not runner_alive:
+            # re-read: the runner may have finished between the two looks
+            state = step_runner.read_state(folder / "steps" / sid)
+            if state["state"] in ("PENDING", "RUNNING"):
+                step_runner.write_state(
+                    folder / "steps" / sid,
+                    state="INTERRUPTED",
+                    reason="the step runner is gone (cluster removed or worker restarted)",
+                )
+                state = step_runner.read_state(folder / "steps" / sid)
+        states[sid] = state
+    return states
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    """The last ``lines`` meaningful lines of a log (log4j INFO/DEBUG noise dropped)."""
+    if not path.exists():
+        return f"({path} does not exist)"
+    text = path.read_text(errors="replace").splitlines()
+    kept = [line for line in text if not _NOISE.match(line)]
+    return "\n".join(kept[-lines:])
+
+
+def failure_report(scratch: Path, cluster_id: str, step_id: str, state: Mapping) -> str:
+    folder = Path(read_cluster(scratch, cluster_id)["dir"]) / "steps" / step_id
+    errors = [
+        line
+        for name in ("stderr", "stdout")
+        if (folder / name).exists()
+        for line in (folder / name).read_text(errors="replace").splitlines()
+        if line.startswith("error:")
+    ]
+    head = f"step {step_id} {state.get('state')}"
+    if state.get("returncode") is not None:
+        head += f" (exit status {state['returncode']})"
+    if state.get("reason"):
+        head += f": {state['reason']}"
+    parts = [head]
+    if errors:
+        parts.append("\n".join(errors))
+    parts.append(f"--- stderr tail ({folder / 'stderr'}) ---\n{tail(folder / 'stderr')}")
+    return "\n".join(parts)
+
+
+def wait_for_steps(
+    scratch: Path,
+    cluster_id: str,
+    step_ids: list[str],
+    *,
+    timeout: float,
+    poke_interval: float = 2.0,
+) -> dict[str, dict]:
+    """Block until the last step completes; StepFailed (with the failed step's stderr)
+    if a step fails or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    seen: dict[str, str] = {}
+    while True:
+        states = step_states(scratch, cluster_id, step_ids)
+        for sid, state in states.items():
+            if seen.get(sid) != state["state"]:
+                log.info("step %s: %s", sid, state["state"])
+                seen[sid] = state["state"]
+        failed = [sid for sid in step_ids if states[sid]["state"] in ("FAILED", "INTERRUPTED")]
+        if failed:
+            raise StepFailed(failure_report(scratch, cluster_id, failed[0], states[failed[0]]))
+        if any(states[sid]["state"] == "CANCELLED" for sid in step_ids):
+            sid = next(s for s in step_ids if states[s]["state"] == "CANCELLED")
+            raise StepFailed(failure_report(scratch, cluster_id, sid, states[sid]))
+        if states[step_ids[-1]]["state"] == "COMPLETED":
+            return states
+        if time.monotonic() > deadline:
+            running = [s for s in step_ids if states[s]["state"] == "RUNNING"]
+            sid = running[0] if running else step_ids[-1]
+            raise StepFailed(
+                f"the steps did not finish within {timeout:.0f}s\n"
+                + failure_report(scratch, cluster_id, sid, states[sid])
+            )
+        time.sleep(poke_interval)
+
+
+def publish_outputs(scratch: Path, cluster_id: str, hook: Any) -> dict[str, dict]:
+    """Send each step output folder to its s3:// URI, replacing the batch's old outputs."""
+    folder = Path(read_cluster(scratch, cluster_id)["dir"])
+    outputs = json.loads((folder / "outputs.json").read_text())
+    published = {}
+    for uri, path in outputs.items():
+        published[uri] = s3sync.publish_folder(hook, Path(path), uri).as_dict()
+    return published
+
+
+def stop_cluster(scratch: Path, cluster_id: str) -> dict[str, str]:
+    """End the runner, the worker (and its executors) and the master; delete staged data."""
+    info = read_cluster(scratch, cluster_id)
+    folder = Path(info["dir"])
+    ended = {
+        role: _end_group(role, info["processes"].get(role))
+        for role in ("steps", "worker", "master")
+    }
+    for sub in ("s3", "work", "tmp"):
+        shutil.rmtree(folder / sub, ignore_errors=True)
+    info["state"] = "TERMINATED"
+    _write_cluster(folder, info)
+    log.info("local cluster %s terminated: %s (logs kept in %s)", cluster_id, ended, folder)
+    return ended

@@ -1,0 +1,215 @@
+"""The run's parameters: the trigger form (``Param``\\ s) and the checks a run makes first.
+
+The form's JSON schema already refuses bad values in the UI. The ``validate_params``
+task checks again (a run can be triggered through the API or the CLI with any
+``conf``) and also checks what a schema cannot: that the weights can be read. Every
+error names the parameter, and comes before any cluster exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fruits.config import MODELS, Settings
+
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+IMAGE_SIZE_RANGE = (32, 1024)  # as featurize.py's --image-size
+WEIGHTS_KEYWORDS = ("imagenet", "random")
+
+
+class ParamError(ValueError):
+    """A run parameter with a value the pipeline cannot use; the message names it."""
+
+    def __init__(self, name: str, message: str):
+        self.param = name
+        super().__init__(f"param {name!r}: {message}")
+
+
+@dataclass(frozen=True)
+class RunParams:
+    batch: str  # YYYY-MM-DD
+    model: str
+    weights: str  # imagenet | random | s3://bucket/key.h5 | /abs/path.h5
+    image_size: int
+    variance: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trigger_form(settings: Settings) -> dict[str, Any]:
+    """The DAG's ``params``: what the trigger form shows, with types, bounds and help."""
+    from airflow.sdk import Param
+
+    return {
+        "batch_date": Param(
+            None,
+            type=["null", "string"],
+            format="date",
+            title="Batch date",
+            description=(
+                "Which batch to process: the folder data/incoming/<YYYY-MM-DD>/. "
+                "Empty: the run's logical date, or, without one, the latest batch folder."
+            ),
+        ),
+        "model": Param(
+            settings.model,
+            type="string",
+            enum=list(MODELS),
+            title="Model",
+            description="The CNN whose pooled activations become the features.",
+        ),
+        "weights": Param(
+            settings.weights,
+            type="string",
+            minLength=1,
+            pattern=r"^(imagenet|random|s3://[^/]+/.+\.h5|/.+\.h5|file:///.+\.h5)$",
+            title="Weights",
+            description=(
+                "imagenet (Keras' cached file on the Airflow worker), random (seeded; "
+                "tests and demos only) or the s3:// URI / absolute path of a .h5 file."
+            ),
+        ),
+        "variance": Param(
+            settings.variance,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=1,
+            title="Explained variance",
+            description="PCA keeps the fewest components explaining at least this share.",
+        ),
+        "image_size": Param(
+            settings.image_size,
+            type="integer",
+            minimum=IMAGE_SIZE_RANGE[0],
+            maximum=IMAGE_SIZE_RANGE[1],
+            title="Image size",
+            description="Images are resized to N x N pixels before the CNN (224 = ImageNet's).",
+        ),
+    }
+
+
+def _number(name: str, value: Any, kind: type) -> float | int:
+    if isinstance(value, bool) or value is None:
+        raise ParamError(name, f"expected a {kind.__name__}, got {value!r}")
+    if isinstance(value, str):
+        try:
+            value = kind(value.strip())
+        except ValueError:
+            raise ParamError(name, f"expected a {kind.__name__}, got {value!r}") from None
+    if kind is int and isinstance(value, float):
+        if not value.is_integer():
+            raise ParamError(name, f"expected an integer, got {value!r}")
+        value = int(value)
+    if not isinstance(value, int | float):
+        raise ParamError(name, f"expected a {kind.__name__}, got {value!r}")
+    return kind(value)
+
+
+def parse_date(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not DATE_RE.match(value.strip()):
+        raise ParamError(name, f"expected a date YYYY-MM-DD, got {value!r}")
+    try:
+        return dt.date.fromisoformat(value.strip()).isoformat()
+    except ValueError as exc:
+        raise ParamError(name, f"{value!r} is not a calendar date ({exc})") from None
+
+
+def latest_batch(incoming: Path) -> str | None:
+    """The newest ``YYYY-MM-DD`` folder under the incoming folder, if any."""
+    if not incoming.is_dir():
+        return None
+    dates = []
+    for child in incoming.iterdir():
+        if child.is_dir() and DATE_RE.match(child.name):
+            try:
+                dates.append(dt.date.fromisoformat(child.name))
+            except ValueError:
+                continue
+    return max(dates).isoformat() if dates else None
+
+
+def resolve_batch(value: Any, logical_date: dt.datetime | None, incoming: Path) -> str:
+    """The batch a run processes: the ``batch_date`` parameter, else the logical date,
+    else (a manual run without one) the latest batch folder present, else today (UTC)."""
+    if value not in (None, ""):
+        return parse_date("batch_date", value)
+    if logical_date is not None:
+        return logical_date.astimezone(dt.UTC).date().isoformat()
+    return latest_batch(incoming) or dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def parse_weights(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ParamError("weights", f"expected imagenet, random or a .h5 URI, got {value!r}")
+    value = value.strip()
+    if value in WEIGHTS_KEYWORDS:
+        return value
+    if value.startswith("file://"):
+        value = value[len("file://") :]
+    if value.startswith("s3://"):
+        bucket, _, key = value[len("s3://") :].partition("/")
+        if not bucket or not key:
+            raise ParamError("weights", f"{value!r} is not an s3://bucket/key URI")
+    elif not value.startswith("/"):
+        raise ParamError(
+            "weights",
+            f"{value!r}: expected imagenet, random, an s3:// URI or an absolute path",
+        )
+    if not value.endswith(".h5"):
+        raise ParamError("weights", f"{value!r}: Keras weights files end in .h5")
+    return value
+
+
+def validate(
+    raw: Mapping[str, Any], *, logical_date: dt.datetime | None, settings: Settings
+) -> RunParams:
+    """Check the run's parameters (form values or any ``conf``); ParamError names the bad one."""
+    model = raw.get("model", settings.model)
+    if model not in MODELS:
+        raise ParamError("model", f"{model!r} is not one of {', '.join(MODELS)}")
+    variance = _number("variance", raw.get("variance", settings.variance), float)
+    if not 0 < variance <= 1:
+        raise ParamError("variance", f"must be > 0 and <= 1, got {variance}")
+    image_size = _number("image_size", raw.get("image_size", settings.image_size), int)
+    low, high = IMAGE_SIZE_RANGE
+    if not low <= image_size <= high:
+        raise ParamError("image_size", f"must be between {low} and {high}, got {image_size}")
+    return RunParams(
+        batch=resolve_batch(raw.get("batch_date"), logical_date, settings.incoming),
+        model=model,
+        weights=parse_weights(raw.get("weights", settings.weights)),
+        image_size=image_size,
+        variance=variance,
+    )
+
+
+def check_weights_readable(weights: str, model: str, s3_hook: Any) -> None:
+    """ParamError('weights') unless the weights file exists: in S3, on disk or in Keras' cache."""
+    if weights == "random":
+        return
+    if weights == "imagenet":
+        from fruits.jobcode import import_jobs_package
+
+        models = import_jobs_package("fruits_spark.models")
+        try:
+            models.imagenet_weights_path(model)
+        except models.WeightsUnavailable as exc:
+            raise ParamError("weights", str(exc)) from None
+        return
+    if weights.startswith("s3://"):
+        bucket, _, key = weights[len("s3://") :].partition("/")
+        try:
+            found = s3_hook.head_object(key=key, bucket_name=bucket) is not None
+        except Exception as exc:  # 403, no such bucket, bad endpoint: all "cannot read"
+            raise ParamError("weights", f"cannot read {weights}: {exc}") from None
+        if not found:
+            raise ParamError("weights", f"cannot read {weights}: no such object")
+        return
+    if not Path(weights).is_file():
+        raise ParamError("weights", f"cannot read {weights}: no such file on the Airflow worker")

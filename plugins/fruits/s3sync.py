@@ -1,0 +1,190 @@
+"""Many files between a folder and S3 in one task, through the Amazon provider's S3Hook.
+
+Only new or changed files are sent: a local file is unchanged when S3 holds an object
+of the same size whose ETag equals the file's MD5 (or, for multipart uploads, the
+MD5 of the part MD5s with ``-<parts>``, computed with the hook's transfer settings).
+SSE-KMS objects have ETags that are not MD5s; for them an object at least as new as
+the file counts as unchanged, as ``aws s3 sync`` decides.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Written last when publishing a folder, deleted first: a reader that waits for them
+# never sees a half-published output.
+MARKERS = ("_SUCCESS", "report.json")
+UPLOAD_THREADS = 8
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    uploaded: int
+    unchanged: int
+    deleted: int
+
+    @property
+    def total(self) -> int:
+        return self.uploaded + self.unchanged
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "uploaded": self.uploaded,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "total": self.total,
+        }
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri}")
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    return bucket, key
+
+
+def local_etag(path: Path, threshold: int, chunk: int) -> str:
+    """The ETag S3 gives ``path`` when uploaded with these multipart settings (no KMS)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        if size < threshold:
+            return hashlib.md5(f.read(), usedforsecurity=False).hexdigest()
+        parts = []
+        while block := f.read(chunk):
+            parts.append(hashlib.md5(block, usedforsecurity=False).digest())
+    combined = hashlib.md5(b"".join(parts), usedforsecurity=False).hexdigest()
+    return f"{combined}-{len(parts)}"
+
+
+def list_objects(hook: Any, bucket: str, prefix: str) -> dict[str, dict]:
+    """Key -> metadata (Size, ETag) of every object under the prefix."""
+    return {obj["Key"]: obj for obj in hook.iter_file_metadata(prefix=prefix, bucket_name=bucket)}
+
+
+def local_files(folder: Path, skip_hidden: bool = False) -> dict[str, Path]:
+    """Relative POSIX path -> file, for every file under the folder."""
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = path.relative_to(folder).as_posix()
+        if skip_hidden and any(part.startswith(".") for part in rel.split("/")):
+            continue
+        files[rel] = path
+    return files
+
+
+def _unchanged(path: Path, remote: dict | None, threshold: int, chunk: int) -> bool:
+    """Same size, and the ETag is the file's MD5; or, where the ETag is no MD5 (SSE-KMS
+    buckets), the object is newer than the file (``aws s3 sync``'s rule)."""
+    if remote is None or int(remote.get("Size", -1)) != path.stat().st_size:
+        return False
+    if remote.get("ETag", "").strip('"') == local_etag(path, threshold, chunk):
+        return True
+    modified = remote.get("LastModified")
+    return modified is not None and modified.timestamp() >= path.stat().st_mtime
+
+
+def _upload(hook: Any, bucket: str, items: Iterable[tuple[Path, str]]) -> int:
+    items = list(items)
+    if not items:
+        return 0
+    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+        futures = [
+            pool.submit(hook.load_file, filename=path, key=key, bucket_name=bucket, replace=True)
+            for path, key in items
+        ]
+        for future in futures:
+            future.result()  # re-raise the first upload error
+    return len(items)
+
+
+def sync_up(
+    hook: Any,
+    files: dict[str, Path],
+    bucket: str,
+    prefix: str,
+    *,
+    delete_stale: bool = True,
+    markers_last: bool = False,
+) -> SyncResult:
+    """Make ``s3://bucket/prefix`` hold exactly ``files`` (relative name -> local path).
+
+    Sends only new or changed files. With ``markers_last``, markers (``_SUCCESS``,
+    ``report.json``) are deleted first and written after everything else, and stale
+    objects are deleted before the markers return.
+    """
+    prefix = prefix if prefix.endswith("/") or not prefix else prefix + "/"
+    cfg = hook.transfer_config
+    threshold, chunk = cfg.multipart_threshold, cfg.multipart_chunksize
+    remote = list_objects(hook, bucket, prefix)
+    wanted = {prefix + rel: path for rel, path in files.items()}
+
+    def is_marker(key: str) -> bool:
+        return markers_last and key.rsplit("/", 1)[-1] in MARKERS
+
+    changed = {
+        key: path
+        for key, path in wanted.items()
+        if not _unchanged(path, remote.get(key), threshold, chunk)
+    }
+    stale = sorted(k for k in remote if k not in wanted) if delete_stale else []
+    if markers_last and any(not is_marker(k) for k in [*changed, *stale]):
+        # The data changes: take the markers down first, put them back last.
+        present = [k for k in remote if is_marker(k)]
+        if present:
+            hook.delete_objects(bucket=bucket, keys=present)
+        changed.update({k: p for k, p in wanted.items() if is_marker(k)})
+    uploaded = _upload(hook, bucket, ((p, k) for k, p in changed.items() if not is_marker(k)))
+    if stale:
+        hook.delete_objects(bucket=bucket, keys=stale)
+    uploaded += _upload(hook, bucket, ((p, k) for k, p in changed.items() if is_marker(k)))
+    result = SyncResult(uploaded, len(wanted) - len(changed), len(stale))
+    log.info("s3://%s/%s: %s", bucket, prefix, result.as_dict())
+    return result
+
+
+def upload_folder(hook: Any, folder: Path, bucket: str, prefix: str) -> SyncResult:
+    """Mirror a batch folder to S3 (new or changed files sent, vanished ones deleted)."""
+    return sync_up(hook, local_files(folder), bucket, prefix, delete_stale=True)
+
+
+def publish_folder(hook: Any, folder: Path, uri: str) -> SyncResult:
+    """Publish a job's output folder (Parquet, report) to ``uri``, replacing what was there.
+
+    Hadoop's local checksum files (``.*.crc``) stay behind; markers go last.
+    """
+    bucket, prefix = split_uri(uri)
+    files = local_files(folder, skip_hidden=True) if folder.is_dir() else {}
+    return sync_up(hook, files, bucket, prefix, delete_stale=True, markers_last=True)
+
+
+def stage_down(hook: Any, uri: str, dest: Path) -> Path:
+    """Copy an s3:// object, or every object under an s3:// prefix, to ``dest``."""
+    bucket, key = split_uri(uri)
+    if key and not key.endswith("/") and hook.head_object(key=key, bucket_name=bucket):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        hook.download_file(
+            key=key,
+            bucket_name=bucket,
+            local_path=str(dest.parent),
+            preserve_file_name=True,
+            use_autogenerated_subdir=False,
+        )
+        downloaded = dest.parent / key.rsplit("/", 1)[-1]
+        if downloaded != dest:
+            downloaded.replace(dest)
+        return dest
+    prefix = key if key.endswith("/") or not key else key + "/"
+    dest.mkdir(parents=True, exist_ok=True)
+    hook.sync_to_local_dir(bucket_name=bucket, local_dir=dest, s3_prefix=prefix)
+    return dest
