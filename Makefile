@@ -10,7 +10,7 @@ export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 # Keep Spark and everything it starts on loopback.
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: venv check-java test lint demo bench clean
+.PHONY: venv check-java system-deps test lint demo bench clean
 
 venv: $(STAMP)
 
@@ -23,7 +23,10 @@ $(STAMP): requirements.txt constraints.txt
 check-java:
 	@command -v java >/dev/null || { echo "Java 17+ is required by Spark: apt-get install openjdk-17-jre-headless" >&2; exit 1; }
 
-test: venv check-java
+system-deps:
+	@bash scripts/system-deps.sh
+
+test: venv system-deps check-java
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

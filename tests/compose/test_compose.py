@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,15 @@ def test_overriding_a_secret_changes_it(raw):
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
     ]
     assert ":s3cr3t@postgres/" in conn
+
+
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None,
+    reason="docker-compose v1 not installed (make test installs it: scripts/system-deps.sh)",
+)
+def test_compose_schema_accepts_the_file():
+    done = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yaml"), "config", "-q"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
