@@ -1,0 +1,158 @@
+"""Reduce CNN feature vectors with an exact PCA fitted on mean-centred features.
+
+    spark-submit --py-files fruits_spark.zip spark_jobs/reduce.py \\
+        --input s3://bucket/runs/batch=2026-11-24/features/ \\
+        --output s3://bucket/runs/batch=2026-11-24/pca/ \\
+        --report s3://bucket/runs/batch=2026-11-24/report/ \\
+        [--variance 0.95 | --k N]
+
+Reads Parquet ``path, label, features`` (as featurize.py writes it) and writes Parquet
+``path, label, pca`` (``pca``: array<float> of length k = the smallest number of
+components whose cumulative explained variance reaches ``--variance``, or ``--k``).
+Under ``--report``: ``report.json``, ``cumulative_variance.png``, ``pca_scatter.png``.
+Components follow scikit-learn's sign convention (largest-|value| entry positive); see
+``fruits_spark.pca``. Exit status 2 on bad arguments or unusable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from fruits_spark import fsio, pca, report
+from fruits_spark.jobs import JobError, run_job
+
+DEFAULT_VARIANCE = 0.95
+MAX_SCATTER_POINTS = 20_000  # rows drawn in pca_scatter.png (a seeded sample beyond that)
+REQUIRED_COLUMNS = ("path", "label", "features")
+METADATA_KEYS = ("model", "weights", "weights_sha256", "image_size")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--input", required=True, help="Parquet path, label, features")
+    p.add_argument("--output", required=True, help="Parquet path, label, pca")
+    p.add_argument("--report", required=True, help="folder for report.json and plots")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument(
+        "--variance",
+        type=float,
+        default=None,
+        help=f"keep the fewest components explaining this share (default {DEFAULT_VARIANCE})",
+    )
+    size.add_argument("--k", type=int, default=None, help="keep exactly this many components")
+    args = p.parse_args(argv)
+    if args.k is None and args.variance is None:
+        args.variance = DEFAULT_VARIANCE
+    if args.variance is not None and not 0 < args.variance <= 1:
+        raise JobError(f"--variance must be in (0, 1], got {args.variance}")
+    if args.k is not None and args.k < 1:
+        raise JobError(f"--k must be at least 1, got {args.k}")
+    return args
+
+
+def read_features(spark: SparkSession, uri: str) -> DataFrame:
+    try:
+        df = spark.read.parquet(uri)
+    except AnalysisException as exc:
+        raise JobError(f"--input {uri}: cannot read Parquet: {exc}") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise JobError(f"--input {uri}: no column {', '.join(missing)} (has {df.columns})")
+    return df.select(*REQUIRED_COLUMNS)
+
+
+def features_metadata(df: DataFrame) -> dict:
+    """What featurize.py recorded about the features (model, weights, ...), if anything."""
+    return dict(df.schema["features"].metadata or {})
+
+
+def output_metadata(source: dict, model: pca.PCAModel, k: int) -> dict:
+    kept = {key: source[key] for key in METADATA_KEYS if source.get(key) is not None}
+    return {**kept, "n_features": model.n_features, "k": k, "pca_of": "features"}
+
+
+def label_counts(df: DataFrame) -> dict[str, int]:
+    rows = df.groupBy("label").count().collect()
+    return {("(null)" if r["label"] is None else r["label"]): r["count"] for r in rows}
+
+
+def scatter_points(df: DataFrame, k: int, n_rows: int) -> tuple[np.ndarray, list[str]]:
+    """The first two ``pca`` values (one if k == 1) and label of at most
+    MAX_SCATTER_POINTS rows (a seeded sample of larger outputs)."""
+    if n_rows > MAX_SCATTER_POINTS:
+        df = df.sample(fraction=MAX_SCATTER_POINTS / n_rows, seed=0)
+    cols = [F.col("pca")[i].alias(f"pc{i + 1}") for i in range(min(k, 2))]
+    rows = df.select("label", *cols).collect()
+    coords = np.array([[r[f"pc{i + 1}"] for i in range(len(cols))] for r in rows], dtype=float)
+    return coords.reshape(len(rows), len(cols)), [str(r["label"]) for r in rows]
+
+
+def write_report(spark: SparkSession, folder: str, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        fsio.write_bytes(spark, f"{folder.rstrip('/')}/{name}", data)
+
+
+def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
+    """The whole job on an existing session: read, fit, project, write, report.
+    Returns the report."""
+    features = read_features(spark, args.input)
+    try:
+        model = pca.fit_pca(features)
+    except JobError as exc:
+        raise JobError(f"--input {args.input}: {exc}") from exc
+    k = pca.choose_k(model.explained_variance_ratio, variance=args.variance, k=args.k)
+
+    source_meta = features_metadata(features)
+    projected = pca.project(features, model, k, metadata=output_metadata(source_meta, model, k))
+    projected.write.mode("overwrite").parquet(args.output)
+
+    written = spark.read.parquet(args.output)
+    coords, labels = scatter_points(written, k, model.n_rows)
+    summary = report.build_report(
+        n_rows=model.n_rows,
+        n_features=model.n_features,
+        k=k,
+        explained_variance_ratio=model.explained_variance_ratio,
+        explained_variance=model.explained_variance,
+        variance_threshold=args.variance,
+        k_requested=args.k,
+        features_metadata=source_meta,
+        labels=label_counts(written),
+        inputs={"input": args.input, "output": args.output},
+    )
+    write_report(
+        spark,
+        args.report,
+        {
+            "report.json": report.report_json(summary),
+            "cumulative_variance.png": report.cumulative_variance_png(
+                model.explained_variance_ratio, k, args.variance
+            ),
+            "pca_scatter.png": report.pca_scatter_png(coords, labels),
+        },
+    )
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    spark = SparkSession.builder.appName("fruits-reduce").getOrCreate()
+    try:
+        summary = reduce_features(spark, args)
+        print(
+            f"reduce: {summary['n_rows']} rows, {summary['n_features']} features "
+            f"-> k={summary['k']} (cumulative variance {summary['cumulative_variance'][-1]:.4f})"
+        )
+    finally:
+        spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_job(main))
