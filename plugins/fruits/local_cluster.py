@@ -13,7 +13,8 @@ It mirrors EMR's life cycle so the DAG keeps one shape:
   steps' state files; a failed step fails the task with its stderr; on success the
   outputs go back to S3 (local Spark has no s3a connector here).
 - ``remove_cluster`` -> :func:`stop_cluster`: ends exactly the recorded process
-  groups (runner, worker, master) and deletes the staged data; logs stay.
+  groups (runner, worker and its executors, master) and deletes the staged data;
+  logs stay (``logs/``, ``steps/<id>/``, executors' in ``work/``).
 """
 
 from __future__ import annotations
@@ -297,11 +298,7 @@ def add_steps(
         master_url=info["master_url"],
         spark_submit=spark_bin("spark-submit"),
         s3_root=folder / "s3",
-        extra_conf={
-            "spark.ui.enabled": "false",
-            "spark.local.dir": str(folder / "tmp"),
-            "spark.executor.memory": "1g",
-        },
+        extra_conf={"spark.ui.enabled": "false", "spark.executor.memory": "1g"},
     )
     for uri, path in local.inputs.items():
         log.info("staging %s -> %s", uri, path)
@@ -432,15 +429,15 @@ def publish_outputs(scratch: Path, cluster_id: str, hook: Any) -> dict[str, dict
 
 
 def stop_cluster(scratch: Path, cluster_id: str) -> dict[str, str]:
-    """End the runner, the worker (and its executors) and the master; delete staged data."""
+    """End the runner, the worker (and its executors) and the master; delete staged data.
+    Safe to call again: what is not running is left alone."""
     info = read_cluster(scratch, cluster_id)
     folder = Path(info["dir"])
     ended = {
         role: _end_group(role, info["processes"].get(role))
         for role in ("steps", "worker", "master")
     }
-    for sub in ("s3", "work", "tmp"):
-        shutil.rmtree(folder / sub, ignore_errors=True)
+    shutil.rmtree(folder / "s3", ignore_errors=True)  # staged inputs, outputs (now in S3)
     info["state"] = "TERMINATED"
     _write_cluster(folder, info)
     log.info("local cluster %s terminated: %s (logs kept in %s)", cluster_id, ended, folder)

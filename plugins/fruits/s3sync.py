@@ -53,10 +53,13 @@ def split_uri(uri: str) -> tuple[str, str]:
 
 def local_etag(path: Path, threshold: int, chunk: int) -> str:
     """The ETag S3 gives ``path`` when uploaded with these multipart settings (no KMS)."""
+    from s3transfer.utils import ChunksizeAdjuster
+
     size = path.stat().st_size
     with path.open("rb") as f:
         if size < threshold:
             return hashlib.md5(f.read(), usedforsecurity=False).hexdigest()
+        chunk = ChunksizeAdjuster().adjust_chunksize(chunk, size)  # >= 5 MiB, <= 10000 parts
         parts = []
         while block := f.read(chunk):
             parts.append(hashlib.md5(block, usedforsecurity=False).digest())

@@ -1,0 +1,170 @@
+"""DAG test fixtures: an Airflow home of our own (SQLite), moto's server on loopback,
+the AWS connection from ``AIRFLOW_CONN_AWS_DEFAULT``, and the DAG parsed per backend.
+
+Airflow reads its configuration when first imported, so the environment is set here,
+at import time, before any test module imports Airflow.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from dag_support import BUCKET, REGION, ROOT, EmrStepDriver
+
+if "airflow" in sys.modules:  # pragma: no cover - a guard for future test modules
+    raise RuntimeError("tests/dag must configure Airflow before anything imports it")
+
+_HOME = Path(tempfile.mkdtemp(prefix="fruits-airflow-home-"))
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
+os.environ.update(
+    AIRFLOW_HOME=str(_HOME),
+    AIRFLOW__CORE__DAGS_FOLDER=str(ROOT / "dags"),
+    AIRFLOW__CORE__PLUGINS_FOLDER=str(ROOT / "plugins"),
+    AIRFLOW__CORE__LOAD_EXAMPLES="False",
+    AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="False",
+    AIRFLOW__LOGGING__LOGGING_LEVEL="INFO",
+    # never a real AWS account, whatever the machine has configured
+    AWS_CONFIG_FILE=os.devnull,
+    AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+    AWS_EC2_METADATA_DISABLED="true",
+    AWS_ACCESS_KEY_ID="testing",
+    AWS_SECRET_ACCESS_KEY="testing",
+    AWS_DEFAULT_REGION=REGION,
+    SPARK_LOCAL_IP="127.0.0.1",
+)
+os.environ.pop("AWS_PROFILE", None)
+for _name in [k for k in os.environ if k.startswith("FRUITS_")]:
+    os.environ.pop(_name)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's server on 127.0.0.1 (a port the OS picks), in this process, so tests can
+    set EMR step states in its backend; stopped at the end of the session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://127.0.0.1:{port}"
+    os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": url, "region_name": REGION},
+        }
+    )
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def moto(moto_server) -> str:
+    """A clean moto (no buckets, no clusters) for each test."""
+    req = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    urllib.request.urlopen(req, timeout=10).close()
+    return moto_server
+
+
+@pytest.fixture
+def aws(moto):
+    """boto3 clients against moto, for the tests' own checks."""
+    import boto3
+
+    kwargs = dict(
+        endpoint_url=moto,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+    class Clients:
+        s3 = boto3.client("s3", **kwargs)
+        emr = boto3.client("emr", **kwargs)
+
+        def keys(self, prefix: str = "") -> list[str]:
+            pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+            return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+        def read(self, key: str) -> bytes:
+            return self.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+
+        def clusters(self) -> list[dict]:
+            return self.emr.list_clusters()["Clusters"]
+
+    return Clients()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata database in the session's Airflow home."""
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return _HOME
+
+
+@pytest.fixture
+def fruits_env(monkeypatch, tmp_path) -> Path:
+    """FRUITS_* settings for a test: its own incoming and scratch folders, quick polling."""
+    incoming = tmp_path / "incoming"
+    incoming.mkdir()
+    for name, value in {
+        "FRUITS_BUCKET": BUCKET,
+        "FRUITS_INCOMING": str(incoming),
+        "FRUITS_SCRATCH": str(tmp_path / "scratch"),
+        "FRUITS_POKE_INTERVAL": "1",
+        "FRUITS_EMR_LOG_WAIT": "10",
+        "FRUITS_STEP_TIMEOUT_BASE": "600",
+        "FRUITS_LOCAL_CORES": "2",
+        "FRUITS_LOCAL_MEMORY": "1g",
+    }.items():
+        monkeypatch.setenv(name, value)
+    return incoming
+
+
+@pytest.fixture
+def load_dag(monkeypatch) -> Callable:
+    """Parse dags/ with FRUITS_COMPUTE set; returns the fruits_pipeline DAG."""
+
+    def load(compute: str):
+        from airflow.dag_processing.dagbag import DagBag
+
+        monkeypatch.setenv("FRUITS_COMPUTE", compute)
+        bag = DagBag(dag_folder=str(ROOT / "dags"))
+        assert bag.import_errors == {}, bag.import_errors
+        return bag.dags["fruits_pipeline"]
+
+    return load
+
+
+@pytest.fixture
+def emr_steps(aws) -> Iterator[Callable[[str], EmrStepDriver]]:
+    drivers: list[EmrStepDriver] = []
+
+    def start(policy: str) -> EmrStepDriver:
+        driver = EmrStepDriver(aws.s3, policy)
+        driver.thread.start()
+        drivers.append(driver)
+        return driver
+
+    yield start
+    for driver in drivers:
+        driver.stop.set()
+        driver.thread.join(timeout=5)
+        assert not driver.errors, driver.errors

@@ -1,0 +1,126 @@
+"""Helpers shared by the DAG tests (the fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import io
+import json
+import re
+import threading
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BUCKET = "fruits-test"
+REGION = "us-east-1"
+
+
+def logical(date: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC)
+
+
+def task_states(dag_run) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+# --- moto's EMR never finishes a step: the tests play the cluster ----------------------
+
+
+def _emr_clusters():
+    from moto.emr.models import emr_backends
+
+    for account in list(emr_backends.keys()):
+        for region in list(emr_backends[account].keys()):
+            yield from list(emr_backends[account][region].clusters.values())
+
+
+def _arg(args: list[str], flag: str) -> str | None:
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+def _split(uri: str) -> tuple[str, str]:
+    bucket, _, key = re.sub(r"^s3[an]?://", "", uri).partition("/")
+    return bucket, key
+
+
+FAKE_REPORT = {
+    "n_rows": 7,
+    "n_features": 1280,
+    "k": 3,
+    "explained_variance_ratio": [0.5, 0.3, 0.16],
+    "cumulative_variance": [0.5, 0.8, 0.96],
+    "model": "mobilenetv2",
+    "weights": "random",
+    "labels": {"Banana": 4, "Kiwi": 3},
+}
+FAKE_REJECTED = 2
+STEP_ERROR = "error: --weights s3://fruits-test/weights/broken.weights.h5 do not fit mobilenetv2"
+
+
+class EmrStepDriver:
+    """A background thread that moves the steps moto leaves RUNNING/PENDING.
+
+    ``complete``: every step COMPLETED, writing what the real jobs would (a rejected
+    Parquet for featurize, report.json for reduce). ``fail``: the first step FAILED
+    with a stderr.gz in the LogUri, the later ones CANCELLED (CANCEL_AND_WAIT)."""
+
+    def __init__(self, s3, policy: str):
+        self.s3 = s3
+        self.policy = policy
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.errors: list[BaseException] = []
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                for cluster in _emr_clusters():
+                    self.drive(cluster)
+            except BaseException as exc:  # surfaced by the fixture
+                self.errors.append(exc)
+                return
+            self.stop.wait(0.2)
+
+    def drive(self, cluster) -> None:
+        failed = False
+        for step in cluster.steps:
+            if step.state in ("COMPLETED", "FAILED", "CANCELLED"):
+                failed = failed or step.state == "FAILED"
+                continue
+            if failed:
+                step.state = "CANCELLED"
+            elif self.policy == "fail":
+                self.write_stderr(cluster, step)
+                step.state = "FAILED"
+                failed = True
+            else:
+                self.write_outputs(list(step.args))
+                step.state = "COMPLETED"
+
+    def write_stderr(self, cluster, step) -> None:
+        bucket, prefix = _split(cluster.log_uri)
+        key = f"{prefix.rstrip('/')}/{cluster.id}/steps/{step.id}/stderr.gz"
+        text = "26/11/24 21:40:01 INFO SparkContext: Running Spark\n" + STEP_ERROR + "\n"
+        self.s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(text.encode()))
+
+    def write_outputs(self, args: list[str]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rejected, report = _arg(args, "--rejected"), _arg(args, "--report")
+        if rejected:
+            table = pa.table(
+                {
+                    "path": [f"s3://x/{i}.jpg" for i in range(FAKE_REJECTED)],
+                    "label": ["Kiwi"] * FAKE_REJECTED,
+                    "error": ["empty file"] * FAKE_REJECTED,
+                }
+            )
+            buf = io.BytesIO()
+            pq.write_table(table, buf)
+            bucket, key = _split(rejected)
+            self.s3.put_object(Bucket=bucket, Key=f"{key}part-00000.parquet", Body=buf.getvalue())
+        if report:
+            bucket, key = _split(report)
+            body = json.dumps(FAKE_REPORT).encode()
+            self.s3.put_object(Bucket=bucket, Key=f"{key}report.json", Body=body)

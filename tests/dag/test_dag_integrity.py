@@ -1,0 +1,162 @@
+"""The DAG as Airflow parses it, under each backend: no import errors, one task graph,
+the teardown, the schedule, the trigger form; and a DAG file that only declares."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from dag_support import ROOT, logical
+
+EXPECTED_UPSTREAM = {
+    "validate_params": set(),
+    "find_batch": {"validate_params"},
+    "create_bucket": {"find_batch"},
+    "upload_batch": {"create_bucket", "validate_params"},
+    "upload_code": {"create_bucket", "validate_params"},
+    "plan_run": {"validate_params", "find_batch", "upload_batch", "upload_code"},
+    "create_job_flow": {"plan_run"},
+    "add_steps": {"create_job_flow", "plan_run"},
+    "wait_for_step": {"add_steps", "create_job_flow", "plan_run"},
+    "remove_cluster": {"create_job_flow", "wait_for_step"},
+    "summarize_run": {"validate_params", "wait_for_step"},
+}
+
+
+@pytest.mark.parametrize("compute", ["local", "emr", "local"])  # reloadable, either order
+def test_dag_loads_without_import_errors(load_dag, compute):
+    dag = load_dag(compute)
+    assert f"compute:{compute}" in dag.tags
+
+
+@pytest.mark.parametrize("compute", ["local", "emr"])
+def test_task_graph_is_the_same_for_both_backends(load_dag, compute):
+    dag = load_dag(compute)
+    graph = {task.task_id: set(task.upstream_task_ids) for task in dag.tasks}
+    assert graph == EXPECTED_UPSTREAM
+
+
+@pytest.mark.parametrize("compute", ["local", "emr"])
+def test_remove_cluster_is_the_teardown_of_create_job_flow(load_dag, compute):
+    from airflow.sdk import TriggerRule
+
+    dag = load_dag(compute)
+    create, remove = dag.get_task("create_job_flow"), dag.get_task("remove_cluster")
+    assert create.is_setup and not create.is_teardown
+    assert remove.is_teardown and not remove.is_setup
+    assert remove.trigger_rule == TriggerRule.ALL_DONE_SETUP_SUCCESS
+    assert "create_job_flow" in remove.upstream_task_ids
+    # the summary must not depend on the teardown alone (it would run after a failure)
+    assert "wait_for_step" in dag.get_task("summarize_run").upstream_task_ids
+    # no other task is a setup or a teardown
+    assert [t.task_id for t in dag.tasks if t.is_setup or t.is_teardown] == [
+        "create_job_flow",
+        "remove_cluster",
+    ]
+
+
+def test_emr_backend_uses_the_providers_operators(load_dag):
+    from airflow.providers.amazon.aws.operators.emr import (
+        EmrAddStepsOperator,
+        EmrCreateJobFlowOperator,
+        EmrTerminateJobFlowOperator,
+    )
+    from airflow.providers.amazon.aws.operators.s3 import S3CreateBucketOperator
+    from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+
+    dag = load_dag("emr")
+    assert isinstance(dag.get_task("create_bucket"), S3CreateBucketOperator)
+    assert isinstance(dag.get_task("create_job_flow"), EmrCreateJobFlowOperator)
+    assert isinstance(dag.get_task("add_steps"), EmrAddStepsOperator)
+    assert isinstance(dag.get_task("wait_for_step"), EmrStepSensor)
+    assert isinstance(dag.get_task("remove_cluster"), EmrTerminateJobFlowOperator)
+    sensor = dag.get_task("wait_for_step")
+    assert sensor.mode == "reschedule"  # a long batch does not hold a worker slot
+
+
+@pytest.mark.parametrize("compute", ["local", "emr"])
+def test_schedule_retries_and_tags(load_dag, compute):
+    dag = load_dag(compute)
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert {"fruits", "spark"} <= set(dag.tags)
+    from airflow.serialization.encoders import coerce_to_core_timetable
+
+    assert coerce_to_core_timetable(dag.timetable).summary in ("@daily", "0 0 * * *")
+    assert dag.default_args["retries"] >= 1
+    for task in dag.tasks:
+        if task.task_id in ("create_job_flow", "add_steps"):
+            # a retry would create a second cluster, or add the steps twice
+            assert task.retries == 0, task.task_id
+        else:
+            assert task.retries >= 1, task.task_id
+
+
+def test_daily_runs_cover_the_day_that_ended(load_dag):
+    """The run after midnight UTC has the day that ended as its logical date (= its batch)."""
+    from airflow.serialization.encoders import coerce_to_core_timetable
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    timetable = coerce_to_core_timetable(load_dag("local").timetable)
+    info = timetable.next_dagrun_info(
+        last_automated_data_interval=DataInterval(logical("2026-11-22"), logical("2026-11-23")),
+        restriction=TimeRestriction(earliest=None, latest=None, catchup=True),
+    )
+    assert info.logical_date == logical("2026-11-23")
+    assert info.run_after == logical("2026-11-24")
+
+
+def test_trigger_form_has_typed_bounded_documented_params(load_dag):
+    dag = load_dag("local")
+    schema = {name: dag.params.get_param(name).schema for name in dag.params}
+    assert set(schema) == {"batch_date", "model", "weights", "variance", "image_size"}
+    assert schema["batch_date"]["format"] == "date"
+    assert schema["model"]["enum"] == ["mobilenetv2", "vgg16"]
+    assert schema["variance"]["type"] == "number"
+    assert schema["variance"]["exclusiveMinimum"] == 0 and schema["variance"]["maximum"] == 1
+    assert schema["image_size"]["type"] == "integer"
+    assert (schema["image_size"]["minimum"], schema["image_size"]["maximum"]) == (32, 1024)
+    for name in schema:
+        assert dag.params.get_param(name).description, f"{name} has no description"
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        dag.params.get_param("variance").resolve(1.5)
+    with pytest.raises(ParamValidationError):
+        dag.params.get_param("model").resolve("resnet50")
+    with pytest.raises(ParamValidationError):
+        dag.params.get_param("batch_date").resolve("24/11/2026")
+
+
+def test_dag_file_only_declares():
+    """Parsing imports no TensorFlow, PySpark or boto3 clients and opens no connection."""
+    code = textwrap.dedent(
+        f"""
+        import socket, sys
+        def refuse(*args, **kwargs):
+            raise AssertionError("network access while parsing the DAG")
+        socket.socket.connect = refuse
+        socket.create_connection = refuse
+        import boto3.session
+        made = []
+        original = boto3.session.Session.client
+        boto3.session.Session.client = lambda *a, **k: made.append(a) or original(*a, **k)
+        from airflow.dag_processing.dagbag import DagBag
+        for compute in ("local", "emr"):
+            import os
+            os.environ["FRUITS_COMPUTE"] = compute
+            bag = DagBag(dag_folder={str(ROOT / "dags")!r})
+            assert not bag.import_errors, bag.import_errors
+            assert "fruits_pipeline" in bag.dags
+        heavy = [m for m in ("tensorflow", "keras", "pyspark", "pandas") if m in sys.modules]
+        assert not heavy, heavy
+        assert not made, made
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=180, cwd=ROOT
+    )
+    assert done.returncode == 0 and "ok" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
