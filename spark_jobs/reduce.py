@@ -4,7 +4,7 @@
         --input s3://bucket/runs/batch=2026-11-24/features/ \\
         --output s3://bucket/runs/batch=2026-11-24/pca/ \\
         --report s3://bucket/runs/batch=2026-11-24/report/ \\
-        [--variance 0.95 | --k N]
+        [--variance 0.95 | --k N] [--rejected s3://bucket/runs/batch=2026-11-24/rejected/]
 
 Reads Parquet ``path, label, features`` (as featurize.py writes it) and writes Parquet
 ``path, label, pca`` (``pca``: array<float> of length k = the smallest number of
@@ -38,6 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input", required=True, help="Parquet path, label, features")
     p.add_argument("--output", required=True, help="Parquet path, label, pca")
     p.add_argument("--report", required=True, help="folder for report.json and plots")
+    p.add_argument(
+        "--rejected",
+        default=None,
+        help="featurize's rejected Parquet (path, label, error), listed in the report",
+    )
     size = p.add_mutually_exclusive_group()
     size.add_argument(
         "--variance",
@@ -93,6 +98,17 @@ def scatter_points(df: DataFrame, k: int, n_rows: int) -> tuple[np.ndarray, list
     return coords.reshape(len(rows), len(cols)), [str(r["label"]) for r in rows]
 
 
+def read_rejected(spark: SparkSession, uri: str | None) -> list[dict] | None:
+    """featurize's rejected rows (few: one per undecodable file), or None when not asked."""
+    if uri is None:
+        return None
+    try:
+        rows = spark.read.parquet(uri).select("path", "label", "error").collect()
+    except AnalysisException as exc:
+        raise JobError(f"--rejected {uri}: cannot read Parquet: {exc}") from exc
+    return [r.asDict() for r in rows]
+
+
 def write_report(spark: SparkSession, folder: str, files: dict[str, bytes]) -> None:
     for name, data in files.items():
         fsio.write_bytes(spark, f"{folder.rstrip('/')}/{name}", data)
@@ -125,6 +141,7 @@ def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
         features_metadata=source_meta,
         labels=label_counts(written),
         inputs={"input": args.input, "output": args.output},
+        rejected=read_rejected(spark, args.rejected),
     )
     write_report(
         spark,

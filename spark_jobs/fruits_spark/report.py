@@ -34,9 +34,12 @@ def build_report(
     features_metadata: Mapping | None,
     labels: Mapping[str, int],
     inputs: Mapping[str, str] | None = None,
+    rejected: Sequence[Mapping[str, str]] | None = None,
 ) -> dict:
     """The content of ``report.json``. ``explained_variance_ratio`` covers every component
-    (each one's share of the total variance); the report keeps the first ``k``."""
+    (each one's share of the total variance); the report keeps the first ``k``.
+    ``rejected`` (path, label, error of every image featurize could not decode) is
+    listed with its count, so nothing is lost silently."""
     ratios = [float(r) for r in explained_variance_ratio]
     cumulative = np.cumsum(ratios).tolist()
     meta = dict(features_metadata or {})
@@ -58,7 +61,19 @@ def build_report(
         "labels": {str(label): int(count) for label, count in sorted(labels.items())},
         "sign_convention": SIGN_CONVENTION,
         **({"inputs": dict(inputs)} if inputs else {}),
+        **(_rejected_section(rejected) if rejected is not None else {}),
     }
+
+
+def _rejected_section(rejected: Sequence[Mapping[str, str]]) -> dict:
+    rows = sorted(
+        ({"path": r["path"], "label": r["label"], "error": r["error"]} for r in rejected),
+        key=lambda r: r["path"],
+    )
+    by_label: dict[str, int] = {}
+    for r in rows:
+        by_label[str(r["label"])] = by_label.get(str(r["label"]), 0) + 1
+    return {"n_rejected": len(rows), "rejected_by_label": by_label, "rejected": rows}
 
 
 def report_json(report: Mapping) -> bytes:

@@ -63,12 +63,19 @@ def test_featurize_then_reduce_on_a_sample_batch(py_files, tmp_path):
         py_files, "reduce.py",
         "--input", str(out / "features"), "--output", str(out / "pca"),
         "--report", str(out / "report"), "--variance", "0.9",
+        "--rejected", str(out / "rejected"),
     )  # fmt: skip
     assert reduced.returncode == 0, reduced.stderr[-3000:]
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["n_rows"] == 30 and report["n_features"] == 1280
     assert report["model"] == "mobilenetv2" and report["weights"] == "random"
     assert report["cumulative_variance"][-1] >= 0.9
+    assert report["labels"] == {label: 5 for label in features.label.unique()}
+    # nothing lost silently: the report lists every rejected file with its reason
+    assert report["n_rejected"] == 4 and report["rejected_by_label"] == {"Apple Red 1": 4}
+    listed = {r["path"].rsplit("/", 1)[1]: r["error"] for r in report["rejected"]}
+    assert set(listed) == {p.rsplit("/", 1)[1] for p in bad}
+    assert listed["empty.jpg"] == "empty file"
     pca = pd.read_parquet(out / "pca")
     assert sorted(pca.path) == sorted(features.path)
     assert pca.pca.map(len).eq(report["k"]).all()
