@@ -6,12 +6,12 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from fruits.jobcode import build_zip
 from fruits.sample_batch import write_bad_files, write_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,11 +20,8 @@ JOBS = ROOT / "spark_jobs"
 
 @pytest.fixture(scope="module")
 def py_files(tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("code") / "fruits_spark.zip"
-    with zipfile.ZipFile(dest, "w") as z:
-        for f in sorted((JOBS / "fruits_spark").glob("*.py")):
-            z.write(f, f"fruits_spark/{f.name}")
-    return dest
+    """The zip the DAG uploads to code/<version>/, built by the DAG's own code."""
+    return build_zip(JOBS, tmp_path_factory.mktemp("code") / "fruits_spark.zip")
 
 
 def spark_submit(py_files: Path, job: str, *args: str) -> subprocess.CompletedProcess:
