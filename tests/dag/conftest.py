@@ -46,6 +46,10 @@ os.environ.pop("AWS_PROFILE", None)
 for _name in [k for k in os.environ if k.startswith("FRUITS_")]:
     os.environ.pop(_name)
 
+# Import Airflow now, with that environment: it configures its logging once, bound to
+# the session's output capture (not to a capfd of one test, closed after it).
+import airflow  # noqa: E402, F401
+
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:

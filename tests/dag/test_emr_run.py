@@ -1,0 +1,179 @@
+"""Whole runs of the ``emr`` backend with ``dag.test()`` against moto's server.
+
+moto's EMR never finishes a step, so the ``emr_steps`` fixture plays the cluster:
+it completes the steps (writing what the jobs would) or fails the first one (with a
+stderr.gz in the LogUri, as EMR does)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from io import BytesIO
+
+import pytest
+from dag_support import BUCKET, FAKE_REJECTED, FAKE_REPORT, STEP_ERROR, logical, task_states
+
+from fruits.sample_batch import write_bad_files, write_batch
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+DATE = "2026-11-24"
+CONF = {"weights": "random", "image_size": 64}
+
+
+@pytest.fixture
+def batch(fruits_env):
+    folder = fruits_env / DATE
+    write_batch(folder, per_label=2, labels=["Banana", "Pêche"])
+    write_bad_files(folder, label="Banana")
+    return folder
+
+
+def run(dag, date=DATE, conf=CONF):
+    return dag.test(logical_date=logical(date), run_conf=conf)
+
+
+def test_steps_completed_run_succeeds_and_cluster_is_terminated(
+    load_dag, batch, aws, emr_steps, capfd
+):
+    emr_steps("complete")
+    dag_run = run(load_dag("emr"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "success", states
+    assert set(states.values()) == {"success"}
+    (cluster,) = aws.clusters()
+    assert cluster["Status"]["State"] == "TERMINATED"
+
+    # the batch went to raw/ (bad and hidden files too: the job decides what they are)
+    raw = sorted(aws.keys(f"raw/batch={DATE}/"))
+    local = sorted(p.relative_to(batch).as_posix() for p in batch.rglob("*") if p.is_file())
+    assert raw == [f"raw/batch={DATE}/{name}" for name in local]
+
+    # the cluster: EMR 7, Spark, the bootstrap and job code of this run's code version
+    described = aws.emr.describe_cluster(ClusterId=cluster["Id"])["Cluster"]
+    assert described["ReleaseLabel"].startswith("emr-7.")
+    assert {"Key": "project", "Value": "fruits-pipeline"} in described["Tags"]
+    (bootstrap,) = aws.emr.list_bootstrap_actions(ClusterId=cluster["Id"])["BootstrapActions"]
+    code_prefix = bootstrap["ScriptPath"].removesuffix("bootstrap.sh")
+    assert code_prefix.startswith(f"s3://{BUCKET}/code/")
+    code_keys = set(aws.keys(code_prefix.removeprefix(f"s3://{BUCKET}/")))
+    assert {code_prefix.removeprefix(f"s3://{BUCKET}/") + name for name in (
+        "fruits_spark.zip", "featurize.py", "reduce.py", "bootstrap.sh", "requirements.txt"
+    )} == code_keys  # fmt: skip
+    zipped = aws.read(code_prefix.removeprefix(f"s3://{BUCKET}/") + "fruits_spark.zip")
+    assert "fruits_spark/images.py" in zipfile.ZipFile(BytesIO(zipped)).namelist()
+
+    # the steps: featurize then reduce, reading and writing s3:// directly
+    steps = aws.emr.list_steps(ClusterId=cluster["Id"])["Steps"][::-1]  # oldest first
+    assert [s["Name"] for s in steps] == [f"featurize batch={DATE}", f"reduce batch={DATE}"]
+    featurize = steps[0]["Config"]["Args"]
+    assert featurize[:5] == [
+        "spark-submit", "--deploy-mode", "cluster", "--py-files", code_prefix + "fruits_spark.zip"
+    ]  # fmt: skip
+    assert featurize[featurize.index("--input") + 1] == f"s3://{BUCKET}/raw/batch={DATE}/"
+    assert featurize[featurize.index("--weights") + 1] == "random"
+    assert featurize[featurize.index("--image-size") + 1] == "64"
+    assert all(s["ActionOnFailure"] == "CANCEL_AND_WAIT" for s in steps)
+
+    # the summary read report.json and the rejected Parquet back from S3
+    out = capfd.readouterr().out
+    assert (
+        f"batch {DATE}: {FAKE_REPORT['n_rows']} images featurized (2 labels), "
+        f"{FAKE_REJECTED} rejected"
+    ) in out
+    assert f"-> k={FAKE_REPORT['k']} components, explained variance 0.9600" in out
+
+
+def test_failed_step_fails_the_run_terminates_the_cluster_and_shows_stderr(
+    load_dag, batch, aws, emr_steps, capfd
+):
+    emr_steps("fail")
+    dag_run = run(load_dag("emr"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed"
+    assert states["wait_for_step"] == "failed"
+    assert states["remove_cluster"] == "success"  # the teardown ran...
+    assert states["summarize_run"] == "upstream_failed"  # ...and the run still failed
+    (cluster,) = aws.clusters()
+    assert cluster["Status"]["State"] == "TERMINATED"
+    steps = aws.emr.list_steps(ClusterId=cluster["Id"])["Steps"][::-1]
+    assert [s["Status"]["State"] for s in steps] == ["FAILED", "CANCELLED"]
+    out = capfd.readouterr().out
+    log = out[out.index("Waiting up to") :]  # the sensor's log, from its first line
+    assert f"step {steps[0]['Id']} (featurize batch={DATE}) is FAILED" in log
+    assert STEP_ERROR in log  # the step's stderr.gz, fetched from the LogUri
+    assert "INFO SparkContext" not in log  # log4j noise dropped from the tail
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [f"s3://{BUCKET}/weights/missing.weights.h5", "/nonexistent/model.weights.h5", "imagenet"],
+)
+def test_unreadable_weights_fail_the_run_before_any_cluster(
+    load_dag, batch, aws, weights, capfd, monkeypatch, tmp_path
+):
+    """What the form's schema cannot check: that the weights file can be read."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-cache"))
+    dag_run = run(load_dag("emr"), conf={**CONF, "weights": weights})
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed"
+    assert states["validate_params"] == "failed"
+    assert states["create_job_flow"] == "upstream_failed"
+    assert aws.clusters() == []
+    assert "param 'weights'" in capfd.readouterr().out
+
+
+def test_params_outside_the_form_schema_are_refused_at_trigger(load_dag, batch, aws):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = load_dag("emr")
+    for conf, name in (
+        ({"variance": 1.5}, "variance"),
+        ({"variance": 0}, "variance"),
+        ({"model": "resnet50"}, "model"),
+        ({"batch_date": "2026-02-30"}, "batch_date"),
+        ({"image_size": 8}, "image_size"),
+        ({"weights": "imagenet21k"}, "weights"),
+    ):
+        with pytest.raises(ParamValidationError, match=name):
+            run(dag, conf={**CONF, **conf})
+    assert aws.clusters() == []
+
+
+def test_missing_batch_ends_the_run_early_without_a_cluster(load_dag, fruits_env, aws):
+    (fruits_env / "2026-11-23").mkdir()  # an empty batch folder
+    for date in ("2026-11-23", "2026-11-22"):  # empty, missing
+        dag_run = run(load_dag("emr"), date=date)
+        states = task_states(dag_run)
+        assert str(dag_run.state) == "success", states
+        assert states["find_batch"] == "success"
+        skipped = {t for t, s in states.items() if s == "skipped"}
+        assert skipped == set(states) - {"validate_params", "find_batch"}
+    assert aws.clusters() == []
+    assert aws.s3.list_buckets()["Buckets"] == []  # nothing uploaded, no bucket even
+
+
+def test_two_dates_give_two_batches(load_dag, fruits_env, aws, emr_steps):
+    """What ``airflow backfill create --from-date 2026-11-22 --to-date 2026-11-23`` runs:
+    one run per logical date, each on its own batch."""
+    emr_steps("complete")
+    dag = load_dag("emr")
+    dates = ("2026-11-22", "2026-11-23")
+    for date in dates:
+        write_batch(fruits_env / date, per_label=1, labels=["Kiwi"], seed=hash(date) % 100)
+        assert str(run(dag, date=date, conf=CONF).state) == "success"
+    clusters = aws.clusters()
+    assert len(clusters) == 2 and {c["Status"]["State"] for c in clusters} == {"TERMINATED"}
+    for date in dates:
+        assert aws.keys(f"raw/batch={date}/") == [f"raw/batch={date}/Kiwi/0_100.jpg"]
+        report = json.loads(aws.read(f"runs/batch={date}/report/report.json"))
+        assert report["k"] == FAKE_REPORT["k"]
+    inputs = sorted(
+        step["Config"]["Args"][step["Config"]["Args"].index("--input") + 1]
+        for c in clusters
+        for step in aws.emr.list_steps(ClusterId=c["Id"])["Steps"]
+        if step["Name"].startswith("featurize")
+    )
+    assert inputs == [f"s3://{BUCKET}/raw/batch={d}/" for d in dates]
