@@ -1,0 +1,112 @@
+"""Whole runs of the ``local`` backend with ``dag.test()``: a real Spark standalone
+cluster on 127.0.0.1, the real jobs (random weights, 64 px images), moto's S3."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from dag_support import BUCKET, logical, task_states
+
+from fruits.sample_batch import write_bad_files, write_batch
+
+pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.slow]
+
+DATE = "2026-11-24"
+LABELS = ["Banana", "Blueberry", "Pêche"]
+CONF = {"weights": "random", "image_size": 64, "variance": 0.9}
+
+
+def clusters(scratch: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in scratch.glob("clusters/*/cluster.json")]
+
+
+def assert_cluster_gone(scratch: Path) -> dict:
+    import psutil
+
+    (info,) = clusters(scratch)
+    assert info["state"] == "TERMINATED"
+    for role, proc in info["processes"].items():
+        assert not psutil.pid_exists(proc["pid"]) or (
+            psutil.Process(proc["pid"]).create_time() != proc["create_time"]
+        ), f"{role} (pid {proc['pid']}) still runs"
+    assert not (Path(info["dir"]) / "s3").exists()  # staged data deleted, logs kept
+    assert (Path(info["dir"]) / "logs" / "master.log").exists()
+    return info
+
+
+def read_parquet(aws, prefix: str) -> pd.DataFrame:
+    keys = [k for k in aws.keys(prefix) if k.endswith(".parquet")]
+    assert keys, f"no Parquet under {prefix}"
+    return pd.concat([pd.read_parquet(io.BytesIO(aws.read(k))) for k in keys], ignore_index=True)
+
+
+def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd):
+    batch = fruits_env / DATE
+    good = write_batch(batch, per_label=2, labels=LABELS)
+    bad = write_bad_files(batch, label="Banana")
+
+    dag_run = load_dag("local").test(logical_date=logical(DATE), run_conf=CONF)
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "success", states
+    assert set(states.values()) == {"success"}
+    run = f"runs/batch={DATE}/"
+    features = read_parquet(aws, run + "features/")
+    assert len(features) == len(good)
+    assert sorted(features.label.unique()) == sorted(LABELS)
+    assert {len(v) for v in features.features} == {1280}  # MobileNetV2, pooled
+    rejected = read_parquet(aws, run + "rejected/")
+    assert sorted(Path(p).name for p in rejected.path) == sorted(Path(p).name for p in bad)
+    report = json.loads(aws.read(run + "report/report.json"))
+    assert report["n_rows"] == len(good) and report["weights"] == "random"
+    assert report["model"] == "mobilenetv2" and report["cumulative_variance"][-1] >= 0.9
+    pca = read_parquet(aws, run + "pca/")
+    assert len(pca) == len(good) and {len(v) for v in pca.pca} == {report["k"]}
+    assert f"{run}report/cumulative_variance.png" in aws.keys(run + "report/")
+    assert not [k for k in aws.keys(run) if k.rsplit("/", 1)[-1].startswith(".")]  # no .crc
+
+    info = assert_cluster_gone(tmp_path / "scratch")
+    # the steps ran the job code uploaded to S3 (staged from code/<version>/), on the master
+    steps = json.loads((Path(info["dir"]) / "steps.json").read_text())
+    featurize = steps[0]["argv"]
+    assert featurize[featurize.index("--master") + 1] == info["master_url"]
+    assert f"/s3/{BUCKET}/code/" in featurize[featurize.index("--py-files") + 1]
+    out = capfd.readouterr().out
+    assert (
+        f"batch {DATE}: {len(good)} images featurized ({len(LABELS)} labels), {len(bad)} rejected"
+    ) in out
+    assert f"-> k={report['k']} components" in out
+
+
+def test_local_failed_step_fails_the_run_and_stops_the_cluster(
+    load_dag, fruits_env, aws, tmp_path, capfd
+):
+    write_batch(fruits_env / DATE, per_label=1, labels=["Kiwi"])
+    aws.s3.create_bucket(Bucket=BUCKET)
+    broken = f"s3://{BUCKET}/weights/broken.weights.h5"  # readable, but not weights
+    aws.s3.put_object(Bucket=BUCKET, Key="weights/broken.weights.h5", Body=b"not hdf5")
+
+    dag_run = load_dag("local").test(
+        logical_date=logical(DATE), run_conf={**CONF, "weights": broken}
+    )
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed"
+    assert states["wait_for_step"] == "failed"
+    assert states["remove_cluster"] == "success"
+    assert states["summarize_run"] == "upstream_failed"
+    assert aws.keys(f"runs/batch={DATE}/") == []  # nothing half-published
+    info = assert_cluster_gone(tmp_path / "scratch")
+    step_states = [
+        json.loads(p.read_text())["state"]
+        for p in sorted(Path(info["dir"]).glob("steps/*/state.json"))
+    ]
+    assert sorted(step_states) == ["CANCELLED", "FAILED"]
+    out = capfd.readouterr().out
+    # the failed step's own error, from its stderr, in the task's log
+    assert "FAILED (exit status 2)" in out
+    assert "error: --weights " in out and "do not fit mobilenetv2@64" in out
