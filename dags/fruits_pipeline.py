@@ -272,10 +272,10 @@ def fruits_pipeline():
                 states = local_cluster.wait_for_steps(
                     settings.scratch, job_flow_id, step_ids, timeout=timeout
                 )
-            except local_cluster.StepFailed as exc:
-                raise AirflowFailException(str(exc)) from None
-            hook = S3Hook(settings.aws_conn_id)
-            published = local_cluster.publish_outputs(settings.scratch, job_flow_id, hook)
+                hook = S3Hook(settings.aws_conn_id)
+                published = local_cluster.publish_outputs(settings.scratch, job_flow_id, hook)
+            except (local_cluster.StepFailed, local_cluster.ClusterError) as exc:
+                raise AirflowFailException(str(exc)) from None  # a retry cannot fix these
             return {"steps": {sid: s["state"] for sid, s in states.items()}, **published}
 
         @task(task_id="remove_cluster")

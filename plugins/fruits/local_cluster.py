@@ -422,6 +422,14 @@ def publish_outputs(scratch: Path, cluster_id: str, hook: Any) -> dict[str, dict
     """Send each step output folder to its s3:// URI, replacing the batch's old outputs."""
     folder = Path(read_cluster(scratch, cluster_id)["dir"])
     outputs = json.loads((folder / "outputs.json").read_text())
+    # Publishing mirrors: an empty folder would wipe the batch's outputs in S3. Refuse
+    # unless every output is there (a retry after the teardown removed them, say).
+    missing = [uri for uri, path in outputs.items() if not any(Path(path).glob("[!._]*"))]
+    if missing:
+        raise ClusterError(
+            f"cluster {cluster_id}: no local output for {', '.join(missing)} (removed with "
+            "the cluster?); nothing published. Clear the whole run to compute them again."
+        )
     published = {}
     for uri, path in outputs.items():
         published[uri] = s3sync.publish_folder(hook, Path(path), uri).as_dict()

@@ -1,0 +1,132 @@
+"""The local backend's bookkeeping, without Spark: the teardown ends exactly the
+recorded process groups, a vanished runner is noticed, a retry never wipes outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from dag_support import BUCKET
+
+from fruits import local_cluster, step_runner
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(300)"]
+# a process group: a leader and a child (as spark-submit -> driver, worker -> executors)
+FAMILY = [sys.executable, "-c", (
+    "import subprocess, sys, time; "
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); time.sleep(300)"
+)]  # fmt: skip
+
+
+def fake_cluster(scratch: Path, processes: dict, cluster_id="local-test-1") -> Path:
+    folder = local_cluster.cluster_dir(scratch, cluster_id)
+    (folder / "s3").mkdir(parents=True)
+    (folder / "logs").mkdir()
+    (folder / "cluster.json").write_text(
+        json.dumps(
+            {"id": cluster_id, "dir": str(folder), "processes": processes, "state": "RUNNING"}
+        )
+    )
+    return folder
+
+
+def spawn(argv, folder: Path, name: str) -> dict:
+    return local_cluster._spawn(argv, folder / f"{name}.log", local_cluster.spark_env())
+
+
+def test_teardown_ends_exactly_the_recorded_process_groups(tmp_path):
+    logs = tmp_path / "logs"
+    recorded = {
+        "master": spawn(SLEEPER, logs, "master"),
+        "worker": spawn(FAMILY, logs, "worker"),
+    }
+    bystander = subprocess.Popen(SLEEPER, start_new_session=True)  # not ours to end
+    try:
+        time.sleep(0.5)
+        child = psutil.Process(recorded["worker"]["pid"]).children()
+        assert child, "the worker's child should be running"
+        folder = fake_cluster(tmp_path, recorded)
+        ended = local_cluster.stop_cluster(tmp_path, "local-test-1")
+        assert ended == {"steps": "not running", "worker": "stopped", "master": "stopped"}
+        for proc in [*recorded.values(), {"pid": child[0].pid}]:
+            assert (
+                not psutil.pid_exists(proc["pid"])
+                or psutil.Process(proc["pid"]).status() == psutil.STATUS_ZOMBIE
+            )
+        assert bystander.poll() is None  # still running
+        assert not (folder / "s3").exists() and (folder / "logs").exists()
+        info = json.loads((folder / "cluster.json").read_text())
+        assert info["state"] == "TERMINATED"
+        # again: nothing left to end, no error
+        assert set(local_cluster.stop_cluster(tmp_path, "local-test-1").values()) == {"not running"}
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_a_reused_pid_is_not_ours(tmp_path):
+    other = subprocess.Popen(SLEEPER, start_new_session=True)
+    try:
+        impostor = {"pid": other.pid, "create_time": psutil.Process(other.pid).create_time() - 60}
+        fake_cluster(tmp_path, {"master": impostor})
+        assert local_cluster.stop_cluster(tmp_path, "local-test-1")["master"] == "not running"
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_steps_left_running_by_a_dead_runner_are_interrupted(tmp_path):
+    folder = fake_cluster(tmp_path, {"steps": {"pid": 999_999_999, "create_time": 1.0}})
+    for sid, state in (("s-1", "COMPLETED"), ("s-2", "RUNNING")):
+        (folder / "steps" / sid).mkdir(parents=True)
+        step_runner.write_state(folder / "steps" / sid, state=state)
+    (folder / "steps" / "s-2" / "stderr").write_text("26/11/24 10:00:00 INFO noise\nboom\n")
+    with pytest.raises(local_cluster.StepFailed) as err:
+        local_cluster.wait_for_steps(tmp_path, "local-test-1", ["s-1", "s-2"], timeout=5)
+    assert "step s-2 INTERRUPTED" in str(err.value)
+    assert "boom" in str(err.value) and "noise" not in str(err.value)
+
+
+def test_step_runner_cancels_the_steps_after_a_failure(tmp_path):
+    steps = [
+        {"id": "s-a", "name": "ok", "argv": [sys.executable, "-c", "print('hello')"]},
+        {"id": "s-b", "name": "bad", "argv": [sys.executable, "-c", "import sys; sys.exit(3)"]},
+        {"id": "s-c", "name": "never", "argv": [sys.executable, "-c", "open('ran', 'w')"]},
+    ]
+    (tmp_path / "steps.json").write_text(json.dumps(steps))
+    assert step_runner.run(tmp_path) == 1
+    states = {s["id"]: step_runner.read_state(tmp_path / "steps" / s["id"]) for s in steps}
+    assert [states[s]["state"] for s in ("s-a", "s-b", "s-c")] == [
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+    ]
+    assert states["s-b"]["returncode"] == 3
+    assert (tmp_path / "steps" / "s-a" / "stdout").read_text() == "hello\n"
+    assert not (tmp_path / "ran").exists()
+
+
+def test_publishing_without_local_outputs_never_wipes_s3(tmp_path, moto, aws):
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    aws.s3.create_bucket(Bucket=BUCKET)
+    key = "runs/batch=2026-11-24/features/part-0.parquet"
+    aws.s3.put_object(Bucket=BUCKET, Key=key, Body=b"earlier run")
+    folder = fake_cluster(tmp_path, {})
+    uri = f"s3://{BUCKET}/runs/batch=2026-11-24/features/"
+    (folder / "outputs.json").write_text(json.dumps({uri: str(folder / "s3" / "gone")}))
+    with pytest.raises(local_cluster.ClusterError, match="nothing published"):
+        local_cluster.publish_outputs(tmp_path, "local-test-1", S3Hook(aws_conn_id="aws_default"))
+    assert aws.read(key) == b"earlier run"
+
+
+def test_cluster_ids_cannot_escape_the_scratch_folder(tmp_path):
+    for bad in ("../etc", "local-../../x", "j-123", ""):
+        with pytest.raises(local_cluster.ClusterError):
+            local_cluster.cluster_dir(tmp_path, bad)
