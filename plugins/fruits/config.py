@@ -151,6 +151,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if model not in MODELS:
         raise ConfigError(f"FRUITS_MODEL={model!r}: choose one of {', '.join(MODELS)}")
     bucket = env.get("FRUITS_BUCKET", "fruits-pipeline").strip() or "fruits-pipeline"
+    variance = _float(env, "FRUITS_VARIANCE", 0.95)
+    if not 0 < variance <= 1:
+        raise ConfigError(f"FRUITS_VARIANCE={variance}: must be > 0 and <= 1")
+    image_size = _int(env, "FRUITS_IMAGE_SIZE", 224, minimum=32)
+    if image_size > 1024:
+        raise ConfigError(f"FRUITS_IMAGE_SIZE={image_size}: must be between 32 and 1024")
     emr = EmrSettings(
         release_label=env.get("FRUITS_EMR_RELEASE_LABEL", "") or EmrSettings.release_label,
         master_type=env.get("FRUITS_EMR_MASTER_TYPE", "") or EmrSettings.master_type,
@@ -176,8 +182,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         aws_conn_id=env.get("FRUITS_AWS_CONN_ID", "") or "aws_default",
         model=model,
         weights=env.get("FRUITS_WEIGHTS", "").strip() or "imagenet",
-        image_size=_int(env, "FRUITS_IMAGE_SIZE", 224, minimum=32),
-        variance=_float(env, "FRUITS_VARIANCE", 0.95),
+        image_size=image_size,
+        variance=variance,
         poke_interval=_int(env, "FRUITS_POKE_INTERVAL", 60, minimum=1),
         step_timeout_base=_int(env, "FRUITS_STEP_TIMEOUT_BASE", 1800),
         step_seconds_per_image=_float(env, "FRUITS_STEP_SECONDS_PER_IMAGE", 0.5),

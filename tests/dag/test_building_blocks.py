@@ -291,6 +291,14 @@ def test_paths_in_settings_are_relative_to_the_project(tmp_path):
     assert s.incoming == ROOT / "data" / "x"
     assert s.scratch == tmp_path
     assert load_settings({}).compute == "local"
-    with pytest.raises(ValueError, match="FRUITS_COMPUTE"):
-        load_settings({"FRUITS_COMPUTE": "k8s"})
+    for bad in (
+        {"FRUITS_COMPUTE": "k8s"},
+        {"FRUITS_VARIANCE": "1.5"},
+        {"FRUITS_IMAGE_SIZE": "16"},
+        {"FRUITS_MODEL": "resnet"},
+        {"FRUITS_EMR_CORE_COUNT": "two"},
+        {"FRUITS_EMR_TAGS": "novalue"},
+    ):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            load_settings(bad)
     assert Path(s.jobs_dir, "featurize.py").is_file()

@@ -155,6 +155,19 @@ def test_missing_batch_ends_the_run_early_without_a_cluster(load_dag, fruits_env
     assert aws.s3.list_buckets()["Buckets"] == []  # nothing uploaded, no bucket even
 
 
+def test_a_manual_run_without_logical_date_takes_the_latest_batch(
+    load_dag, fruits_env, aws, emr_steps
+):
+    emr_steps("complete")
+    for date in ("2026-11-02", "2026-11-21", "2026-11-09"):
+        write_batch(fruits_env / date, per_label=1, labels=["Lime"])
+    dag_run = load_dag("emr").test(logical_date=None, run_conf=CONF)
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert dag_run.logical_date is None
+    assert {k.split("/")[1] for k in aws.keys("raw/")} == {"batch=2026-11-21"}
+    assert aws.keys("runs/batch=2026-11-21/report/") == ["runs/batch=2026-11-21/report/report.json"]
+
+
 def test_two_dates_give_two_batches(load_dag, fruits_env, aws, emr_steps):
     """What ``airflow backfill create --from-date 2026-11-22 --to-date 2026-11-23`` runs:
     one run per logical date, each on its own batch."""
