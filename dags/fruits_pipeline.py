@@ -81,20 +81,10 @@ def fruits_pipeline():
     @task.short_circuit
     def find_batch(batch: str) -> int:
         """How many images the batch folder holds; 0 (missing or empty) skips the rest."""
-        from fruits.jobcode import import_jobs_package
+        from fruits.jobcode import count_images
 
-        images = import_jobs_package("fruits_spark.images")
         folder = load_settings().incoming / batch
-        n = 0
-        if folder.is_dir():
-            for path in folder.rglob("*"):
-                parts = path.relative_to(folder).parts
-                if (
-                    path.is_file()
-                    and not any(images.is_hidden(p) for p in parts)
-                    and images.has_image_extension(path.name)
-                ):
-                    n += 1
+        n = count_images(folder)
         if n == 0:
             print(f"no images in {folder} (missing or empty batch): nothing to do")
         else:
@@ -121,48 +111,15 @@ def fruits_pipeline():
 
     @task
     def upload_code(run: dict) -> dict:
-        """Job code, bootstrap, requirements (and a weights file) to code/<version>/."""
-        import tempfile
-        from pathlib import Path
-
+        """Job code, bootstrap, requirements (and a weights file) to code/<version>/;
+        returns their s3:// URIs."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from fruits.jobcode import build_bundle, import_jobs_package
-        from fruits.s3sync import split_uri, sync_up
+        from fruits.jobcode import upload_code
 
         settings = load_settings()
-        hook = S3Hook(settings.aws_conn_id)
-        with tempfile.TemporaryDirectory() as tmp:
-            bundle = build_bundle(settings.jobs_dir, Path(tmp))
-            prefix = f"code/{bundle.version}/"
-            files = {name: Path(tmp) / name for name in bundle.files}
-            sync_up(hook, files, settings.bucket, prefix, delete_stale=False)
-        uri = f"s3://{settings.bucket}/{prefix}"
-        code = {
-            "py_files": uri + "fruits_spark.zip",
-            "featurize": uri + "featurize.py",
-            "reduce": uri + "reduce.py",
-            "bootstrap": uri + "bootstrap.sh",
-            "requirements": uri + "requirements.txt",
-        }
-        code.update(version=bundle.version, prefix=uri)
-        weights = run["weights"]
-        local_file = None
-        if weights == "imagenet" and settings.compute == "emr":
-            # the nodes need no internet: ship the Airflow worker's cached file
-            local_file = import_jobs_package("fruits_spark.models").imagenet_weights_path(
-                run["model"]
-            )
-        elif weights.startswith("/"):
-            local_file = Path(weights)
-        if local_file is not None:
-            key = f"{prefix}weights/{local_file.name}"
-            sync_up(hook, {local_file.name: local_file}, settings.bucket, f"{prefix}weights/")
-            weights = f"s3://{settings.bucket}/{key}"
-        elif weights.startswith("s3://"):
-            split_uri(weights)  # validated already; passed through as it is
-        code["weights"] = weights
-        print(f"code version {bundle.version}: {code}")
+        code = upload_code(S3Hook(settings.aws_conn_id), settings, run)
+        print(f"code version {code['version']}: {code}")
         return code
 
     @task(multiple_outputs=True)

@@ -16,8 +16,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from fruits.config import EMR_DIR
+from fruits.config import EMR_DIR, Settings
 
 JOB_SCRIPTS = ("featurize.py", "reduce.py")
 PACKAGE = "fruits_spark"
@@ -102,3 +103,61 @@ def import_jobs_package(module: str, jobs_dir: Path | None = None) -> ModuleType
         if folder not in sys.path:
             sys.path.append(folder)
         return importlib.import_module(module)
+
+
+def upload_code(hook: Any, settings: Settings, run: dict) -> dict[str, str]:
+    """Build the bundle and send it to ``code/<version>/`` (only what S3 lacks), with the
+    weights file when the run needs one there. Returns the URIs the steps use:
+    ``py_files``, ``featurize``, ``reduce``, ``bootstrap``, ``requirements``,
+    ``weights`` (a URI, or ``random``/``imagenet`` as the jobs take them), ``version``."""
+    import tempfile
+
+    from fruits.s3sync import sync_up
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = build_bundle(settings.jobs_dir, Path(tmp))
+        prefix = f"code/{bundle.version}/"
+        files = {name: Path(tmp) / name for name in bundle.files}
+        sync_up(hook, files, settings.bucket, prefix, delete_stale=False)
+    uri = f"s3://{settings.bucket}/{prefix}"
+    code = {
+        "py_files": uri + ZIP_NAME,
+        "featurize": uri + "featurize.py",
+        "reduce": uri + "reduce.py",
+        "bootstrap": uri + "bootstrap.sh",
+        "requirements": uri + "requirements.txt",
+        "version": bundle.version,
+        "prefix": uri,
+    }
+    weights = run["weights"]
+    local_file = None
+    if weights == "imagenet" and settings.compute == "emr":
+        # the nodes need no internet access: ship the Airflow worker's cached file
+        local_file = import_jobs_package("fruits_spark.models").imagenet_weights_path(run["model"])
+    elif weights.startswith("/"):
+        local_file = Path(weights)
+    if local_file is not None:
+        sync_up(
+            hook, {local_file.name: local_file}, settings.bucket, prefix + "weights/",
+            delete_stale=False,
+        )  # fmt: skip
+        weights = f"{uri}weights/{local_file.name}"
+    code["weights"] = weights  # s3:// URIs are passed through as they are
+    return code
+
+
+def count_images(folder: Path) -> int:
+    """Image files in a batch folder, by the jobs' own rules (extension; hidden skipped)."""
+    if not folder.is_dir():
+        return 0
+    images = import_jobs_package("fruits_spark.images")
+    n = 0
+    for path in folder.rglob("*"):
+        parts = path.relative_to(folder).parts
+        if (
+            path.is_file()
+            and not any(images.is_hidden(part) for part in parts)
+            and images.has_image_extension(path.name)
+        ):
+            n += 1
+    return n

@@ -302,3 +302,52 @@ def test_paths_in_settings_are_relative_to_the_project(tmp_path):
         with pytest.raises(ValueError, match=next(iter(bad))):
             load_settings(bad)
     assert Path(s.jobs_dir, "featurize.py").is_file()
+
+
+def test_upload_code_ships_the_weights_file_a_run_needs(hook, aws, tmp_path, monkeypatch):
+    from fruits.jobcode import upload_code
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    cached = tmp_path / "keras" / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"imagenet vgg16")
+    mine = tmp_path / "mine.weights.h5"
+    mine.write_bytes(b"fine-tuned")
+    emr = load_settings({"FRUITS_BUCKET": BUCKET, "FRUITS_COMPUTE": "emr"})
+    local = load_settings({"FRUITS_BUCKET": BUCKET, "FRUITS_COMPUTE": "local"})
+
+    code = upload_code(hook, emr, {"weights": "imagenet", "model": "vgg16"})
+    prefix = f"code/{code['version']}/"
+    assert code["prefix"] == f"s3://{BUCKET}/{prefix}"
+    assert code["weights"] == f"s3://{BUCKET}/{prefix}weights/{cached.name}"
+    assert aws.read(f"{prefix}weights/{cached.name}") == b"imagenet vgg16"
+    # the local cluster reads Keras' cache itself; a file of one's own is uploaded
+    assert upload_code(hook, local, {"weights": "imagenet", "model": "vgg16"})["weights"] == (
+        "imagenet"
+    )
+    code = upload_code(hook, local, {"weights": str(mine), "model": "vgg16"})
+    assert aws.read(f"{prefix}weights/mine.weights.h5") == b"fine-tuned"
+    assert f"{prefix}weights/{cached.name}" in aws.keys(prefix)  # other weights stay
+    s3_weights = "s3://elsewhere/w.h5"
+    assert upload_code(hook, emr, {"weights": s3_weights, "model": "vgg16"})["weights"] == (
+        s3_weights
+    )
+    assert sorted(k.removeprefix(prefix) for k in aws.keys(prefix)) == [
+        "bootstrap.sh",
+        "featurize.py",
+        "fruits_spark.zip",
+        "reduce.py",
+        "requirements.txt",
+        "weights/mine.weights.h5",
+        f"weights/{cached.name}",
+    ]
+
+
+def test_images_are_counted_by_the_jobs_rules(tmp_path):
+    from fruits.jobcode import count_images
+
+    assert count_images(tmp_path / "missing") == 0
+    for name in ("Kiwi/a.jpg", "Kiwi/B.PNG", "Kiwi/.hidden.jpg", "_tmp/x.jpg", "Kiwi/notes.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    assert count_images(tmp_path) == 2
