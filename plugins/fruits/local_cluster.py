@@ -15,6 +15,9 @@ It mirrors EMR's life cycle so the DAG keeps one shape:
 - ``remove_cluster`` -> :func:`stop_cluster`: ends exactly the recorded process
   groups (runner, worker and its executors, master) and deletes the staged data;
   logs stay (``logs/``, ``steps/<id>/``, executors' in ``work/``).
+
+The cluster lives on the host that ran ``create_job_flow``: with several Airflow
+workers, route this DAG's tasks to one of them (a queue), or use ``emr``.
 """
 
 from __future__ import annotations
@@ -400,6 +403,9 @@ def wait_for_steps(
             if seen.get(sid) != state["state"]:
                 log.info("step %s: %s", sid, state["state"])
                 seen[sid] = state["state"]
+                if state["state"] == "COMPLETED":
+                    stdout = Path(read_cluster(scratch, cluster_id)["dir"]) / "steps" / sid
+                    log.info("step %s output:\n%s", sid, tail(stdout / "stdout", 5))
         failed = [sid for sid in step_ids if states[sid]["state"] in ("FAILED", "INTERRUPTED")]
         if failed:
             raise StepFailed(failure_report(scratch, cluster_id, failed[0], states[failed[0]]))

@@ -134,7 +134,12 @@ class StepSensor(EmrStepSensor):
         except AirflowException as exc:
             if isinstance(exc, AirflowFailException):
                 raise
-            raise AirflowFailException(f"{exc}\n{self.explain_failure()}") from exc
+            try:
+                explanation = self.explain_failure()
+            except Exception as detail:  # never hide the step's failure behind ours
+                self.log.warning("could not fetch the failed step's details: %s", detail)
+                explanation = f"(no details: {detail})"
+            raise AirflowFailException(f"{exc}\n{explanation}") from exc
 
     def explain_failure(self) -> str:
         """Which step failed and the tail of its stderr (also logged at ERROR)."""
