@@ -110,7 +110,7 @@ def fruits_pipeline():
         ).as_dict()
 
     @task
-    def upload_code(run: dict) -> dict:
+    def upload_code(run: dict, compute: str) -> dict:
         """Job code, bootstrap, requirements (and a weights file) to code/<version>/;
         returns their s3:// URIs."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
@@ -118,18 +118,18 @@ def fruits_pipeline():
         from fruits.jobcode import upload_code
 
         settings = load_settings()
-        code = upload_code(S3Hook(settings.aws_conn_id), settings, run)
+        code = upload_code(S3Hook(settings.aws_conn_id), settings, run, compute=compute)
         print(f"code version {code['version']}: {code}")
         return code
 
     @task(multiple_outputs=True)
-    def plan_run(run: dict, n_images: int, code: dict, **context) -> dict:
+    def plan_run(run: dict, n_images: int, code: dict, compute: str, **context) -> dict:
         """The cluster request, the steps (EMR's format, for both backends), the timeout."""
         from fruits.steps import build_steps
 
         settings = load_settings()
         name = f"{DAG_ID} batch={run['batch']} {context['run_id']}"[:256]
-        if settings.compute == "emr":
+        if compute == "emr":
             from fruits.emr import job_flow
 
             cluster = job_flow(settings, name=name, code=code)
@@ -145,8 +145,9 @@ def fruits_pipeline():
     run = validate_params()
     n_images = find_batch(run["batch"])
     batch_uploaded = upload_batch(run["batch"])
-    code = upload_code(run)
-    plan = plan_run(run, n_images, code)
+    # the backend is the one this DAG was parsed with, whatever the worker's environment
+    code = upload_code(run, compute=SETTINGS.compute)
+    plan = plan_run(run, n_images, code, compute=SETTINGS.compute)
 
     if SETTINGS.compute == "emr":
         from airflow.providers.amazon.aws.operators.emr import (

@@ -105,7 +105,7 @@ def import_jobs_package(module: str, jobs_dir: Path | None = None) -> ModuleType
         return importlib.import_module(module)
 
 
-def upload_code(hook: Any, settings: Settings, run: dict) -> dict[str, str]:
+def upload_code(hook: Any, settings: Settings, run: dict, compute: str) -> dict[str, str]:
     """Build the bundle and send it to ``code/<version>/`` (only what S3 lacks), with the
     weights file when the run needs one there. Returns the URIs the steps use:
     ``py_files``, ``featurize``, ``reduce``, ``bootstrap``, ``requirements``,
@@ -131,7 +131,7 @@ def upload_code(hook: Any, settings: Settings, run: dict) -> dict[str, str]:
     }
     weights = run["weights"]
     local_file = None
-    if weights == "imagenet" and settings.compute == "emr":
+    if weights == "imagenet" and compute == "emr":
         # the nodes need no internet access: ship the Airflow worker's cached file
         local_file = import_jobs_package("fruits_spark.models").imagenet_weights_path(run["model"])
     elif weights.startswith("/"):

@@ -313,25 +313,26 @@ def test_upload_code_ships_the_weights_file_a_run_needs(hook, aws, tmp_path, mon
     cached.write_bytes(b"imagenet vgg16")
     mine = tmp_path / "mine.weights.h5"
     mine.write_bytes(b"fine-tuned")
-    emr = load_settings({"FRUITS_BUCKET": BUCKET, "FRUITS_COMPUTE": "emr"})
-    local = load_settings({"FRUITS_BUCKET": BUCKET, "FRUITS_COMPUTE": "local"})
+    settings = load_settings({"FRUITS_BUCKET": BUCKET})
 
-    code = upload_code(hook, emr, {"weights": "imagenet", "model": "vgg16"})
+    def emr(run):
+        return upload_code(hook, settings, run, compute="emr")
+
+    def local(run):
+        return upload_code(hook, settings, run, compute="local")
+
+    code = emr({"weights": "imagenet", "model": "vgg16"})
     prefix = f"code/{code['version']}/"
     assert code["prefix"] == f"s3://{BUCKET}/{prefix}"
     assert code["weights"] == f"s3://{BUCKET}/{prefix}weights/{cached.name}"
     assert aws.read(f"{prefix}weights/{cached.name}") == b"imagenet vgg16"
     # the local cluster reads Keras' cache itself; a file of one's own is uploaded
-    assert upload_code(hook, local, {"weights": "imagenet", "model": "vgg16"})["weights"] == (
-        "imagenet"
-    )
-    code = upload_code(hook, local, {"weights": str(mine), "model": "vgg16"})
+    assert local({"weights": "imagenet", "model": "vgg16"})["weights"] == "imagenet"
+    code = local({"weights": str(mine), "model": "vgg16"})
     assert aws.read(f"{prefix}weights/mine.weights.h5") == b"fine-tuned"
     assert f"{prefix}weights/{cached.name}" in aws.keys(prefix)  # other weights stay
     s3_weights = "s3://elsewhere/w.h5"
-    assert upload_code(hook, emr, {"weights": s3_weights, "model": "vgg16"})["weights"] == (
-        s3_weights
-    )
+    assert emr({"weights": s3_weights, "model": "vgg16"})["weights"] == s3_weights
     assert sorted(k.removeprefix(prefix) for k in aws.keys(prefix)) == [
         "bootstrap.sh",
         "featurize.py",
