@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 from dag_support import BUCKET, REGION, ROOT, EmrStepDriver
 
-if "airflow" in sys.modules:  # pragma: no cover - a guard for future test modules
-    raise RuntimeError("tests/dag must configure Airflow before anything imports it")
+_AIRFLOW_WAS_IMPORTED = "airflow" in sys.modules  # then our AIRFLOW_HOME comes too late
 
 _HOME = Path(tempfile.mkdtemp(prefix="fruits-airflow-home-"))
 atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
@@ -113,6 +112,8 @@ def aws(moto):
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated SQLite metadata database in the session's Airflow home."""
+    if _AIRFLOW_WAS_IMPORTED:
+        pytest.fail("Airflow was imported before tests/dag/conftest.py set AIRFLOW_HOME")
     done = subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         capture_output=True,
