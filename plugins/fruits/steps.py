@@ -70,6 +70,7 @@ def build_steps(
             "--output", out["pca"],
             "--report", out["report"],
             "--variance", str(run["variance"]),
+            "--rejected", out["rejected"],  # listed in report.json
         ],
     )  # fmt: skip
     return [featurize, reduce]
@@ -128,9 +129,11 @@ def localize(
             if arg.startswith("s3://"):
                 path = local_path(arg, s3_root)
                 flag = rest[i - 1] if i else ""
-                if flag in OUTPUT_FLAGS:
+                if arg in result.outputs:
+                    pass  # an earlier step's output (reduce reads featurize's)
+                elif flag in OUTPUT_FLAGS:
                     result.outputs[arg] = path
-                elif arg not in result.outputs:
+                else:
                     result.inputs[arg] = path
                 argv.append(str(path))
             else:

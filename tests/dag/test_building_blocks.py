@@ -186,6 +186,7 @@ def test_steps_run_featurize_then_reduce_on_the_batch():
         "--output", run + "pca/",
         "--report", run + "report/",
         "--variance", "0.9",
+        "--rejected", run + "rejected/",
     ]  # fmt: skip
 
 
@@ -216,6 +217,7 @@ def test_local_reading_of_the_steps(tmp_path):
     run = f"s3://{BUCKET}/runs/batch=2026-11-24/"
     assert set(local.outputs) == {run + n + "/" for n in ("features", "rejected", "pca", "report")}
     assert reduce[reduce.index("--input") + 1] == str(local.outputs[run + "features/"])
+    assert reduce[reduce.index("--rejected") + 1] == str(local.outputs[run + "rejected/"])
     with pytest.raises(ValueError, match="only spark-submit"):
         localize(
             [{"Name": "x", "HadoopJarStep": {"Jar": "s3://b/x.jar", "Args": ["java"]}}],

@@ -63,6 +63,7 @@ def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd):
     assert sorted(Path(p).name for p in rejected.path) == sorted(Path(p).name for p in bad)
     report = json.loads(aws.read(run + "report/report.json"))
     assert report["n_rows"] == len(good) and report["weights"] == "random"
+    assert report["n_rejected"] == len(bad)  # reduce read featurize's rejected Parquet
     assert report["model"] == "mobilenetv2" and report["cumulative_variance"][-1] >= 0.9
     pca = read_parquet(aws, run + "pca/")
     assert len(pca) == len(good) and {len(v) for v in pca.pca} == {report["k"]}
