@@ -1,4 +1,5 @@
-# fruits-pipeline: `make demo` runs the pipeline locally, `make test` runs the tests.
+# fruits-pipeline: `make demo` runs the pipeline locally, `make test` runs the tests,
+# `make ui` starts Airflow's UI with the DAG loaded, `make bench` measures speed.
 # Everything is installed into .venv on first use; no cloud account, no Docker.
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -10,7 +11,7 @@ export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 # Keep Spark and everything it starts on loopback.
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: venv check-java system-deps test lint demo bench clean
+.PHONY: venv check-java system-deps test lint demo ui bench clean
 
 venv: $(STAMP)
 
@@ -36,6 +37,9 @@ lint: venv
 
 demo: venv check-java
 	bash scripts/demo.sh
+
+ui: venv check-java
+	bash scripts/ui.sh
 
 bench: venv check-java
 	$(BIN)/python -m bench.run
