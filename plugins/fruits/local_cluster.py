@@ -438,8 +438,34 @@ def publish_outputs(scratch: Path, cluster_id: str, hook: Any) -> dict[str, dict
         )
     published = {}
     for uri, path in outputs.items():
+        rewrite_paths(Path(path), folder / "s3")
         published[uri] = s3sync.publish_folder(hook, Path(path), uri).as_dict()
     return published
+
+
+def rewrite_paths(output: Path, s3_root: Path) -> None:
+    """Make the published outputs name images as on EMR: the jobs saw staged copies
+    (``file:<s3_root>/bucket/key``), the outputs say ``s3://bucket/key``."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    root = str(s3_root).rstrip("/")
+    pattern = f"^(file:)?{re.escape(root)}/"
+    for part in output.glob("*.parquet"):
+        if part.name.startswith((".", "_")):
+            continue
+        table = pq.read_table(part)
+        if "path" not in table.column_names:
+            continue
+        paths = pc.replace_substring_regex(table["path"], pattern=pattern, replacement="s3://")
+        table = table.set_column(table.schema.get_field_index("path"), "path", paths)
+        pq.write_table(table, part)  # the schema's metadata (model, weights) is kept
+    for name in ("report.json",):
+        report = output / name
+        if report.exists():
+            text = report.read_text()
+            text = re.sub(f"(file:)?{re.escape(root)}/", "s3://", text)
+            report.write_text(text)
 
 
 def stop_cluster(scratch: Path, cluster_id: str) -> dict[str, str]:

@@ -130,3 +130,28 @@ def test_cluster_ids_cannot_escape_the_scratch_folder(tmp_path):
     for bad in ("../etc", "local-../../x", "j-123", ""):
         with pytest.raises(local_cluster.ClusterError):
             local_cluster.cluster_dir(tmp_path, bad)
+
+
+def test_published_outputs_name_images_by_their_s3_uri(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "cluster" / "s3"
+    out = root / BUCKET / "runs" / "batch=1" / "features"
+    out.mkdir(parents=True)
+    staged = f"file:{root}/{BUCKET}/raw/batch=1/Pêche/a b.jpg"
+    meta = {b"org.apache.spark.sql.parquet.row.metadata": b'{"model": "vgg16"}'}
+    table = pa.table({"path": [staged], "label": ["Pêche"], "features": [[1.0, 2.0]]})
+    pq.write_table(table.replace_schema_metadata(meta), out / "part-0.parquet")
+    (out / "report.json").write_text(json.dumps({"inputs": {"input": f"{root}/{BUCKET}/x"}}))
+
+    local_cluster.rewrite_paths(out, root)
+
+    rewritten = pq.read_table(out / "part-0.parquet")
+    assert rewritten["path"].to_pylist() == [f"s3://{BUCKET}/raw/batch=1/Pêche/a b.jpg"]
+    assert rewritten["features"].to_pylist() == [[1.0, 2.0]]
+    assert rewritten.schema.metadata[b"org.apache.spark.sql.parquet.row.metadata"] == (
+        b'{"model": "vgg16"}'
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report == {"inputs": {"input": f"s3://{BUCKET}/x"}}

@@ -59,14 +59,20 @@ def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd):
     assert len(features) == len(good)
     assert sorted(features.label.unique()) == sorted(LABELS)
     assert {len(v) for v in features.features} == {1280}  # MobileNetV2, pooled
+    # images are named as on EMR (s3://), not as the staged copies the jobs read
+    raw = f"s3://{BUCKET}/raw/batch={DATE}/"
+    assert all(p.startswith(raw) for p in features.path), features.path[0]
     rejected = read_parquet(aws, run + "rejected/")
     assert sorted(Path(p).name for p in rejected.path) == sorted(Path(p).name for p in bad)
     report = json.loads(aws.read(run + "report/report.json"))
     assert report["n_rows"] == len(good) and report["weights"] == "random"
     assert report["n_rejected"] == len(bad)  # reduce read featurize's rejected Parquet
+    assert all(r["path"].startswith(raw) for r in report["rejected"])
+    assert "/scratch/" not in json.dumps(report)
     assert report["model"] == "mobilenetv2" and report["cumulative_variance"][-1] >= 0.9
     pca = read_parquet(aws, run + "pca/")
     assert len(pca) == len(good) and {len(v) for v in pca.pca} == {report["k"]}
+    assert sorted(pca.path) == sorted(features.path)
     assert f"{run}report/cumulative_variance.png" in aws.keys(run + "report/")
     assert not [k for k in aws.keys(run) if k.rsplit("/", 1)[-1].startswith(".")]  # no .crc
 
