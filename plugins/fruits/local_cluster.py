@@ -18,6 +18,10 @@ It mirrors EMR's life cycle so the DAG keeps one shape:
 
 The cluster lives on the host that ran ``create_job_flow``: with several Airflow
 workers, route this DAG's tasks to one of them (a queue), or use ``emr``.
+
+When Airflow itself is stopped mid-run (so no teardown runs), end what is left:
+
+    python -m fruits.local_cluster stop-all <scratch>      # every cluster still running
 """
 
 from __future__ import annotations
@@ -137,11 +141,20 @@ def _alive(proc: Mapping[str, Any] | None) -> bool:
 
 
 def _group_exists(pgid: int) -> bool:
+    """Some process of the group still runs (zombies, waiting for a parent, do not count)."""
+    import psutil
+
     try:
         os.killpg(pgid, 0)
-        return True
     except (ProcessLookupError, PermissionError):
         return False
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 def _ours(proc: Mapping[str, Any] | None) -> bool:
@@ -482,3 +495,34 @@ def stop_cluster(scratch: Path, cluster_id: str) -> dict[str, str]:
     _write_cluster(folder, info)
     log.info("local cluster %s terminated: %s (logs kept in %s)", cluster_id, ended, folder)
     return ended
+
+
+def stop_all(scratch: Path) -> dict[str, dict[str, str]]:
+    """Stop every cluster recorded under ``scratch`` that is not TERMINATED yet."""
+    stopped = {}
+    for path in sorted(scratch.glob("clusters/local-*/cluster.json")):
+        cluster_id = path.parent.name
+        if json.loads(path.read_text()).get("state") != "TERMINATED":
+            stopped[cluster_id] = stop_cluster(scratch, cluster_id)
+    return stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(description="Manage the local backend's Spark clusters.")
+    sub = p.add_subparsers(dest="command", required=True)
+    stop = sub.add_parser("stop-all", help="stop every cluster still running under SCRATCH")
+    stop.add_argument("scratch", type=Path, help="FRUITS_SCRATCH (e.g. var/scratch)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    stopped = stop_all(args.scratch)
+    for cluster_id, ended in stopped.items():
+        print(f"{cluster_id}: {ended}")
+    if not stopped:
+        print(f"no running local cluster under {args.scratch}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -155,3 +155,20 @@ def test_published_outputs_name_images_by_their_s3_uri(tmp_path):
     )
     report = json.loads((out / "report.json").read_text())
     assert report == {"inputs": {"input": f"s3://{BUCKET}/x"}}
+
+
+def test_stop_all_ends_every_cluster_still_running(tmp_path):
+    a = fake_cluster(tmp_path, {"master": spawn(SLEEPER, tmp_path / "l", "a")}, "local-a")
+    b = fake_cluster(tmp_path, {"master": spawn(SLEEPER, tmp_path / "l", "b")}, "local-b")
+    local_cluster.stop_cluster(tmp_path, "local-b")
+    done = subprocess.run(
+        [sys.executable, "-m", "fruits.local_cluster", "stop-all", str(tmp_path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "local-a: " in done.stdout and "local-b" not in done.stdout
+    for folder in (a, b):
+        info = json.loads((folder / "cluster.json").read_text())
+        assert info["state"] == "TERMINATED"
+        pid = info["processes"]["master"]["pid"]
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
