@@ -76,8 +76,8 @@ def mutate(template: dict, resource: str, sid: str, **changes) -> dict:
 @pytest.mark.parametrize(
     "resource, sid, changes, expected",
     [
-        ("AirflowPolicy", "UploadBatchesAndCode", {"Resource": "*"}, "Resource '*'"),
-        ("AirflowPolicy", "UploadBatchesAndCode", {"Action": "s3:*"}, "wildcard action"),
+        ("AirflowPolicy", "UploadCode", {"Resource": "*"}, "Resource '*'"),
+        ("AirflowPolicy", "UploadCode", {"Action": "s3:*"}, "wildcard action"),
         ("AirflowPolicy", "PassOnlyTheTwoEmrRoles", {"Resource": "arn:aws:iam::1:role/*"},
          "PassRole on a wildcard"),
         ("AirflowPolicy", "CreateTaggedClusters", {"Condition": {}}, "without a Condition"),
@@ -114,3 +114,23 @@ def test_nothing_in_the_repository_grants_public_read():
         and any(n in (ROOT / f).read_text(errors="ignore") for n in needles)
     ]  # fmt: skip
     assert offenders == []
+
+
+def test_the_dag_asks_for_what_the_policy_allows(template):
+    """The cluster request carries the tag the Airflow policy requires, and names the two
+    roles the template creates; otherwise the first real run would be denied."""
+    from fruits.config import load_settings
+    from fruits.emr import job_flow
+
+    settings = load_settings({"FRUITS_COMPUTE": "emr", "FRUITS_BUCKET": "my-fruits"})
+    code = {k: f"s3://my-fruits/code/v/{k}" for k in ("bootstrap", "requirements")}
+    request = job_flow(settings, name="fruits_pipeline test", code=code)
+    tags = {t["Key"]: t["Value"] for t in request["Tags"]}
+    required = statement(template, "AirflowPolicy", "CreateTaggedClusters")["Condition"]
+    for key, value in required["StringEquals"].items():
+        assert tags[key.removeprefix("aws:RequestTag/")] == value
+    assert tags["for-use-with-amazon-emr-managed-policies"] == "true"
+    params = template["Parameters"]
+    assert request["ServiceRole"] == params["EmrServiceRoleName"]["Default"]
+    assert request["JobFlowRole"] == params["EmrInstanceRoleName"]["Default"]
+    assert request["LogUri"].startswith("s3://my-fruits/logs/")  # where the nodes may write
