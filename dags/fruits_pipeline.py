@@ -32,13 +32,21 @@ from datetime import timedelta
 
 import pendulum
 from airflow.providers.amazon.aws.operators.s3 import S3CreateBucketOperator
-from airflow.sdk import CronDataIntervalTimetable, chain, dag, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, chain, dag, task
 
 from fruits.config import load_settings
 from fruits.params import trigger_form
 
 DAG_ID = "fruits_pipeline"
 SETTINGS = load_settings()  # environment only: no network, no Variables
+# What downstream DAGs schedule on (``schedule=[PCA_ASSET]``): one event per published
+# batch, whose extra names the batch and its pca/ and report/ URIs.
+PCA_ASSET = Asset(
+    name="fruits_pca",
+    uri=f"s3://{SETTINGS.bucket}/runs/pca",
+    group="fruits",
+    extra={"layout": "runs/batch=<YYYY-MM-DD>/pca/ Parquet path, label, pca"},
+)
 DEFAULT_ARGS = {
     "owner": "data-engineering",
     "retries": 2,
@@ -248,9 +256,10 @@ def fruits_pipeline():
         wait_for_step = wait_for_local_steps(create_job_flow, add_steps, plan["timeout"])
         remove_cluster = stop_local_cluster(create_job_flow)
 
-    @task
-    def summarize_run(batch: str) -> dict:
-        """Rows, k, explained variance and rejected count, read back from S3."""
+    @task(outlets=[PCA_ASSET])
+    def summarize_run(batch: str, **context) -> dict:
+        """Rows, k, explained variance and rejected count, read back from S3; announces
+        the batch's published PCA to the DAGs scheduled on PCA_ASSET."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         from fruits.summary import format_summary, run_summary
@@ -258,6 +267,13 @@ def fruits_pipeline():
         settings = load_settings()
         summary = run_summary(S3Hook(settings.aws_conn_id), settings.bucket, batch)
         print(format_summary(summary))
+        context["outlet_events"][PCA_ASSET].extra = {
+            "batch": batch,
+            "pca": summary["outputs"]["pca"],
+            "report": summary["outputs"]["report"],
+            "rows": summary["rows"],
+            "k": summary["k"],
+        }
         return summary
 
     summary = summarize_run(run["batch"])

@@ -57,6 +57,15 @@ def test_remove_cluster_is_the_teardown_of_create_job_flow(load_dag, compute):
     ]
 
 
+@pytest.mark.parametrize("compute", ["local", "emr"])
+def test_summary_announces_the_pca_asset(load_dag, compute):
+    dag = load_dag(compute)
+    (asset,) = dag.get_task("summarize_run").outlets
+    assert asset.name == "fruits_pca" and asset.uri.endswith("/runs/pca")
+    # nothing else announces it: downstream DAGs see one event per published batch
+    assert [t.task_id for t in dag.tasks if t.outlets] == ["summarize_run"]
+
+
 def test_emr_backend_uses_the_providers_operators(load_dag):
     from airflow.providers.amazon.aws.operators.emr import (
         EmrAddStepsOperator,

@@ -38,6 +38,21 @@ def assert_cluster_gone(scratch: Path) -> dict:
     return info
 
 
+def asset_events(name: str) -> list[dict]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = (
+            select(AssetEvent.extra)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(AssetModel.name == name)
+            .order_by(AssetEvent.id)
+        )
+        return [dict(extra) for extra in session.scalars(query)]
+
+
 def read_parquet(aws, prefix: str) -> pd.DataFrame:
     keys = [k for k in aws.keys(prefix) if k.endswith(".parquet")]
     assert keys, f"no Parquet under {prefix}"
@@ -87,6 +102,10 @@ def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd):
         f"batch {DATE}: {len(good)} images featurized ({len(LABELS)} labels), {len(bad)} rejected"
     ) in out
     assert f"-> k={report['k']} components" in out
+    # downstream DAGs scheduled on the PCA asset get the batch and where its outputs are
+    event = asset_events("fruits_pca")[-1]
+    assert event["batch"] == DATE and event["k"] == report["k"]
+    assert event["pca"] == f"s3://{BUCKET}/{run}pca/"
 
 
 def test_local_failed_step_fails_the_run_and_stops_the_cluster(
@@ -97,6 +116,7 @@ def test_local_failed_step_fails_the_run_and_stops_the_cluster(
     broken = f"s3://{BUCKET}/weights/broken.weights.h5"  # readable, but not weights
     aws.s3.put_object(Bucket=BUCKET, Key="weights/broken.weights.h5", Body=b"not hdf5")
 
+    events_before = len(asset_events("fruits_pca"))
     dag_run = load_dag("local").test(
         logical_date=logical(DATE), run_conf={**CONF, "weights": broken}
     )
@@ -107,6 +127,7 @@ def test_local_failed_step_fails_the_run_and_stops_the_cluster(
     assert states["remove_cluster"] == "success"
     assert states["summarize_run"] == "upstream_failed"
     assert aws.keys(f"runs/batch={DATE}/") == []  # nothing half-published
+    assert len(asset_events("fruits_pca")) == events_before  # nothing announced
     info = assert_cluster_gone(tmp_path / "scratch")
     step_states = [
         json.loads(p.read_text())["state"]
