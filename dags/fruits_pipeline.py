@@ -157,6 +157,28 @@ def fruits_pipeline():
     code = upload_code(run, compute=SETTINGS.compute)
     plan = plan_run(run, n_images, code, compute=SETTINGS.compute)
 
+    @task.sensor(
+        task_id="wait_for_cluster_slot",
+        poke_interval=SETTINGS.poke_interval,
+        timeout=24 * 3600,
+        mode="reschedule",
+    )
+    def wait_for_cluster_slot(**context):
+        """One cluster at a time across runs, backfills included (fruits.cluster_slot)."""
+        from airflow.sdk import PokeReturnValue
+
+        from fruits.cluster_slot import GATE, RELEASE, blocker
+
+        ti = context["ti"]
+        states = ti.get_task_states(dag_id=DAG_ID, task_ids=[GATE, RELEASE])
+        why = blocker(
+            context["run_id"], states, lambda r: ti.get_dagrun_state(DAG_ID, r) == "running"
+        )
+        print(f"waiting: {why}" if why else "no other run holds a cluster: taking it")
+        return PokeReturnValue(is_done=why is None)
+
+    cluster_slot = wait_for_cluster_slot()
+
     if SETTINGS.compute == "emr":
         from airflow.providers.amazon.aws.operators.emr import (
             EmrAddStepsOperator,
@@ -285,6 +307,7 @@ def fruits_pipeline():
         create_bucket,
         [batch_uploaded, code],
         plan,
+        cluster_slot,
         create_job_flow,
         # body: featurize, then reduce, on the cluster
         add_steps,
