@@ -107,35 +107,56 @@ def fruits_pipeline():
     def upload_batch(batch: str) -> dict:
         """Mirror the batch folder to raw/batch=<date>/: new or changed files only."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from airflow.sdk.exceptions import AirflowFailException
 
         from fruits.config import raw_prefix
-        from fruits.s3sync import upload_folder
+        from fruits.s3sync import is_permanent, upload_folder
 
         settings = load_settings()
         hook = S3Hook(settings.aws_conn_id)
-        return upload_folder(
-            hook, settings.incoming / batch, settings.bucket, raw_prefix(batch)
-        ).as_dict()
+        try:
+            return upload_folder(
+                hook, settings.incoming / batch, settings.bucket, raw_prefix(batch)
+            ).as_dict()
+        except Exception as exc:
+            if is_permanent(exc):  # no rights, no bucket: retrying cannot help
+                raise AirflowFailException(f"cannot upload the batch to S3: {exc}") from exc
+            raise
 
     @task
     def upload_code(run: dict, compute: str) -> dict:
         """Job code, bootstrap, requirements (and a weights file) to code/<version>/;
         returns their s3:// URIs."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from airflow.sdk.exceptions import AirflowFailException
 
         from fruits.jobcode import upload_code
+        from fruits.s3sync import is_permanent
 
         settings = load_settings()
-        code = upload_code(S3Hook(settings.aws_conn_id), settings, run, compute=compute)
+        try:
+            code = upload_code(S3Hook(settings.aws_conn_id), settings, run, compute=compute)
+        except Exception as exc:
+            if is_permanent(exc):
+                raise AirflowFailException(f"cannot upload the job code to S3: {exc}") from exc
+            raise
         print(f"code version {code['version']}: {code}")
         return code
 
     @task(multiple_outputs=True)
     def plan_run(run: dict, n_images: int, code: dict, compute: str, **context) -> dict:
-        """The cluster request, the steps (EMR's format, for both backends), the timeout."""
+        """The cluster request, the steps (EMR's format, for both backends), the timeout.
+
+        Also takes down the batch's _SUCCESS marker: from here on the cluster may
+        overwrite its outputs, and summarize_run marks the batch again on success."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
         from fruits.steps import build_steps
+        from fruits.summary import retract_batch
 
         settings = load_settings()
+        if retract_batch(S3Hook(settings.aws_conn_id), settings.bucket, run["batch"]):
+            print(f"batch {run['batch']}: earlier outputs unmarked until this run succeeds")
         name = f"{DAG_ID} batch={run['batch']} {context['run_id']}"[:256]
         if compute == "emr":
             from fruits.emr import job_flow
@@ -280,15 +301,30 @@ def fruits_pipeline():
 
     @task(outlets=[PCA_ASSET])
     def summarize_run(batch: str, **context) -> dict:
-        """Rows, k, explained variance and rejected count, read back from S3; announces
-        the batch's published PCA to the DAGs scheduled on PCA_ASSET."""
+        """Rows, k, explained variance and rejected count, read back from S3; once every
+        output is there, writes the batch's _SUCCESS marker (last) and announces the
+        batch's published PCA to the DAGs scheduled on PCA_ASSET."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from airflow.sdk.exceptions import AirflowFailException
 
-        from fruits.summary import format_summary, run_summary
+        from fruits.summary import (
+            BatchNotPublished,
+            check_outputs,
+            format_summary,
+            mark_batch,
+            run_summary,
+        )
 
         settings = load_settings()
-        summary = run_summary(S3Hook(settings.aws_conn_id), settings.bucket, batch)
+        hook = S3Hook(settings.aws_conn_id)
+        try:
+            check_outputs(hook, settings.bucket, batch)
+        except BatchNotPublished as exc:  # the steps ended: a retry cannot add outputs
+            raise AirflowFailException(str(exc)) from None
+        summary = run_summary(hook, settings.bucket, batch)
         print(format_summary(summary))
+        marker = mark_batch(hook, settings.bucket, batch, {"run_id": context["run_id"], **summary})
+        print(f"published: {marker}")
         context["outlet_events"][PCA_ASSET].extra = {
             "batch": batch,
             "pca": summary["outputs"]["pca"],

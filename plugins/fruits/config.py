@@ -202,6 +202,16 @@ def run_prefix(batch: str) -> str:
     return f"runs/batch={batch}/"
 
 
+# A batch's outputs are to be trusted only while this marker exists: a run deletes it
+# before its cluster can overwrite anything (plan_run) and writes it last, once the
+# steps succeeded and every output is in place (summarize_run).
+BATCH_MARKER = "_SUCCESS"
+
+
+def batch_marker_key(batch: str) -> str:
+    return f"{run_prefix(batch)}{BATCH_MARKER}"
+
+
 RUN_OUTPUTS = ("features", "rejected", "pca", "report")
 
 

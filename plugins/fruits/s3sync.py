@@ -23,6 +23,17 @@ log = logging.getLogger(__name__)
 # never sees a half-published output.
 MARKERS = ("_SUCCESS", "report.json")
 UPLOAD_THREADS = 8
+# S3 error codes a retry cannot fix (rights, bucket, credentials): fail the task at once
+PERMANENT_ERRORS = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "InvalidBucketName",
+        "NoSuchBucket",
+        "SignatureDoesNotMatch",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,24 @@ class SyncResult:
             "deleted": self.deleted,
             "total": self.total,
         }
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The S3 error code of a botocore ``ClientError``, also when wrapped (boto3's
+    ``S3UploadFailedError`` only chains it); None for anything else."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        code = getattr(current, "response", {}).get("Error", {}).get("Code")
+        if code:
+            return str(code)
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def is_permanent(exc: BaseException) -> bool:
+    return error_code(exc) in PERMANENT_ERRORS
 
 
 def split_uri(uri: str) -> tuple[str, str]:

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import threading
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ def task_states(dag_run) -> dict[str, str]:
 # --- moto's EMR never finishes a step: the tests play the cluster ----------------------
 
 
-def _emr_clusters():
+def emr_clusters():
     from moto.emr.models import emr_backends
 
     for account in list(emr_backends.keys()):
@@ -54,15 +55,22 @@ FAKE_REPORT = {
     "labels": {"Banana": 4, "Kiwi": 3},
 }
 FAKE_REJECTED = 2
+BOOTSTRAP_FAILURE = "On the master instance, bootstrap action 1 returned a non-zero return code"
+CLUSTER_ENDED = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")
 STEP_ERROR = "error: --weights s3://fruits-test/weights/broken.weights.h5 do not fit mobilenetv2"
 
 
 class EmrStepDriver:
     """A background thread that moves the steps moto leaves RUNNING/PENDING.
 
-    ``complete``: every step COMPLETED, writing what the real jobs would (a rejected
-    Parquet for featurize, report.json for reduce). ``fail``: the first step FAILED
-    with a stderr.gz in the LogUri, the later ones CANCELLED (CANCEL_AND_WAIT)."""
+    ``complete``: every step COMPLETED, writing what the real jobs would, as Spark's
+    ``mode("overwrite")`` does (the output folder replaced by one part file with a
+    fresh name, and ``_SUCCESS``): features and rejected Parquet for featurize, pca
+    Parquet and report.json for reduce. ``fail``: the first step FAILED with a
+    stderr.gz in the LogUri, the later ones CANCELLED (CANCEL_AND_WAIT).
+    ``cluster_fails``: once steps are queued, the cluster ends TERMINATED_WITH_ERRORS
+    (a failed bootstrap action) and its steps CANCELLED, as EMR does.
+    ``policy`` may be changed between runs."""
 
     def __init__(self, s3, policy: str):
         self.s3 = s3
@@ -74,7 +82,7 @@ class EmrStepDriver:
     def loop(self) -> None:
         while not self.stop.is_set():
             try:
-                for cluster in _emr_clusters():
+                for cluster in emr_clusters():
                     self.drive(cluster)
             except BaseException as exc:  # surfaced by the fixture
                 self.errors.append(exc)
@@ -82,6 +90,14 @@ class EmrStepDriver:
             self.stop.wait(0.2)
 
     def drive(self, cluster) -> None:
+        if self.policy == "cluster_fails":
+            if cluster.steps and cluster.state not in CLUSTER_ENDED:
+                cluster.state = "TERMINATED_WITH_ERRORS"
+                cluster.last_state_change_reason = BOOTSTRAP_FAILURE
+                for step in cluster.steps:
+                    if step.state not in ("COMPLETED", "FAILED", "CANCELLED"):
+                        step.state = "CANCELLED"
+            return
         failed = False
         for step in cluster.steps:
             if step.state in ("COMPLETED", "FAILED", "CANCELLED"):
@@ -104,23 +120,62 @@ class EmrStepDriver:
         self.s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(text.encode()))
 
     def write_outputs(self, args: list[str]) -> None:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        rejected, report = _arg(args, "--rejected"), _arg(args, "--report")
-        if rejected:
-            table = pa.table(
-                {
-                    "path": [f"s3://x/{i}.jpg" for i in range(FAKE_REJECTED)],
-                    "label": ["Kiwi"] * FAKE_REJECTED,
-                    "error": ["empty file"] * FAKE_REJECTED,
-                }
-            )
-            buf = io.BytesIO()
-            pq.write_table(table, buf)
-            bucket, key = _split(rejected)
-            self.s3.put_object(Bucket=bucket, Key=f"{key}part-00000.parquet", Body=buf.getvalue())
+        featurize = {"--output": "features", "--rejected": "rejected"}
+        reduce = {"--output": "pca"}
+        names = reduce if "--report" in args else featurize
+        for flag, name in names.items():
+            if _arg(args, flag) and name in FAKE_TABLES:  # a test may leave one out
+                self.write_parquet(_arg(args, flag), FAKE_TABLES[name]())
+        report = _arg(args, "--report")
         if report:
             bucket, key = _split(report)
             body = json.dumps(FAKE_REPORT).encode()
             self.s3.put_object(Bucket=bucket, Key=f"{key}report.json", Body=body)
+
+    def write_parquet(self, uri: str, table) -> None:
+        """As Spark's ``df.write.mode("overwrite").parquet(uri)``: the folder replaced."""
+        import pyarrow.parquet as pq
+
+        bucket, prefix = _split(uri)
+        old = self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        if old:
+            self.s3.delete_objects(
+                Bucket=bucket, Delete={"Objects": [{"Key": o["Key"]} for o in old]}
+            )
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        part = f"{prefix}part-00000-{uuid.uuid4()}-c000.snappy.parquet"
+        self.s3.put_object(Bucket=bucket, Key=part, Body=buf.getvalue())
+        self.s3.put_object(Bucket=bucket, Key=f"{prefix}_SUCCESS", Body=b"")
+
+
+def _fake_rejected():
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "path": [f"s3://x/{i}.jpg" for i in range(FAKE_REJECTED)],
+            "label": ["Kiwi"] * FAKE_REJECTED,
+            "error": ["empty file"] * FAKE_REJECTED,
+        }
+    )
+
+
+def _fake_vectors(column: str, width: int):
+    import pyarrow as pa
+
+    n = FAKE_REPORT["n_rows"]
+    return pa.table(
+        {
+            "path": [f"s3://x/{i}.jpg" for i in range(n)],
+            "label": ["Banana"] * n,
+            column: [[float(i)] * width for i in range(n)],
+        }
+    )
+
+
+FAKE_TABLES = {
+    "rejected": _fake_rejected,
+    "features": lambda: _fake_vectors("features", 4),
+    "pca": lambda: _fake_vectors("pca", FAKE_REPORT["k"]),
+}

@@ -168,21 +168,39 @@ def test_a_manual_run_without_logical_date_takes_the_latest_batch(
     assert aws.keys("runs/batch=2026-11-21/report/") == ["runs/batch=2026-11-21/report/report.json"]
 
 
-def test_two_dates_give_two_batches(load_dag, fruits_env, aws, emr_steps):
-    """What ``airflow backfill create --from-date 2026-11-22 --to-date 2026-11-23`` runs:
-    one run per logical date, each on its own batch."""
+def test_a_backfill_over_three_dates_runs_three_batches_one_at_a_time(
+    load_dag, fruits_env, aws, emr_steps
+):
+    """What ``airflow backfill create --from-date 2026-11-21 --to-date 2026-11-23`` runs:
+    one run per logical date, each on its own batch, each with its own cluster, one
+    after the other (``max_active_runs=1``: the scheduler never overlaps them)."""
     emr_steps("complete")
     dag = load_dag("emr")
-    dates = ("2026-11-22", "2026-11-23")
-    for date in dates:
-        write_batch(fruits_env / date, per_label=1, labels=["Kiwi"], seed=hash(date) % 100)
-        assert str(run(dag, date=date, conf=CONF).state) == "success"
+    assert dag.max_active_runs == 1
+    dates = ("2026-11-21", "2026-11-22", "2026-11-23")
+    run_ids = {}
+    for i, date in enumerate(dates):
+        write_batch(fruits_env / date, per_label=1, labels=["Kiwi"], seed=i)
+        dag_run = run(dag, date=date, conf=CONF)
+        assert str(dag_run.state) == "success", task_states(dag_run)
+        run_ids[date] = dag_run.run_id
     clusters = aws.clusters()
-    assert len(clusters) == 2 and {c["Status"]["State"] for c in clusters} == {"TERMINATED"}
+    assert len(clusters) == 3 and {c["Status"]["State"] for c in clusters} == {"TERMINATED"}
+    # one at a time: each cluster was created after the previous one had ended
+    timelines = sorted(
+        (c["Status"]["Timeline"] for c in clusters), key=lambda t: t["CreationDateTime"]
+    )
+    for before, after in zip(timelines, timelines[1:], strict=False):
+        assert before["EndDateTime"] <= after["CreationDateTime"]
     for date in dates:
         assert aws.keys(f"raw/batch={date}/") == [f"raw/batch={date}/Kiwi/0_100.jpg"]
         report = json.loads(aws.read(f"runs/batch={date}/report/report.json"))
         assert report["k"] == FAKE_REPORT["k"]
+        marker = json.loads(aws.read(f"runs/batch={date}/_SUCCESS"))
+        assert (marker["batch"], marker["run_id"]) == (date, run_ids[date])
+    # three distinct batches: their raw images differ, and each run read its own
+    images = {aws.read(f"raw/batch={d}/Kiwi/0_100.jpg") for d in dates}
+    assert len(images) == 3
     inputs = sorted(
         step["Config"]["Args"][step["Config"]["Args"].index("--input") + 1]
         for c in clusters

@@ -4,7 +4,9 @@
   file whose ``"{{name}}"`` strings are placeholders) for ``EmrCreateJobFlowOperator``.
 - :class:`StepSensor` is the provider's ``EmrStepSensor`` watching the last of the
   run's steps, with a timeout sized for the batch, that shows a failed step's stderr
-  (EMR copies it to ``<LogUri>/<cluster>/steps/<step>/stderr.gz``) in the task log.
+  (EMR copies it to ``<LogUri>/<cluster>/steps/<step>/stderr.gz``) in the task log,
+  and fails at once, with EMR's reason, when the cluster itself is gone (a failed
+  bootstrap, an instance shortage, a cluster terminated by hand).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from fruits.config import Settings
 TEMPLATE = Path(__file__).with_name("job_flow.json")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _DROP = object()
+CLUSTER_GONE = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")
 
 
 def _render(node: Any, values: Mapping[str, Any]) -> Any:
@@ -130,7 +133,7 @@ class StepSensor(EmrStepSensor):
 
     def poke(self, context: Any) -> bool:
         try:
-            return super().poke(context)
+            done = super().poke(context)
         except AirflowException as exc:
             if isinstance(exc, AirflowFailException):
                 raise
@@ -140,6 +143,22 @@ class StepSensor(EmrStepSensor):
                 self.log.warning("could not fetch the failed step's details: %s", detail)
                 explanation = f"(no details: {detail})"
             raise AirflowFailException(f"{exc}\n{explanation}") from exc
+        if not done:
+            gone = self.cluster_gone()
+            if gone:  # its steps will never finish: do not wait for the timeout
+                raise AirflowFailException(f"{gone}; steps {list(self.step_ids)} cannot finish")
+        return done
+
+    def cluster_gone(self) -> str | None:
+        """``cluster <id> is <state>: <reason>`` if the cluster is ending or ended."""
+        cluster = self.hook.conn.describe_cluster(ClusterId=self.job_flow_id)["Cluster"]
+        status = cluster.get("Status", {})
+        state = status.get("State", "?")
+        if state not in CLUSTER_GONE:
+            return None
+        reason = status.get("StateChangeReason") or {}
+        why = ": ".join(str(reason[k]) for k in ("Code", "Message") if reason.get(k))
+        return f"cluster {self.job_flow_id} is {state}" + (f": {why}" if why else "")
 
     def explain_failure(self) -> str:
         """Which step failed and the tail of its stderr (also logged at ERROR)."""
@@ -155,8 +174,13 @@ class StepSensor(EmrStepSensor):
         details = status.get("FailureDetails") or {}
         if details:
             lines.append(f"EMR says: {details.get('Reason')}: {details.get('Message')}")
+        gone = self.cluster_gone()
+        if gone:
+            lines.append(gone)
         log_uri = emr.describe_cluster(ClusterId=self.job_flow_id)["Cluster"].get("LogUri")
-        if not log_uri:
+        if status.get("State") != "FAILED":
+            lines.append("the step did not fail by itself: no stderr of its own to show")
+        elif not log_uri:
             lines.append("the cluster has no LogUri: no step logs to show")
         else:
             stderr = self.fetch_step_log(log_uri, step_id)

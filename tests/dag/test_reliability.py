@@ -1,0 +1,286 @@
+"""Faults and reruns of whole ``emr`` runs (``dag.test()`` on moto's server).
+
+The rule they check (``fruits.summary``): readers trust a batch only while
+``runs/batch=<date>/_SUCCESS`` exists. A run deletes it in ``plan_run``, before a
+cluster can overwrite anything, and writes it last in ``summarize_run``. So:
+
+- a run that fails before ``plan_run`` (an S3 error on upload) leaves the batch's
+  earlier outputs *and* their marker as they were;
+- a run that fails later (a step over its timeout, a cluster that does not start, a
+  refused cluster request, a failed step) leaves the batch unmarked; the earlier
+  outputs stay untouched unless a job got to overwrite them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from dag_support import (
+    BOOTSTRAP_FAILURE,
+    BUCKET,
+    FAKE_REPORT,
+    FAKE_TABLES,
+    emr_clusters,
+    logical,
+    task_states,
+)
+
+from fruits.sample_batch import write_batch
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+DATE = "2026-11-24"
+RUN = f"runs/batch={DATE}/"
+MARKER = RUN + "_SUCCESS"
+CONF = {"weights": "random", "image_size": 64}
+
+
+@pytest.fixture
+def batch(fruits_env):
+    folder = fruits_env / DATE
+    write_batch(folder, per_label=1, labels=["Banana", "Kiwi"])
+    return folder
+
+
+@pytest.fixture
+def earlier_outputs(aws) -> dict[str, bytes]:
+    """A previous run's published outputs of the batch (marker included), as S3 has them."""
+    aws.s3.create_bucket(Bucket=BUCKET)
+    for key, body in {
+        RUN + "features/part-00000-earlier-c000.snappy.parquet": b"earlier features",
+        RUN + "features/_SUCCESS": b"",
+        RUN + "rejected/part-00000-earlier-c000.snappy.parquet": b"earlier rejected",
+        RUN + "pca/part-00000-earlier-c000.snappy.parquet": b"earlier pca",
+        RUN + "report/report.json": json.dumps({**FAKE_REPORT, "k": 99}).encode(),
+        MARKER: b'{"run_id": "earlier"}',
+    }.items():
+        aws.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return snapshot(aws)
+
+
+def snapshot(aws, prefix: str = RUN) -> dict[str, bytes]:
+    return {key: aws.read(key) for key in aws.keys(prefix)}
+
+
+def data(outputs: dict[str, bytes]) -> dict[str, bytes]:
+    return {k: v for k, v in outputs.items() if k != MARKER}
+
+
+def run(dag, date=DATE):
+    return dag.test(logical_date=logical(date), run_conf=CONF)
+
+
+def try_number(dag_run, task_id: str) -> int:
+    return next(ti.try_number for ti in dag_run.get_task_instances() if ti.task_id == task_id)
+
+
+# --- faults ----------------------------------------------------------------------------
+
+
+def test_steps_over_their_timeout_fail_the_run_and_the_cluster_is_terminated(
+    load_dag, batch, aws, earlier_outputs, monkeypatch, capfd
+):
+    # no step driver: moto's steps stay RUNNING/PENDING for ever
+    monkeypatch.setenv("FRUITS_STEP_TIMEOUT_BASE", "3")
+    monkeypatch.setenv("FRUITS_STEP_SECONDS_PER_IMAGE", "0")
+    dag_run = run(load_dag("emr"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["wait_for_step"] == "failed"
+    assert try_number(dag_run, "wait_for_step") == 1  # a timeout is not retried
+    assert states["remove_cluster"] == "success"
+    assert states["summarize_run"] == "upstream_failed"
+    (cluster,) = aws.clusters()
+    assert cluster["Status"]["State"] == "TERMINATED"
+    assert "Waiting up to 3s" in capfd.readouterr().out
+    after = snapshot(aws)
+    assert MARKER not in after  # the batch is not to be trusted...
+    assert data(after) == data(earlier_outputs)  # ...but nothing of it was touched
+
+
+def test_a_cluster_that_fails_to_start_fails_the_run_at_once_with_emrs_reason(
+    load_dag, batch, aws, emr_steps, earlier_outputs, capfd
+):
+    emr_steps("cluster_fails")
+    dag_run = run(load_dag("emr"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["wait_for_step"] == "failed"
+    assert states["remove_cluster"] == "success"  # terminating an ended cluster is fine
+    (cluster,) = aws.clusters()
+    assert cluster["Status"]["State"].startswith("TERMINATED")
+    # the task log says why, without waiting (log_wait) for a stderr no step wrote
+    out = capfd.readouterr().out
+    log = out[out.index("Waiting up to") :]
+    assert f"cluster {cluster['Id']} is TERMINATED_WITH_ERRORS: {BOOTSTRAP_FAILURE}" in log
+    assert "no step stderr yet" not in log
+    after = snapshot(aws)
+    assert MARKER not in after
+    assert data(after) == data(earlier_outputs)
+
+
+def test_a_cluster_that_stops_under_running_steps_is_noticed_before_the_timeout(
+    load_dag, batch, aws, earlier_outputs, monkeypatch
+):
+    """Steps left RUNNING on a cluster that is gone (moto's, or EMR's state lagging):
+    the sensor fails on the cluster's state, not after its (here 10 min) timeout."""
+    from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator
+
+    real_execute = EmrAddStepsOperator.execute
+
+    def add_steps_then_lose_the_cluster(self, context):
+        step_ids = real_execute(self, context)
+        for cluster in emr_clusters():
+            cluster.state = "TERMINATED_WITH_ERRORS"
+            cluster.last_state_change_reason = "Instance failure"
+        return step_ids
+
+    monkeypatch.setattr(EmrAddStepsOperator, "execute", add_steps_then_lose_the_cluster)
+    dag = load_dag("emr")
+    started = time.monotonic()
+    dag_run = run(dag)
+    assert time.monotonic() - started < 300  # the sensor's timeout is 600 s
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["wait_for_step"] == "failed"
+    assert states["remove_cluster"] == "success"
+    assert data(snapshot(aws)) == data(earlier_outputs)
+
+
+def test_a_refused_cluster_request_fails_the_run_and_the_teardown_copes(
+    load_dag, batch, aws, earlier_outputs, monkeypatch, capfd
+):
+    from airflow.providers.amazon.aws.hooks.emr import EmrHook
+    from botocore.exceptions import ClientError
+
+    def refuse(self, *args, **kwargs):
+        raise ClientError(
+            {"Error": {"Code": "ValidationException", "Message": "Invalid InstanceProfile"}},
+            "RunJobFlow",
+        )
+
+    monkeypatch.setattr(EmrHook, "create_job_flow", refuse)
+    dag_run = run(load_dag("emr"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["create_job_flow"] == "failed"
+    assert try_number(dag_run, "create_job_flow") == 1  # never a second cluster
+    assert states["add_steps"] == "upstream_failed"
+    assert states["remove_cluster"] in ("skipped", "upstream_failed")  # nothing to remove
+    assert aws.clusters() == []
+    assert "Invalid InstanceProfile" in capfd.readouterr().out
+    after = snapshot(aws)
+    assert MARKER not in after
+    assert data(after) == data(earlier_outputs)
+
+
+def test_an_s3_error_on_upload_fails_the_run_before_any_cluster(
+    load_dag, batch, aws, earlier_outputs, monkeypatch, capfd
+):
+    """A bucket this connection may not write (AccessDenied): no retry, no cluster,
+    and the batch's earlier outputs still published, marker included."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError
+
+    real_load_file = S3Hook.load_file
+
+    def load_file(self, filename, key, bucket_name=None, **kwargs):
+        if not key.startswith("raw/"):
+            return real_load_file(self, filename, key, bucket_name=bucket_name, **kwargs)
+        try:  # what boto3's upload_file raises for a PutObject refused by S3
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}},
+                              "PutObject")  # fmt: skip
+        except ClientError as exc:
+            raise S3UploadFailedError(f"Failed to upload {filename} to {key}: {exc}")  # noqa: B904
+
+    monkeypatch.setattr(S3Hook, "load_file", load_file)
+    dag_run = run(load_dag("emr"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["upload_batch"] == "failed"
+    assert try_number(dag_run, "upload_batch") == 1  # AccessDenied: retrying cannot help
+    assert states["plan_run"] == "upstream_failed"
+    assert states["create_job_flow"] == "upstream_failed"
+    assert aws.clusters() == []
+    assert "cannot upload the batch to S3" in capfd.readouterr().out
+    assert snapshot(aws) == earlier_outputs  # marker included
+
+
+# --- reruns ----------------------------------------------------------------------------
+
+
+def test_a_rerun_gives_the_same_outputs_without_duplicates(load_dag, batch, aws, emr_steps):
+    emr_steps("complete")
+    dag = load_dag("emr")
+    keys = []
+    for _ in range(2):
+        dag_run = run(dag)
+        assert str(dag_run.state) == "success", task_states(dag_run)
+        keys.append(aws.keys(RUN))
+        marker = json.loads(aws.read(MARKER))
+        assert marker["run_id"] == dag_run.run_id and marker["batch"] == DATE
+    first, second = keys
+    parts = sorted(k for k in second if k.endswith(".parquet"))
+    # one part per output (Spark names parts afresh on each run: no leftovers of the first)
+    assert [p.split("/")[2] for p in parts] == ["features", "pca", "rejected"]
+    assert [k for k in first if not k.endswith(".parquet")] == [
+        k for k in second if not k.endswith(".parquet")
+    ]
+    assert sorted(second) == sorted(
+        [MARKER, RUN + "report/report.json", *parts]
+        + [f"{RUN}{name}/_SUCCESS" for name in ("features", "pca", "rejected")]
+    )
+    assert len(aws.clusters()) == 2
+
+
+def test_a_failed_rerun_unmarks_the_batch_and_a_good_one_marks_it_again(
+    load_dag, batch, aws, emr_steps
+):
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from fruits.summary import BatchNotPublished, run_summary
+
+    driver = emr_steps("complete")
+    dag = load_dag("emr")
+    assert str(run(dag).state) == "success"
+    published = snapshot(aws)
+    assert MARKER in published
+
+    driver.policy = "fail"
+    assert str(run(dag).state) == "failed"
+    after = snapshot(aws)
+    assert MARKER not in after
+    assert after == data(published)  # the step failed before writing: outputs untouched
+    # readers (python -m fruits.summary) refuse the unmarked batch
+    with pytest.raises(BatchNotPublished, match="_SUCCESS does not exist"):
+        run_summary(S3Hook("aws_default"), BUCKET, DATE, require_marker=True)
+
+    driver.policy = "complete"
+    assert str(run(dag).state) == "success"
+    assert MARKER in aws.keys(RUN)
+    assert run_summary(S3Hook("aws_default"), BUCKET, DATE, require_marker=True)["k"] == 3
+
+
+def test_summary_refuses_to_mark_a_batch_with_missing_outputs(
+    load_dag, batch, aws, emr_steps, monkeypatch, capfd
+):
+    """Steps reported COMPLETED but pca/ never written: no marker, no retry."""
+    monkeypatch.delitem(FAKE_TABLES, "pca")
+    emr_steps("complete")
+    dag_run = run(load_dag("emr"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["wait_for_step"] == "success"
+    assert states["summarize_run"] == "failed"
+    assert try_number(dag_run, "summarize_run") == 1
+    assert f"missing s3://{BUCKET}/{RUN}pca/*.parquet" in capfd.readouterr().out
+    assert MARKER not in aws.keys(RUN)
