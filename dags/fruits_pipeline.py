@@ -20,6 +20,12 @@ the s3:// URI of a `.h5`), explained variance, image size. Bad values fail
 `validate_params`, naming the parameter, before any cluster exists. A missing or
 empty batch stops the run at `find_batch`: success, the rest skipped.
 
+**Reruns and readers**: re-running a batch replaces its outputs. Trust a batch only
+while `runs/batch=<date>/_SUCCESS` exists: `plan_run` deletes it before a cluster can
+overwrite anything, `summarize_run` writes it last, once every output is in place. A
+run that fails leaves the batch unmarked (one that fails before `plan_run`, e.g. on an
+S3 error while uploading, leaves the earlier outputs and their marker untouched).
+
 The schedule is daily over data intervals: the run after midnight UTC processes the
 day that just ended (its logical date). `airflow backfill create --dag-id
 fruits_pipeline --from-date D1 --to-date D2` processes the batches D1..D2.

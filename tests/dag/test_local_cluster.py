@@ -172,3 +172,26 @@ def test_stop_all_ends_every_cluster_still_running(tmp_path):
         assert info["state"] == "TERMINATED"
         pid = info["processes"]["master"]["pid"]
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_steps_over_their_timeout_fail_and_the_teardown_ends_them(tmp_path):
+    """The local twin of the EMR sensor's timeout: a step still RUNNING (its runner
+    alive) after ``timeout`` fails the wait; the teardown then ends the runner."""
+    folder = fake_cluster(tmp_path, {})
+    runner = spawn(SLEEPER, folder / "logs", "steps")
+    info = json.loads((folder / "cluster.json").read_text())
+    info["processes"] = {"steps": runner}
+    (folder / "cluster.json").write_text(json.dumps(info))
+    (folder / "steps" / "s-1").mkdir(parents=True)
+    step_runner.write_state(folder / "steps" / "s-1", state="RUNNING")
+    started = time.monotonic()
+    with pytest.raises(local_cluster.StepFailed, match=r"did not finish within 1s"):
+        local_cluster.wait_for_steps(
+            tmp_path, "local-test-1", ["s-1"], timeout=1, poke_interval=0.2
+        )
+    assert time.monotonic() - started < 30
+    assert local_cluster.stop_cluster(tmp_path, "local-test-1")["steps"] == "stopped"
+    assert (
+        not psutil.pid_exists(runner["pid"])
+        or psutil.Process(runner["pid"]).status() == psutil.STATUS_ZOMBIE
+    )

@@ -284,3 +284,25 @@ def test_summary_refuses_to_mark_a_batch_with_missing_outputs(
     assert try_number(dag_run, "summarize_run") == 1
     assert f"missing s3://{BUCKET}/{RUN}pca/*.parquet" in capfd.readouterr().out
     assert MARKER not in aws.keys(RUN)
+
+
+def test_a_local_cluster_that_fails_to_start_fails_the_run_and_keeps_earlier_outputs(
+    load_dag, batch, aws, earlier_outputs, monkeypatch, capfd
+):
+    from fruits import local_cluster
+
+    def no_master(*args, **kwargs):
+        raise local_cluster.ClusterError("the Spark master did not come up within 180s")
+
+    monkeypatch.setattr(local_cluster, "start_cluster", no_master)
+    dag_run = run(load_dag("local"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["create_job_flow"] == "failed"
+    assert try_number(dag_run, "create_job_flow") == 1
+    assert states["remove_cluster"] in ("skipped", "upstream_failed")
+    assert "the Spark master did not come up" in capfd.readouterr().out
+    after = snapshot(aws)
+    assert MARKER not in after
+    assert data(after) == data(earlier_outputs)
