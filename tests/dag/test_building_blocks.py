@@ -354,3 +354,25 @@ def test_images_are_counted_by_the_jobs_rules(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"x")
     assert count_images(tmp_path) == 2
+
+
+def test_s3_errors_a_retry_cannot_fix_are_told_apart():
+    """upload_batch / upload_code fail at once on these, retry on the others."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    def wrapped(code: str) -> Exception:  # boto3's upload_file chains the ClientError
+        try:
+            try:
+                raise ClientError({"Error": {"Code": code, "Message": code}}, "PutObject")
+            except ClientError as exc:
+                raise S3UploadFailedError(f"Failed to upload: {exc}")  # noqa: B904
+        except S3UploadFailedError as outer:
+            return outer
+
+    assert s3sync.error_code(wrapped("AccessDenied")) == "AccessDenied"
+    assert s3sync.is_permanent(wrapped("AccessDenied"))
+    assert s3sync.is_permanent(wrapped("NoSuchBucket"))
+    assert not s3sync.is_permanent(wrapped("SlowDown"))  # throttled: a retry helps
+    assert not s3sync.is_permanent(wrapped("InternalError"))
+    assert not s3sync.is_permanent(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))

@@ -134,3 +134,15 @@ def test_the_dag_asks_for_what_the_policy_allows(template):
     assert request["ServiceRole"] == params["EmrServiceRoleName"]["Default"]
     assert request["JobFlowRole"] == params["EmrInstanceRoleName"]["Default"]
     assert request["LogUri"].startswith("s3://my-fruits/logs/")  # where the nodes may write
+
+
+def test_airflow_may_take_down_and_write_the_batch_marker(template):
+    """plan_run deletes runs/batch=<date>/_SUCCESS, summarize_run writes it: both are
+    within what the Airflow role may do under runs/, and nothing broader is needed."""
+    from fnmatch import fnmatch
+
+    from fruits.config import batch_marker_key
+
+    st = statement(template, "AirflowPolicy", "PublishAndReadRuns")
+    assert {"s3:PutObject", "s3:DeleteObject"} <= set(st["Action"])
+    assert fnmatch("${DataBucket.Arn}/" + batch_marker_key("2026-11-24"), st["Resource"]["Fn::Sub"])
