@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -21,6 +22,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
                  "--disable-sync"]  # fmt: skip
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
 BATCH = "2026-01-15"
 PASSWORD = "browser-test-password"
 
@@ -82,7 +84,7 @@ def ui(tmp_path_factory):
         if proc.poll() is not None or time.monotonic() > deadline:
             pytest.fail("make ui did not come up:\n" + (home / "ui.log").read_text()[-3000:])
         time.sleep(1)
-    info = {"base": base, "port": port, "home": home, "proc": proc}
+    info = {"base": base, "port": port, "home": home, "proc": proc, "env": env}
     yield info
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal sends
@@ -159,6 +161,56 @@ def test_trigger_from_the_form_and_the_run_succeeds(ui):
     )["value"]
     summary = json.loads(summary) if isinstance(summary, str) else summary
     assert summary["rejected"] == 4 and summary["rows"] == 24
+
+
+def test_backfill_over_two_dates_runs_them_one_at_a_time(ui):
+    """`airflow backfill create` (the command the README gives) against the running
+    scheduler: two batches, two outputs, never two clusters at once."""
+    from fruits.sample_batch import write_batch
+
+    dates = ["2026-01-10", "2026-01-11"]
+    for n, date in enumerate(dates):
+        write_batch(ui["home"] / "incoming" / date, per_label=2, labels=["Kiwi", "Lime"], seed=n)
+    env = {**ui["env"], "AIRFLOW_HOME": str(ui["home"] / "home" / "airflow"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}  # fmt: skip
+    created = subprocess.run(
+        [AIRFLOW, "backfill", "create", "--dag-id", "fruits_pipeline",
+         "--from-date", dates[0], "--to-date", dates[-1]],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stdout + created.stderr
+
+    base, token = ui["base"], login_token(ui["base"])
+    deadline = time.monotonic() + 1200
+    while True:
+        runs = api(base, "/api/v2/dags/fruits_pipeline/dagRuns?run_type=backfill", token)
+        runs = runs["dag_runs"]
+        if len(runs) == 2 and all(r["state"] in ("success", "failed") for r in runs):
+            break
+        assert time.monotonic() < deadline, f"backfill did not finish: {runs}"
+        time.sleep(5)
+    assert [r["state"] for r in runs] == ["success", "success"], runs
+    # each run's cluster lives from create_job_flow's start to remove_cluster's end
+    spans = []
+    for r in runs:
+        tis = api(base, f"/api/v2/dags/fruits_pipeline/dagRuns/{r['dag_run_id']}/taskInstances",
+                  token)["task_instances"]  # fmt: skip
+        ti = {t["task_id"]: t for t in tis}
+        spans.append((ti["create_job_flow"]["start_date"], ti["remove_cluster"]["end_date"]))
+    first, second = sorted(spans)
+    assert first[1] <= second[0], f"two clusters at once: {spans}"
+    batches = set()
+    for r in runs:
+        summary = api(
+            base,
+            f"/api/v2/dags/fruits_pipeline/dagRuns/{r['dag_run_id']}"
+            "/taskInstances/summarize_run/xcomEntries/return_value",
+            token,
+        )["value"]
+        summary = json.loads(summary) if isinstance(summary, str) else summary
+        assert summary["rows"] == 4
+        batches.add(summary["batch"])
+    assert batches == set(dates)
 
 
 def test_ctrl_c_stops_everything(ui):
