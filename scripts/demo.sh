@@ -13,58 +13,18 @@
 # FRUITS_IMAGE_SIZE (96), FRUITS_MODEL (mobilenetv2), FRUITS_BUCKET (fruits-demo).
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-ROOT="$(pwd)"
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
 DATE="${DEMO_DATE:-$(date -u +%F)}"
 DEMO_DIR="$ROOT/var/demo"
 mkdir -p "$DEMO_DIR"
-
-export PATH="$ROOT/.venv/bin:$PATH"
-export PYTHONPATH="$ROOT/plugins:$ROOT/spark_jobs${PYTHONPATH:+:$PYTHONPATH}"
-export SPARK_LOCAL_IP=127.0.0.1
-export TF_CPP_MIN_LOG_LEVEL=2
-export AIRFLOW_HOME="$ROOT/var/airflow"
-export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
-export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
-export AIRFLOW__CORE__LOAD_EXAMPLES=False
-export FRUITS_COMPUTE=local
 export FRUITS_BUCKET="${FRUITS_BUCKET:-fruits-demo}"
-export FRUITS_WEIGHTS=random
 export FRUITS_IMAGE_SIZE="${FRUITS_IMAGE_SIZE:-96}"
-# Never a real AWS account, whatever this machine has configured.
-export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-export AWS_EC2_METADATA_DISABLED=true
-unset AWS_PROFILE AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
-
-say() { printf '\n==> %s\n' "$*"; }
 
 # --- S3: moto's server on loopback -----------------------------------------------------
-PORT="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-moto_server -H 127.0.0.1 -p "$PORT" >"$DEMO_DIR/moto.log" 2>&1 &
-MOTO_PID=$!
-echo "$MOTO_PID" >"$DEMO_DIR/moto.pid"
-stop_moto() {
-    kill "$MOTO_PID" 2>/dev/null || true
-    wait "$MOTO_PID" 2>/dev/null || true
-    rm -f "$DEMO_DIR/moto.pid"
-}
 trap stop_moto EXIT
-python - "$PORT" <<'PY'
-import sys, time, urllib.request
-url = f"http://127.0.0.1:{sys.argv[1]}/moto-api/"
-for _ in range(100):
-    try:
-        urllib.request.urlopen(url, timeout=1).close()
-        break
-    except OSError:
-        time.sleep(0.2)
-else:
-    sys.exit(f"moto's server did not start on {url}")
-PY
-export AIRFLOW_CONN_AWS_DEFAULT="{\"conn_type\": \"aws\", \"login\": \"moto-demo-key\",
-  \"password\": \"moto-demo-secret\",
-  \"extra\": {\"endpoint_url\": \"http://127.0.0.1:$PORT\", \"region_name\": \"us-east-1\"}}"
-say "S3: moto's server on http://127.0.0.1:$PORT (pid $MOTO_PID; stopped when the demo ends)"
+start_moto "$DEMO_DIR"
+say "S3: moto's server on $MOTO_URL (pid $MOTO_PID; stopped when the demo ends)"
 
 # --- Airflow metadata ------------------------------------------------------------------
 say "Airflow $(airflow version 2>/dev/null) home: $AIRFLOW_HOME (SQLite)"
@@ -74,15 +34,7 @@ airflow db migrate >"$DEMO_DIR/db-migrate.log" 2>&1 || {
 }
 
 # --- a sample batch --------------------------------------------------------------------
-BATCH="$ROOT/data/incoming/$DATE"
-if [ -d "$BATCH" ] && [ ! -e "$BATCH/.sample-batch" ]; then
-    say "Batch: $BATCH exists and is not a sample batch: processing it as it is"
-else
-    python -m fruits.sample_batch "$BATCH" --per-label "${DEMO_PER_LABEL:-8}" --bad >/dev/null
-    touch "$BATCH/.sample-batch"
-    n_files="$(find "$BATCH" -type f ! -name '.*' | wc -l)"
-    say "Batch: wrote a synthetic batch to $BATCH ($n_files files, 4 of them undecodable)"
-fi
+sample_batch "$ROOT/data/incoming/$DATE" "${DEMO_PER_LABEL:-8}"
 
 cat <<EOF
 
