@@ -3,13 +3,14 @@
 
 Every day, the batch `data/incoming/<YYYY-MM-DD>/<label>/<image>` goes to
 `s3://<bucket>/raw/batch=<date>/`, a Spark cluster runs two `spark-submit` steps --
-**featurize** (a Keras CNN without its top) and **reduce** (PCA) -- and writes
-`s3://<bucket>/runs/batch=<date>/{features,rejected,pca,report}/`; then the cluster is
-removed, whatever happened.
+**featurize** (a Keras CNN without its top) and **reduce** (PCA) -- into the run's own
+staging prefix, and `publish_batch` switches the results in as
+`s3://<bucket>/runs/batch=<date>/{features,rejected,pca,report}/`; the cluster is
+removed whatever happened.
 
 **Cluster** (`FRUITS_COMPUTE`, read when the DAG is parsed): `local` (default) starts a
 Spark standalone master and worker on the Airflow worker (127.0.0.1), staging inputs
-from S3 and publishing outputs back; `emr` creates an Amazon EMR 7 cluster from
+from S3 and uploading outputs to the run's staging prefix; `emr` creates an Amazon EMR 7 cluster from
 `plugins/fruits/emr/job_flow.json`. Both have the same tasks: `create_job_flow` ->
 `add_steps` -> `wait_for_step` -> `remove_cluster` (a teardown: it runs after any
 failure, and a failed step still fails the run).
@@ -20,11 +21,17 @@ the s3:// URI of a `.h5`), explained variance, image size. Bad values fail
 `validate_params`, naming the parameter, before any cluster exists. A missing or
 empty batch stops the run at `find_batch`: success, the rest skipped.
 
-**Reruns and readers**: re-running a batch replaces its outputs. Trust a batch only
-while `runs/batch=<date>/_SUCCESS` exists: `plan_run` deletes it before a cluster can
-overwrite anything, `summarize_run` writes it last, once every output is in place. A
-run that fails leaves the batch unmarked (one that fails before `plan_run`, e.g. on an
-S3 error while uploading, leaves the earlier outputs and their marker untouched).
+**Reruns and readers**: the steps write `runs/_staging/batch=<date>/<run key>/`, never
+the published outputs. `publish_batch` checks what they staged (features, pca,
+report.json, matching row counts), then deletes `runs/batch=<date>/_SUCCESS`, copies the
+staged objects over the published ones, deletes the ones the new run lacks, writes
+`_SUCCESS` last and deletes the staging. Trust a batch only while `_SUCCESS` exists. A run
+that fails or is killed before publishing (step failure or timeout, a cluster that does
+not start, an S3 error) leaves the earlier outputs and their marker untouched; re-running
+a batch replaces its outputs (same files, no duplicates). `clear_leftovers` deletes the
+staging of earlier runs of the batch and local clusters whose owner died, once the run
+holds the cluster slot. To rerun a killed `airflow dags test`, run the same command
+again: it replaces the killed run of that logical date.
 
 The schedule is daily over data intervals: the run after midnight UTC processes the
 day that just ended (its logical date). `airflow backfill create --dag-id
@@ -151,18 +158,15 @@ def fruits_pipeline():
 
     @task(multiple_outputs=True)
     def plan_run(run: dict, n_images: int, code: dict, compute: str, **context) -> dict:
-        """The cluster request, the steps (EMR's format, for both backends), the timeout.
-
-        Also takes down the batch's _SUCCESS marker: from here on the cluster may
-        overwrite its outputs, and summarize_run marks the batch again on success."""
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
+        """The cluster request, the steps (EMR's format, for both backends), the timeout,
+        and the run key: the steps write runs/_staging/batch=<date>/<run key>/, never the
+        published outputs, so nothing before publish_batch can spoil those."""
+        from fruits.config import new_run_key, staging_prefix
         from fruits.steps import build_steps
-        from fruits.summary import retract_batch
 
         settings = load_settings()
-        if retract_batch(S3Hook(settings.aws_conn_id), settings.bucket, run["batch"]):
-            print(f"batch {run['batch']}: earlier outputs unmarked until this run succeeds")
+        run_key = new_run_key(context["run_id"])
+        print(f"staging: s3://{settings.bucket}/{staging_prefix(run['batch'], run_key)}")
         name = f"{DAG_ID} batch={run['batch']} {context['run_id']}"[:256]
         if compute == "emr":
             from fruits.emr import job_flow
@@ -174,8 +178,15 @@ def fruits_pipeline():
                 "cores": settings.local_cores,
                 "memory": settings.local_memory,
             }
-        steps = build_steps(bucket=settings.bucket, batch=run["batch"], code=code, run=run)
-        return {"job_flow": cluster, "steps": steps, "timeout": settings.step_timeout(n_images)}
+        steps = build_steps(
+            bucket=settings.bucket, batch=run["batch"], run_key=run_key, code=code, run=run
+        )
+        return {
+            "job_flow": cluster,
+            "steps": steps,
+            "timeout": settings.step_timeout(n_images),
+            "run_key": run_key,
+        }
 
     run = validate_params()
     n_images = find_batch(run["batch"])
@@ -194,10 +205,10 @@ def fruits_pipeline():
         """One cluster at a time across runs, backfills included (fruits.cluster_slot)."""
         from airflow.sdk import PokeReturnValue
 
-        from fruits.cluster_slot import GATE, RELEASE, blocker
+        from fruits.cluster_slot import GATE, RELEASES, blocker
 
         ti = context["ti"]
-        states = ti.get_task_states(dag_id=DAG_ID, task_ids=[GATE, RELEASE])
+        states = ti.get_task_states(dag_id=DAG_ID, task_ids=[GATE, *RELEASES])
         why = blocker(
             context["run_id"], states, lambda r: ti.get_dagrun_state(DAG_ID, r) == "running"
         )
@@ -205,6 +216,29 @@ def fruits_pipeline():
         return PokeReturnValue(is_done=why is None)
 
     cluster_slot = wait_for_cluster_slot()
+
+    @task
+    def clear_leftovers(batch: str, run_key: str, compute: str) -> dict:
+        """What earlier runs of the batch left when they failed or were killed before
+        publishing: their staging prefixes; on the local backend, also any cluster whose
+        owner process is gone. Runs holding the cluster slot, so no live run needs them."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from fruits.summary import clear_staging
+
+        settings = load_settings()
+        hook = S3Hook(settings.aws_conn_id)
+        cleared = clear_staging(hook, settings.bucket, batch, keep=run_key)
+        reaped: dict = {}
+        if compute == "local":
+            from fruits.local_cluster import reap_abandoned
+
+            reaped = reap_abandoned(settings.scratch)
+        print(f"staging of earlier runs deleted: {cleared or 'none'}; "
+              f"abandoned local clusters stopped: {reaped or 'none'}")  # fmt: skip
+        return {"staging": cleared, "clusters": reaped}
+
+    leftovers = clear_leftovers(run["batch"], plan["run_key"], compute=SETTINGS.compute)
 
     if SETTINGS.compute == "emr":
         from airflow.providers.amazon.aws.operators.emr import (
@@ -247,7 +281,7 @@ def fruits_pipeline():
     else:
 
         @task(task_id="create_job_flow", retries=0)
-        def start_local_cluster(job_flow: dict) -> str:
+        def start_local_cluster(job_flow: dict, **context) -> str:
             """A Spark master and worker on 127.0.0.1; returns the cluster id."""
             from fruits.local_cluster import start_cluster
 
@@ -257,6 +291,7 @@ def fruits_pipeline():
                 cores=int(job_flow["cores"]),
                 memory=str(job_flow["memory"]),
                 name=job_flow["Name"],
+                labels={"dag_id": DAG_ID, "run_id": context["run_id"]},
             )
 
         @task(task_id="add_steps", retries=0)
@@ -276,7 +311,7 @@ def fruits_pipeline():
         @task(task_id="wait_for_step")
         def wait_for_local_steps(job_flow_id: str, step_ids: list, timeout: int) -> dict:
             """Wait for the steps (a failed one fails the task with its stderr), then
-            publish their outputs to S3."""
+            upload their outputs to the run's staging prefix in S3."""
             from airflow.providers.amazon.aws.hooks.s3 import S3Hook
             from airflow.sdk.exceptions import AirflowFailException
 
@@ -288,10 +323,10 @@ def fruits_pipeline():
                     settings.scratch, job_flow_id, step_ids, timeout=timeout
                 )
                 hook = S3Hook(settings.aws_conn_id)
-                published = local_cluster.publish_outputs(settings.scratch, job_flow_id, hook)
+                uploaded = local_cluster.upload_outputs(settings.scratch, job_flow_id, hook)
             except (local_cluster.StepFailed, local_cluster.ClusterError) as exc:
                 raise AirflowFailException(str(exc)) from None  # a retry cannot fix these
-            return {"steps": {sid: s["state"] for sid, s in states.items()}, **published}
+            return {"steps": {sid: s["state"] for sid, s in states.items()}, **uploaded}
 
         @task(task_id="remove_cluster")
         def stop_local_cluster(job_flow_id: str) -> dict:
@@ -306,40 +341,49 @@ def fruits_pipeline():
         remove_cluster = stop_local_cluster(create_job_flow)
 
     @task(outlets=[PCA_ASSET])
-    def summarize_run(batch: str, **context) -> dict:
-        """Rows, k, explained variance and rejected count, read back from S3; once every
-        output is there, writes the batch's _SUCCESS marker (last) and announces the
-        batch's published PCA to the DAGs scheduled on PCA_ASSET."""
+    def publish_batch(batch: str, run_key: str, **context) -> dict:
+        """Switch the run's staged outputs in as the batch's outputs (fruits.summary):
+        checked first (features, pca, report.json, row counts), _SUCCESS down, objects
+        copied, stale ones deleted, _SUCCESS (run id, counts) written last, staging
+        deleted. Then announces the batch to the DAGs scheduled on PCA_ASSET."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from airflow.sdk.exceptions import AirflowFailException
 
-        from fruits.summary import (
-            BatchNotPublished,
-            check_outputs,
-            format_summary,
-            mark_batch,
-            run_summary,
-        )
+        from fruits.summary import BatchNotPublished, publish_batch
 
         settings = load_settings()
         hook = S3Hook(settings.aws_conn_id)
         try:
-            check_outputs(hook, settings.bucket, batch)
+            marker = publish_batch(
+                hook, settings.bucket, batch, run_key, {"run_id": context["run_id"]}
+            )
         except BatchNotPublished as exc:  # the steps ended: a retry cannot add outputs
             raise AirflowFailException(str(exc)) from None
-        summary = run_summary(hook, settings.bucket, batch)
-        print(format_summary(summary))
-        marker = mark_batch(hook, settings.bucket, batch, {"run_id": context["run_id"], **summary})
-        print(f"published: {marker}")
+        print(f"published: s3://{settings.bucket}/runs/batch={batch}/ ({marker})")
         context["outlet_events"][PCA_ASSET].extra = {
             "batch": batch,
-            "pca": summary["outputs"]["pca"],
-            "report": summary["outputs"]["report"],
-            "rows": summary["rows"],
-            "k": summary["k"],
+            "pca": marker["outputs"]["pca"],
+            "report": marker["outputs"]["report"],
+            "rows": marker["rows"],
+            "k": marker["k"],
         }
+        return marker
+
+    @task
+    def summarize_run(batch: str) -> dict:
+        """Rows, k, explained variance and rejected count of the published batch, read
+        back from S3 as a reader would (its _SUCCESS required)."""
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from fruits.summary import format_summary, run_summary
+
+        settings = load_settings()
+        hook = S3Hook(settings.aws_conn_id)
+        summary = run_summary(hook, settings.bucket, batch, require_marker=True)
+        print(format_summary(summary))
         return summary
 
+    published = publish_batch(run["batch"], plan["run_key"])
     summary = summarize_run(run["batch"])
 
     chain(
@@ -350,13 +394,16 @@ def fruits_pipeline():
         [batch_uploaded, code],
         plan,
         cluster_slot,
+        leftovers,
         create_job_flow,
-        # body: featurize, then reduce, on the cluster
+        # body: featurize, then reduce, on the cluster, into the run's staging prefix
         add_steps,
         wait_for_step,
-        # teardown (runs after any failure; a failed step still fails the run) and summary
-        [remove_cluster.as_teardown(setups=create_job_flow), summary],
+        # teardown (runs after any failure; a failed step still fails the run), and the
+        # switch of the staged outputs in, then the summary
+        [remove_cluster.as_teardown(setups=create_job_flow), published],
     )
+    chain(published, summary)
 
 
 fruits_pipeline()

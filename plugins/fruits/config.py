@@ -45,6 +45,8 @@ FRUITS_EMR_TAGS                    extra cluster tags, ``key=value,key=value``
 from __future__ import annotations
 
 import os
+import re
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,12 +201,37 @@ def raw_prefix(batch: str) -> str:
 
 
 def run_prefix(batch: str) -> str:
+    """The batch's published outputs: what readers see, switched in by publish_batch."""
     return f"runs/batch={batch}/"
 
 
-# A batch's outputs are to be trusted only while this marker exists: a run deletes it
-# before its cluster can overwrite anything (plan_run) and writes it last, once the
-# steps succeeded and every output is in place (summarize_run).
+# A run's steps never write the published prefix: they write a staging prefix of their
+# own, and publish_batch switches it in once every output is there. Under runs/ (the
+# EMR nodes may write runs/ only); the leading "_" hides it from Spark readers of runs/.
+STAGING_ROOT = "runs/_staging/"
+_RUN_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def new_run_key(run_id: str) -> str:
+    """A run's staging name: its run id made key-safe, plus a random suffix, so that
+    every try of plan_run (and every clear of the run) stages somewhere new."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-._")[:80] or "run"
+    return f"{safe}-{secrets.token_hex(4)}"
+
+
+def staging_prefix(batch: str, run_key: str | None = None) -> str:
+    """``runs/_staging/batch=<date>/<run-key>/``; without a key, every run's of the batch."""
+    base = f"{STAGING_ROOT}batch={batch}/"
+    if run_key is None:
+        return base
+    if not _RUN_KEY.fullmatch(run_key):
+        raise ConfigError(f"not a run key: {run_key!r}")
+    return f"{base}{run_key}/"
+
+
+# A batch's outputs are to be trusted only while this marker exists. publish_batch
+# deletes it just before switching the staged outputs in and writes it last; a run
+# that fails or is killed before publishing never touches it (nor the outputs).
 BATCH_MARKER = "_SUCCESS"
 
 
@@ -215,6 +242,8 @@ def batch_marker_key(batch: str) -> str:
 RUN_OUTPUTS = ("features", "rejected", "pca", "report")
 
 
-def run_uris(bucket: str, batch: str) -> dict[str, str]:
-    """``features``, ``rejected``, ``pca``, ``report`` -> their s3:// folder for the batch."""
-    return {name: f"s3://{bucket}/{run_prefix(batch)}{name}/" for name in RUN_OUTPUTS}
+def run_uris(bucket: str, batch: str, run_key: str | None = None) -> dict[str, str]:
+    """``features``, ``rejected``, ``pca``, ``report`` -> their s3:// folder: the
+    published one, or with ``run_key`` that run's staging folder (where its steps write)."""
+    prefix = run_prefix(batch) if run_key is None else staging_prefix(batch, run_key)
+    return {name: f"s3://{bucket}/{prefix}{name}/" for name in RUN_OUTPUTS}

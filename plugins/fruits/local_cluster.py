@@ -9,9 +9,10 @@ It mirrors EMR's life cycle so the DAG keeps one shape:
 - ``add_steps`` -> :func:`add_steps`: the run's EMR-format steps rewritten by
   :func:`fruits.steps.localize`; inputs staged from S3; one runner process
   (``step_runner.py``) runs the steps in order, like EMR's step queue. Returns step ids.
-- ``wait_for_step`` -> :func:`wait_for_steps` then :func:`publish_outputs`: polls the
+- ``wait_for_step`` -> :func:`wait_for_steps` then :func:`upload_outputs`: polls the
   steps' state files; a failed step fails the task with its stderr; on success the
-  outputs go back to S3 (local Spark has no s3a connector here).
+  outputs go to their s3:// URIs, the run's staging prefix (local Spark has no s3a
+  connector here); ``publish_batch`` switches them in, as on EMR.
 - ``remove_cluster`` -> :func:`stop_cluster`: ends exactly the recorded process
   groups (runner, worker and its executors, master) and deletes the staged data;
   logs stay (``logs/``, ``steps/<id>/``, executors' in ``work/``).
@@ -19,7 +20,11 @@ It mirrors EMR's life cycle so the DAG keeps one shape:
 The cluster lives on the host that ran ``create_job_flow``: with several Airflow
 workers, route this DAG's tasks to one of them (a queue), or use ``emr``.
 
-When Airflow itself is stopped mid-run (so no teardown runs), end what is left:
+A run killed with its Airflow process (``airflow dags test`` killed, a worker lost)
+leaves its cluster running, since the cluster is meant to outlive the tasks. The next
+run reaps it (:func:`reap_abandoned`, from ``clear_leftovers``, once that run holds the
+cluster slot): every cluster not TERMINATED whose owner -- the process that started it
+-- is gone. By hand, e.g. when Airflow itself was stopped mid-run:
 
     python -m fruits.local_cluster stop-all <scratch>      # every cluster still running
 """
@@ -228,10 +233,19 @@ def _master_status(ui_port: int) -> dict[str, Any] | None:
 
 
 def start_cluster(
-    scratch: Path, *, cores: int, memory: str, name: str = "fruits", timeout: float = START_TIMEOUT
+    scratch: Path,
+    *,
+    cores: int,
+    memory: str,
+    name: str = "fruits",
+    timeout: float = START_TIMEOUT,
+    labels: Mapping[str, str] | None = None,
 ) -> str:
     """Start a master and one worker on 127.0.0.1; return the cluster id once the worker
-    has registered. On any failure, what was started is stopped again."""
+    has registered. On any failure, what was started is stopped again.
+
+    The calling process is recorded as the cluster's owner (see :func:`reap_abandoned`);
+    ``labels`` (run id, batch) are recorded too, to say whose a leftover cluster was."""
     cluster_id = f"local-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
     folder = cluster_dir(scratch, cluster_id)
     folder.mkdir(parents=True)
@@ -246,6 +260,8 @@ def start_cluster(
         "cores": cores,
         "memory": memory,
         "processes": {},
+        "owner": {"pid": os.getpid(), "create_time": _create_time(os.getpid())},
+        "labels": dict(labels or {}),
         "state": "STARTING",
     }
     env = spark_env()
@@ -437,23 +453,24 @@ def wait_for_steps(
         time.sleep(poke_interval)
 
 
-def publish_outputs(scratch: Path, cluster_id: str, hook: Any) -> dict[str, dict]:
-    """Send each step output folder to its s3:// URI, replacing the batch's old outputs."""
+def upload_outputs(scratch: Path, cluster_id: str, hook: Any) -> dict[str, dict]:
+    """Send each step output folder to its s3:// URI (the run's staging prefix: the
+    published outputs change only in publish_batch)."""
     folder = Path(read_cluster(scratch, cluster_id)["dir"])
     outputs = json.loads((folder / "outputs.json").read_text())
-    # Publishing mirrors: an empty folder would wipe the batch's outputs in S3. Refuse
-    # unless every output is there (a retry after the teardown removed them, say).
+    # Uploading mirrors: an empty folder would wipe what is there. Refuse unless every
+    # output is there (a retry after the teardown removed them, say).
     missing = [uri for uri, path in outputs.items() if not any(Path(path).glob("[!._]*"))]
     if missing:
         raise ClusterError(
             f"cluster {cluster_id}: no local output for {', '.join(missing)} (removed with "
-            "the cluster?); nothing published. Clear the whole run to compute them again."
+            "the cluster?); nothing uploaded. Clear the whole run to compute them again."
         )
-    published = {}
+    uploaded = {}
     for uri, path in outputs.items():
         rewrite_paths(Path(path), folder / "s3")
-        published[uri] = s3sync.publish_folder(hook, Path(path), uri).as_dict()
-    return published
+        uploaded[uri] = s3sync.publish_folder(hook, Path(path), uri).as_dict()
+    return uploaded
 
 
 def rewrite_paths(output: Path, s3_root: Path) -> None:
@@ -495,6 +512,23 @@ def stop_cluster(scratch: Path, cluster_id: str) -> dict[str, str]:
     _write_cluster(folder, info)
     log.info("local cluster %s terminated: %s (logs kept in %s)", cluster_id, ended, folder)
     return ended
+
+
+def reap_abandoned(scratch: Path) -> dict[str, dict[str, str]]:
+    """Stop every cluster not TERMINATED whose owner process is gone: left by a run
+    killed before its teardown. Call it only where no live run can still be using such
+    a cluster (the DAG does, holding the cluster slot): in a scheduler's world the owner
+    (the create_job_flow task's process) ends right after starting the cluster."""
+    reaped = {}
+    for path in sorted(scratch.glob("clusters/local-*/cluster.json")):
+        info = json.loads(path.read_text())
+        if info.get("state") == "TERMINATED" or _alive(info.get("owner")):
+            continue
+        log.warning(
+            "local cluster %s (%s) outlived its run: stopping it", info["id"], info.get("labels")
+        )
+        reaped[info["id"]] = stop_cluster(scratch, info["id"])
+    return reaped
 
 
 def stop_all(scratch: Path) -> dict[str, dict[str, str]]:

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # never sees a half-published output.
 MARKERS = ("_SUCCESS", "report.json")
 UPLOAD_THREADS = 8
+COPY_LIMIT = 5 * 1024**3  # CopyObject's limit; larger objects need a multipart copy
 # S3 error codes a retry cannot fix (rights, bucket, credentials): fail the task at once
 PERMANENT_ERRORS = frozenset(
     {
@@ -197,6 +198,27 @@ def publish_folder(hook: Any, folder: Path, uri: str) -> SyncResult:
     bucket, prefix = split_uri(uri)
     files = local_files(folder, skip_hidden=True) if folder.is_dir() else {}
     return sync_up(hook, files, bucket, prefix, delete_stale=True, markers_last=True)
+
+
+def copy_objects(hook: Any, bucket: str, copies: dict[str, str], sizes: dict[str, int]) -> int:
+    """Server-side copies inside the bucket (destination key -> source key), in parallel;
+    nothing passes through the worker. ``sizes``: source key -> bytes."""
+    from airflow.providers.amazon.aws.hooks.s3 import NO_ACL
+
+    def copy(dest: str, src: str) -> None:
+        if sizes.get(src, 0) <= COPY_LIMIT:
+            # no ACL header: the bucket enforces owner-only objects (ACLs disabled)
+            hook.copy_object(src, dest, bucket, bucket, acl_policy=NO_ACL)
+        else:  # CopyObject stops at 5 GiB: boto3's managed (multipart) copy
+            source = {"Bucket": bucket, "Key": src}
+            hook.get_conn().copy(source, bucket, dest, Config=hook.transfer_config)
+
+    if not copies:
+        return 0
+    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+        for future in [pool.submit(copy, d, s) for d, s in copies.items()]:
+            future.result()  # re-raise the first error
+    return len(copies)
 
 
 def stage_down(hook: Any, uri: str, dest: Path) -> Path:

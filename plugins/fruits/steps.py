@@ -1,7 +1,9 @@
 """The spark-submit steps of a run, in EMR's ``AddJobFlowSteps`` format, for both backends.
 
 EMR runs them as they are (``command-runner.jar spark-submit --deploy-mode cluster``,
-reading and writing ``s3://`` directly). The local backend runs the very same list:
+reading and writing ``s3://`` directly). They write the run's staging prefix
+(``runs/_staging/batch=<date>/<run-key>/``), never the published outputs:
+publish_batch switches those in once both steps succeeded. The local backend runs the very same list:
 :func:`localize` points them at the local master, maps every ``s3://`` URI to a
 scratch folder, and says which inputs to stage down and which outputs to publish.
 """
@@ -40,14 +42,20 @@ def spark_submit_step(name: str, py_files: str, script: str, args: list[str]) ->
 
 
 def build_steps(
-    *, bucket: str, batch: str, code: Mapping[str, str], run: Mapping[str, Any]
+    *,
+    bucket: str,
+    batch: str,
+    run_key: str,
+    code: Mapping[str, str],
+    run: Mapping[str, Any],
 ) -> list[dict[str, Any]]:
-    """featurize then reduce for one batch.
+    """featurize then reduce for one batch, writing the run's staging prefix.
 
+    ``run_key``: the run's staging name (plan_run's :func:`fruits.config.new_run_key`).
     ``code``: URIs of ``py_files``, ``featurize``, ``reduce`` and ``weights`` (the
     weights URI, or ``random``). ``run``: ``model``, ``image_size``, ``variance``.
     """
-    out = run_uris(bucket, batch)
+    out = run_uris(bucket, batch, run_key)
     featurize = spark_submit_step(
         f"featurize batch={batch}",
         code["py_files"],

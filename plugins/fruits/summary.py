@@ -1,15 +1,21 @@
-"""The run summary: what a batch produced, read back from S3; and the batch's marker.
+"""Publication of a batch, its ``_SUCCESS`` marker, and the run summary read from S3.
+
+A run's steps write a staging prefix of their own, ``runs/_staging/batch=<date>/
+<run-key>/`` (:func:`fruits.config.staging_prefix`); only :func:`publish_batch`, once
+both steps succeeded, touches the published ``runs/batch=<date>/``. It checks the
+staged outputs (features/ and pca/ Parquet with as many rows as report.json counts),
+deletes the batch's ``_SUCCESS``, copies the staged objects over the published ones
+(server-side), deletes published objects the new set lacks, writes ``_SUCCESS`` (JSON:
+run id, run key, counts) last and deletes the staging prefix.
+
+Readers trust a batch only while ``_SUCCESS`` exists. So a run that fails or is killed
+before publishing (a failed or timed-out step, a cluster that does not start, an S3
+error) leaves the earlier outputs and their marker exactly as they were; one killed
+during the switch leaves the batch unmarked until a rerun publishes it. Staging left by
+such runs is deleted by the batch's next run (:func:`clear_staging`) or expires.
 
 ``report.json`` (written by reduce.py) gives rows, features, k and the explained
 variance; the rejected Parquet gives how many images could not be decoded.
-
-Readers trust a batch only while ``runs/batch=<date>/_SUCCESS`` exists. A run takes
-it down (:func:`retract_batch`) before its cluster can overwrite anything, and puts
-it back (:func:`mark_batch`, a small JSON record) only after its steps succeeded and
-:func:`check_outputs` found every output. So a failed run leaves its batch
-unmarked, whatever its jobs managed to write; a run that fails before its cluster
-(bad parameters, no batch, an S3 error on upload) leaves the previous outputs and
-their marker as they were.
 
     python -m fruits.summary 2026-11-24 [--bucket B] [--conn-id aws_default] [--any]
 """
@@ -19,83 +25,181 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 from typing import Any
 
-from fruits.config import batch_marker_key, load_settings, run_prefix, run_uris
+from fruits import s3sync
+from fruits.config import (
+    batch_marker_key,
+    load_settings,
+    run_prefix,
+    run_uris,
+    staging_prefix,
+)
+
+log = logging.getLogger(__name__)
 
 # what check_outputs requires (rejected/ may hold no Parquet: every image decoded)
-REQUIRED_OUTPUTS = ("features/", "pca/")
+REQUIRED_OUTPUTS = ("features", "pca")
+REPORT = "report/report.json"
 
 
 class BatchNotPublished(FileNotFoundError):
-    """The batch has no marker, or lacks an output: its outputs are not to be trusted."""
+    """The batch has no marker, or a run lacks an output: not to be trusted/published."""
+
+
+def parquet_parts(hook: Any, bucket: str, prefix: str) -> list[str]:
+    """Keys of the Parquet parts under the prefix (Spark's hidden files left out)."""
+    return [
+        key
+        for key in hook.list_keys(bucket_name=bucket, prefix=prefix)
+        if key.endswith(".parquet") and not key.rsplit("/", 1)[-1].startswith(("_", "."))
+    ]
+
+
+def parquet_rows(hook: Any, bucket: str, key: str) -> int:
+    """Rows of one Parquet object, from its footer alone (two ranged GETs, no data read)."""
+    import pyarrow.parquet as pq
+
+    s3 = hook.get_conn()
+
+    def tail(n: int) -> bytes:
+        return s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=-{n}")["Body"].read()
+
+    end = tail(8)
+    if len(end) < 8 or end[4:] != b"PAR1":
+        raise BatchNotPublished(f"s3://{bucket}/{key} is not a Parquet file")
+    footer = tail(int.from_bytes(end[:4], "little") + 8)
+    return pq.read_metadata(io.BytesIO(b"PAR1" + footer)).num_rows
 
 
 def count_parquet_rows(hook: Any, bucket: str, prefix: str) -> int:
-    """Rows in every ``*.parquet`` object under the prefix (footers only, no data read)."""
-    import pyarrow.parquet as pq
-
-    rows = 0
-    for obj in hook.iter_file_metadata(prefix=prefix, bucket_name=bucket):
-        key = obj["Key"]
-        if not key.endswith(".parquet") or key.rsplit("/", 1)[-1].startswith(("_", ".")):
-            continue
-        data = hook.get_key(key, bucket_name=bucket).get()["Body"].read()
-        rows += pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
-    return rows
+    """Rows in every Parquet part under the prefix."""
+    return sum(parquet_rows(hook, bucket, key) for key in parquet_parts(hook, bucket, prefix))
 
 
 def is_published(hook: Any, bucket: str, batch: str) -> bool:
     return bool(hook.check_for_key(batch_marker_key(batch), bucket_name=bucket))
 
 
-def retract_batch(hook: Any, bucket: str, batch: str) -> bool:
-    """Delete the batch's marker (before anything overwrites its outputs); True if it
-    was there."""
-    key = batch_marker_key(batch)
-    present = is_published(hook, bucket, batch)
-    if present:
-        hook.delete_objects(bucket=bucket, keys=[key])
-    return present
+def read_marker(hook: Any, bucket: str, batch: str) -> dict[str, Any] | None:
+    """The batch's ``_SUCCESS`` record, or None while the batch is unmarked."""
+    if not is_published(hook, bucket, batch):
+        return None
+    return json.loads(hook.read_key(batch_marker_key(batch), bucket_name=bucket) or "{}")
 
 
-def check_outputs(hook: Any, bucket: str, batch: str) -> None:
-    """BatchNotPublished unless features/ and pca/ hold Parquet and report.json exists."""
-    prefix = run_prefix(batch)
-    missing = [
-        f"s3://{bucket}/{prefix}{name}*.parquet"
-        for name in REQUIRED_OUTPUTS
-        if not any(
-            obj["Key"].endswith(".parquet")
-            for obj in hook.iter_file_metadata(prefix=prefix + name, bucket_name=bucket)
-        )
-    ]
-    if not hook.check_for_key(f"{prefix}report/report.json", bucket_name=bucket):
-        missing.append(f"s3://{bucket}/{prefix}report/report.json")
+def check_outputs(hook: Any, bucket: str, prefix: str) -> dict[str, int]:
+    """Rows of features/ and pca/ under ``prefix`` (a run's staging prefix); raises
+    BatchNotPublished unless both hold Parquet, report.json exists, and the three agree
+    on a row count above zero (a job that died half way writes fewer rows, or none)."""
+    counts: dict[str, int] = {}
+    missing = []
+    for name in REQUIRED_OUTPUTS:
+        parts = parquet_parts(hook, bucket, f"{prefix}{name}/")
+        if not parts:
+            missing.append(f"s3://{bucket}/{prefix}{name}/*.parquet")
+        counts[name] = sum(parquet_rows(hook, bucket, key) for key in parts)
+    if not hook.check_for_key(prefix + REPORT, bucket_name=bucket):
+        missing.append(f"s3://{bucket}/{prefix}{REPORT}")
     if missing:
-        raise BatchNotPublished(f"batch {batch}: missing {', '.join(missing)}")
+        raise BatchNotPublished(f"missing {', '.join(missing)}")
+    n_rows = int(json.loads(hook.read_key(prefix + REPORT, bucket_name=bucket))["n_rows"])
+    if not counts["features"] == counts["pca"] == n_rows > 0:
+        raise BatchNotPublished(
+            f"s3://{bucket}/{prefix}: row counts disagree (features {counts['features']}, "
+            f"pca {counts['pca']}, report.json n_rows {n_rows})"
+        )
+    return counts
 
 
-def mark_batch(hook: Any, bucket: str, batch: str, record: dict[str, Any]) -> str:
-    """Write the batch's marker last (after :func:`check_outputs`); returns its URI."""
-    key = batch_marker_key(batch)
-    hook.load_string(json.dumps(record, sort_keys=True), key=key, bucket_name=bucket, replace=True)
-    return f"s3://{bucket}/{key}"
+def publish_batch(
+    hook: Any, bucket: str, batch: str, run_key: str, record: dict[str, Any]
+) -> dict[str, Any]:
+    """Switch a run's staged outputs in as the batch's published outputs; returns the
+    ``_SUCCESS`` record (``record``, the run key and the summary).
+
+    Nothing published changes unless the staged outputs pass :func:`check_outputs`.
+    Safe to retry: the staging prefix goes last, and a retry after it went finds the
+    marker naming this run key."""
+    staging, final = staging_prefix(batch, run_key), run_prefix(batch)
+    marker = batch_marker_key(batch)
+    staged = s3sync.list_objects(hook, bucket, staging)
+    if not staged:
+        published = read_marker(hook, bucket, batch)
+        if published and published.get("run_key") == run_key:
+            return published  # an earlier try of this task got to the end
+        raise BatchNotPublished(f"batch {batch}: nothing staged under s3://{bucket}/{staging}")
+    try:
+        check_outputs(hook, bucket, staging)
+    except BatchNotPublished as exc:
+        raise BatchNotPublished(f"batch {batch}: {exc}") from None
+    summary = run_summary(hook, bucket, batch, prefix=staging)
+    record = {**record, "run_key": run_key, **summary}
+    sizes = {key: int(meta.get("Size", 0)) for key, meta in staged.items()}
+    copies = {final + key[len(staging) :]: key for key in staged if key != staging + REPORT}
+
+    def is_marker(key: str) -> bool:
+        return key.rsplit("/", 1)[-1] in s3sync.MARKERS
+
+    # The switch: unmarked from here until the new marker is written.
+    hook.delete_objects(bucket=bucket, keys=[marker])
+    s3sync.copy_objects(hook, bucket, {d: s for d, s in copies.items() if not is_marker(d)}, sizes)
+    keep = {*copies, final + REPORT}
+    stale = sorted(k for k in hook.list_keys(bucket_name=bucket, prefix=final) if k not in keep)
+    if stale:
+        hook.delete_objects(bucket=bucket, keys=stale)
+    s3sync.copy_objects(hook, bucket, {d: s for d, s in copies.items() if is_marker(d)}, sizes)
+    # report.json names its input and output: the staged ones, which are about to go
+    report = hook.read_key(staging + REPORT, bucket_name=bucket)
+    report = report.replace(f"s3://{bucket}/{staging}", f"s3://{bucket}/{final}")
+    hook.load_string(report, key=final + REPORT, bucket_name=bucket, replace=True)
+    hook.load_string(json.dumps(record, sort_keys=True), key=marker, bucket_name=bucket,
+                     replace=True)  # fmt: skip
+    hook.delete_objects(bucket=bucket, keys=sorted(staged))
+    log.info(
+        "batch %s: published run %s (%d objects copied, %d stale deleted)",
+        batch, run_key, len(copies) + 1, len(stale),
+    )  # fmt: skip
+    return record
+
+
+def clear_staging(hook: Any, bucket: str, batch: str, keep: str | None = None) -> list[str]:
+    """Delete what runs of the batch left in staging (killed or failed before publishing),
+    except run ``keep``'s; returns the run keys cleared. Only while no other run of the
+    batch can still be writing or publishing (the DAG calls it holding the cluster slot)."""
+    base = staging_prefix(batch)
+    mine = staging_prefix(batch, keep) if keep else None
+    doomed = [
+        key
+        for key in hook.list_keys(bucket_name=bucket, prefix=base)
+        if mine is None or not key.startswith(mine)
+    ]
+    if doomed:
+        hook.delete_objects(bucket=bucket, keys=doomed)
+    return sorted({key[len(base) :].split("/", 1)[0] for key in doomed})
 
 
 def run_summary(
-    hook: Any, bucket: str, batch: str, *, require_marker: bool = False
+    hook: Any,
+    bucket: str,
+    batch: str,
+    *,
+    require_marker: bool = False,
+    prefix: str | None = None,
 ) -> dict[str, Any]:
     """Rows, k, explained variance and rejected count of one batch's outputs in S3.
 
-    ``require_marker``: refuse a batch without its ``_SUCCESS`` (what readers do)."""
-    prefix = run_prefix(batch)
+    ``require_marker``: refuse a batch without its ``_SUCCESS`` (what readers do).
+    ``prefix``: read a run's staged outputs instead of the published ones (the URIs
+    in the summary stay the published ones)."""
+    prefix = prefix or run_prefix(batch)
     if require_marker and not is_published(hook, bucket, batch):
         raise BatchNotPublished(
             f"s3://{bucket}/{batch_marker_key(batch)} does not exist: the batch has not "
-            "run, or a run of it failed or is under way"
+            "run, or a run of it is publishing it right now"
         )
-    key = f"{prefix}report/report.json"
+    key = prefix + REPORT
     if not hook.check_for_key(key, bucket_name=bucket):
         raise BatchNotPublished(f"s3://{bucket}/{key} does not exist: has the batch run?")
     report = json.loads(hook.read_key(key, bucket_name=bucket))

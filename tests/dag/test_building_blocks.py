@@ -24,6 +24,7 @@ CODE = {
     "weights": f"s3://{BUCKET}/code/v1/weights/w.weights.h5",
 }
 RUN = {"model": "vgg16", "image_size": 96, "variance": 0.9}
+KEY = "manual__2026-11-24T00-00-00-00-00-0a1b2c3d"  # plan_run's run key
 
 
 @pytest.fixture
@@ -157,7 +158,9 @@ def test_code_bundle_is_reproducible_and_versioned_by_content(tmp_path):
 
 
 def test_steps_run_featurize_then_reduce_on_the_batch():
-    featurize, reduce = build_steps(bucket=BUCKET, batch="2026-11-24", code=CODE, run=RUN)
+    featurize, reduce = build_steps(
+        bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE, run=RUN
+    )
     for step in (featurize, reduce):
         assert step["ActionOnFailure"] == "CANCEL_AND_WAIT"
         assert step["HadoopJarStep"]["Jar"] == "command-runner.jar"
@@ -170,7 +173,8 @@ def test_steps_run_featurize_then_reduce_on_the_batch():
             CODE["py_files"],
         ]
     f_args, r_args = featurize["HadoopJarStep"]["Args"], reduce["HadoopJarStep"]["Args"]
-    run = f"s3://{BUCKET}/runs/batch=2026-11-24/"
+    # the run's own staging prefix, never the published runs/batch=<date>/
+    run = f"s3://{BUCKET}/runs/_staging/batch=2026-11-24/{KEY}/"
     assert f_args[5:] == [
         CODE["featurize"],
         "--input", f"s3://{BUCKET}/raw/batch=2026-11-24/",
@@ -191,7 +195,7 @@ def test_steps_run_featurize_then_reduce_on_the_batch():
 
 
 def test_local_reading_of_the_steps(tmp_path):
-    steps = build_steps(bucket=BUCKET, batch="2026-11-24", code=CODE, run=RUN)
+    steps = build_steps(bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE, run=RUN)
     local = localize(
         steps,
         master_url="spark://127.0.0.1:7123",
@@ -214,7 +218,7 @@ def test_local_reading_of_the_steps(tmp_path):
         CODE["weights"],
         f"s3://{BUCKET}/raw/batch=2026-11-24/",
     }
-    run = f"s3://{BUCKET}/runs/batch=2026-11-24/"
+    run = f"s3://{BUCKET}/runs/_staging/batch=2026-11-24/{KEY}/"
     assert set(local.outputs) == {run + n + "/" for n in ("features", "rejected", "pca", "report")}
     assert reduce[reduce.index("--input") + 1] == str(local.outputs[run + "features/"])
     assert reduce[reduce.index("--rejected") + 1] == str(local.outputs[run + "rejected/"])
@@ -376,3 +380,18 @@ def test_s3_errors_a_retry_cannot_fix_are_told_apart():
     assert not s3sync.is_permanent(wrapped("SlowDown"))  # throttled: a retry helps
     assert not s3sync.is_permanent(wrapped("InternalError"))
     assert not s3sync.is_permanent(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+
+
+def test_run_keys_are_key_safe_unique_and_stay_under_runs():
+    from fruits.config import ConfigError, new_run_key, staging_prefix
+
+    run_id = "manual__2026-11-24T00:00:00+00:00"
+    a, b = new_run_key(run_id), new_run_key(run_id)
+    assert a != b  # every try of plan_run stages somewhere new
+    assert a.startswith("manual__2026-11-24T00-00-00-00-00-")
+    assert staging_prefix("2026-11-24", a) == f"runs/_staging/batch=2026-11-24/{a}/"
+    assert staging_prefix("2026-11-24") == "runs/_staging/batch=2026-11-24/"
+    assert new_run_key("../../x y/é").startswith("x-y-")
+    for bad in ("../x", "a/b", "", ".hidden"):
+        with pytest.raises(ConfigError):
+            staging_prefix("2026-11-24", bad)

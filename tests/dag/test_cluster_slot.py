@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from fruits.cluster_slot import GATE, RELEASE, blocker
+from fruits.cluster_slot import GATE, PUBLISH, RELEASE, blocker
 
 RUNNING = {"backfill__2026-01-10", "backfill__2026-01-11", "backfill__2026-01-12",
            "scheduled__2026-11-24"}  # fmt: skip
@@ -53,3 +53,19 @@ def test_three_waiting_runs_exactly_one_goes_whatever_the_order():
         assert allowed == [runs[0]]  # one at a time, in date order, no deadlock
         states[runs[0]][GATE] = "success"  # it took the cluster: now nobody else may
         assert [r for r in runs if blocker(r, states, running) is None] == [runs[0]]
+
+
+def test_a_run_holds_the_slot_until_it_has_published_too():
+    """The next run clears the batch's staging: never under a run still publishing."""
+    states = {"scheduled__2026-11-24": {GATE: "success", RELEASE: "success", PUBLISH: None}}
+    assert "publish_batch" in blocker("backfill__2026-01-10", states, running)
+    states["scheduled__2026-11-24"][PUBLISH] = "running"
+    assert blocker("backfill__2026-01-10", states, running) is not None
+    for done in ("success", "failed", "upstream_failed"):
+        states["scheduled__2026-11-24"][PUBLISH] = done
+        assert blocker("backfill__2026-01-10", states, running) is None
+    # a run of an older DAG version, without publish_batch: its teardown alone counts
+    old = {"scheduled__2026-11-23": {GATE: "success", RELEASE: "success"}}
+    assert blocker("backfill__2026-01-10", old, running) is None
+    old["scheduled__2026-11-23"][RELEASE] = "running"
+    assert "remove_cluster" in blocker("backfill__2026-01-10", old, running)

@@ -18,11 +18,13 @@ EXPECTED_UPSTREAM = {
     "upload_code": {"create_bucket", "validate_params"},
     "plan_run": {"validate_params", "find_batch", "upload_batch", "upload_code"},
     "wait_for_cluster_slot": {"plan_run"},
-    "create_job_flow": {"plan_run", "wait_for_cluster_slot"},
+    "clear_leftovers": {"validate_params", "plan_run", "wait_for_cluster_slot"},
+    "create_job_flow": {"plan_run", "clear_leftovers"},
     "add_steps": {"create_job_flow", "plan_run"},
     "wait_for_step": {"add_steps", "create_job_flow", "plan_run"},
     "remove_cluster": {"create_job_flow", "wait_for_step"},
-    "summarize_run": {"validate_params", "wait_for_step"},
+    "publish_batch": {"validate_params", "plan_run", "wait_for_step"},
+    "summarize_run": {"validate_params", "publish_batch"},
 }
 
 
@@ -49,8 +51,9 @@ def test_remove_cluster_is_the_teardown_of_create_job_flow(load_dag, compute):
     assert remove.is_teardown and not remove.is_setup
     assert remove.trigger_rule == TriggerRule.ALL_DONE_SETUP_SUCCESS
     assert "create_job_flow" in remove.upstream_task_ids
-    # the summary must not depend on the teardown alone (it would run after a failure)
-    assert "wait_for_step" in dag.get_task("summarize_run").upstream_task_ids
+    # publishing must not depend on the teardown alone (it would run after a failure)
+    assert "wait_for_step" in dag.get_task("publish_batch").upstream_task_ids
+    assert "remove_cluster" not in dag.get_task("publish_batch").upstream_task_ids
     # no other task is a setup or a teardown
     assert [t.task_id for t in dag.tasks if t.is_setup or t.is_teardown] == [
         "create_job_flow",
@@ -59,12 +62,12 @@ def test_remove_cluster_is_the_teardown_of_create_job_flow(load_dag, compute):
 
 
 @pytest.mark.parametrize("compute", ["local", "emr"])
-def test_summary_announces_the_pca_asset(load_dag, compute):
+def test_publishing_announces_the_pca_asset(load_dag, compute):
     dag = load_dag(compute)
-    (asset,) = dag.get_task("summarize_run").outlets
+    (asset,) = dag.get_task("publish_batch").outlets
     assert asset.name == "fruits_pca" and asset.uri.endswith("/runs/pca")
     # nothing else announces it: downstream DAGs see one event per published batch
-    assert [t.task_id for t in dag.tasks if t.outlets] == ["summarize_run"]
+    assert [t.task_id for t in dag.tasks if t.outlets] == ["publish_batch"]
 
 
 def test_emr_backend_uses_the_providers_operators(load_dag):

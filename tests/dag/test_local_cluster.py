@@ -4,6 +4,7 @@ recorded process groups, a vanished runner is noticed, a retry never wipes outpu
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -112,7 +113,7 @@ def test_step_runner_cancels_the_steps_after_a_failure(tmp_path):
     assert not (tmp_path / "ran").exists()
 
 
-def test_publishing_without_local_outputs_never_wipes_s3(tmp_path, moto, aws):
+def test_uploading_without_local_outputs_never_wipes_s3(tmp_path, moto, aws):
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     aws.s3.create_bucket(Bucket=BUCKET)
@@ -121,8 +122,8 @@ def test_publishing_without_local_outputs_never_wipes_s3(tmp_path, moto, aws):
     folder = fake_cluster(tmp_path, {})
     uri = f"s3://{BUCKET}/runs/batch=2026-11-24/features/"
     (folder / "outputs.json").write_text(json.dumps({uri: str(folder / "s3" / "gone")}))
-    with pytest.raises(local_cluster.ClusterError, match="nothing published"):
-        local_cluster.publish_outputs(tmp_path, "local-test-1", S3Hook(aws_conn_id="aws_default"))
+    with pytest.raises(local_cluster.ClusterError, match="nothing uploaded"):
+        local_cluster.upload_outputs(tmp_path, "local-test-1", S3Hook(aws_conn_id="aws_default"))
     assert aws.read(key) == b"earlier run"
 
 
@@ -195,3 +196,30 @@ def test_steps_over_their_timeout_fail_and_the_teardown_ends_them(tmp_path):
         not psutil.pid_exists(runner["pid"])
         or psutil.Process(runner["pid"]).status() == psutil.STATUS_ZOMBIE
     )
+
+
+def test_the_next_run_reaps_clusters_whose_owner_is_gone(tmp_path):
+    """A run killed with its process (``airflow dags test`` killed) leaves its cluster:
+    the next run stops it; a cluster whose owner lives, or a terminated one, is left."""
+    dead_owner = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_owner.wait()
+    owners = {
+        "local-orphan": {"pid": dead_owner.pid, "create_time": 1.0},
+        "local-owned": {"pid": os.getpid(), "create_time": psutil.Process().create_time()},
+    }
+    folders = {}
+    for cluster_id, owner in owners.items():
+        master = spawn(SLEEPER, tmp_path / "l", cluster_id)
+        folders[cluster_id] = fake_cluster(tmp_path, {"master": master}, cluster_id)
+        info = json.loads((folders[cluster_id] / "cluster.json").read_text())
+        info["owner"] = owner
+        (folders[cluster_id] / "cluster.json").write_text(json.dumps(info))
+    try:
+        reaped = local_cluster.reap_abandoned(tmp_path)
+        assert reaped == {"local-orphan": {"steps": "not running", "worker": "not running",
+                                           "master": "stopped"}}  # fmt: skip
+        assert local_cluster.reap_abandoned(tmp_path) == {}  # TERMINATED now
+        owned = json.loads((folders["local-owned"] / "cluster.json").read_text())
+        assert local_cluster._alive(owned["processes"]["master"])
+    finally:
+        local_cluster.stop_all(tmp_path)
