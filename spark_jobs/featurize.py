@@ -30,8 +30,6 @@ from fruits_spark import fsio, models
 from fruits_spark.images import (
     IMAGE_EXTENSIONS,
     glob_for_extensions,
-    has_image_extension,
-    is_hidden,
     label_from_path,
 )
 from fruits_spark.inference import ModelConfig, featurize_batches, get_model
@@ -112,29 +110,30 @@ def check_weights(config: ModelConfig, weights: Weights, source: str) -> None:
         ) from exc
 
 
-def list_images(spark: SparkSession, input_uri: str) -> tuple[list[fsio.ListedFile], int]:
-    """Image files under the input (hidden ones and other extensions skipped), and how
-    many files were skipped. Listed here because ``binaryFile`` drops zero-byte files."""
-    listed = fsio.list_files(spark, input_uri)
-    root = fsio.qualify(spark, input_uri).rstrip("/")
-    images = []
-    for f in listed:
-        relative = f.path[len(root) :].lstrip("/").split("/")
-        if any(is_hidden(part) for part in relative) or not has_image_extension(relative[-1]):
-            continue
-        images.append(f)
-    return images, len(listed) - len(images)
+@dataclass(frozen=True)
+class Listing:
+    images: DataFrame  # ``path, content`` of the non-empty image files
+    paths: list[str]  # every image file, zero-byte ones included, spelled as ``path`` is
+    skipped: int  # other files under the input (hidden ones, '.' or '_', Spark never sees)
 
 
-def read_images(spark: SparkSession, input_uri: str) -> DataFrame:
-    """``path, content`` of every non-empty image file under the input."""
-    return (
-        spark.read.format("binaryFile")
-        .option("recursiveFileLookup", "true")
-        .option("pathGlobFilter", glob_for_extensions())
-        .load(input_uri)
-        .select("path", "content")
-    )
+def image_files(spark: SparkSession, input_uri: str, only_images: bool = True) -> DataFrame:
+    reader = spark.read.format("binaryFile").option("recursiveFileLookup", "true")
+    if only_images:
+        reader = reader.option("pathGlobFilter", glob_for_extensions())
+    return reader.load(input_uri)
+
+
+def list_images(spark: SparkSession, input_uri: str) -> Listing:
+    """The input's image files, from Spark's own file index (a parallel listing, and one
+    py4j call): ``binaryFile`` drops zero-byte files, so the job needs the full list to
+    report them."""
+    if not fsio.exists(spark, input_uri):
+        raise JobError(f"--input {input_uri}: no image files found (no such folder)")
+    images = image_files(spark, input_uri)
+    paths = [fsio.as_spark_path(uri) for uri in fsio.input_files(images)]
+    everything = fsio.count_input_files(image_files(spark, input_uri, only_images=False))
+    return Listing(images.select("path", "content"), paths, everything - len(paths))
 
 
 def featurize(images: DataFrame, config: ModelConfig, weights_broadcast, counter=None) -> DataFrame:
@@ -161,9 +160,11 @@ def wide_csv(features: DataFrame, n_features: int) -> DataFrame:
     return features.select("path", "label", *cols)
 
 
-def empty_rejections(spark: SparkSession, listed: list[fsio.ListedFile]) -> DataFrame:
-    """Zero-byte images, which Spark's binaryFile source silently drops."""
-    rows = [(f.path, label_from_path(f.path), "empty file") for f in listed if f.length == 0]
+def empty_rejections(spark: SparkSession, listed: list[str], seen: DataFrame) -> DataFrame:
+    """Listed images the job never read: zero-byte files, which ``binaryFile`` drops."""
+    everything = spark.createDataFrame([(p,) for p in listed], "path string")
+    missing = [row.path for row in everything.join(seen, "path", "left_anti").collect()]
+    rows = [(path, label_from_path(path), "empty file") for path in missing]
     return spark.createDataFrame(rows, "path string, label string, error string")
 
 
@@ -182,13 +183,28 @@ class Summary:
         )
 
 
+# What Spark charges per file when it packs files into input partitions. Its 4 MB
+# default makes a task of every 32 small images: Arrow batches of at most 32 rows and a
+# task set-up per 32 images. 64 KB lets Spark split the input evenly over the cores
+# (maxPartitionBytes still caps a task at 128 MB of files). Measured by `make bench`.
+OPEN_COST_KEY = "spark.sql.files.openCostInBytes"
+OPEN_COST_BYTES = 64 * 1024
+
+
+def use_few_input_partitions(spark: SparkSession) -> None:
+    """Fewer, bigger input partitions, unless the submitter chose the setting."""
+    if not spark.sparkContext.getConf().contains(OPEN_COST_KEY):
+        spark.conf.set(OPEN_COST_KEY, str(OPEN_COST_BYTES))
+
+
 def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
     """The whole job on an existing session: list, featurize once, write every output."""
-    images_listed, skipped = list_images(spark, args.input)
-    if not images_listed:
+    use_few_input_partitions(spark)
+    listing = list_images(spark, args.input)
+    if not listing.paths:
         raise JobError(
             f"--input {args.input}: no image files found "
-            f"(looked for {', '.join(IMAGE_EXTENSIONS)}; {skipped} other files skipped)"
+            f"(looked for {', '.join(IMAGE_EXTENSIONS)}; {listing.skipped} other files skipped)"
         )
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     tf_threads = args.tf_threads or int(spark.conf.get("spark.task.cpus", "1"))
@@ -207,7 +223,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
 
     counter = spark.sparkContext.accumulator(0)
     weights_bc = spark.sparkContext.broadcast(weights.data)
-    result = featurize(read_images(spark, args.input), config, weights_bc, counter)
+    result = featurize(listing.images, config, weights_bc, counter)
     result = result.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         features = with_metadata(
@@ -215,7 +231,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
         )
         features.write.mode("overwrite").parquet(args.output)
         rejected = result.where(F.col("error").isNotNull()).select("path", "label", "error")
-        rejected = rejected.unionByName(empty_rejections(spark, images_listed))
+        rejected = rejected.unionByName(
+            empty_rejections(spark, listing.paths, result.select("path"))
+        )
         rejected.coalesce(1).write.mode("overwrite").parquet(args.rejected)
         if args.csv:
             csv = wide_csv(features, n_features).coalesce(1).write.mode("overwrite")
@@ -226,7 +244,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
     return Summary(
         featurized=spark.read.parquet(args.output).count(),
         rejected=spark.read.parquet(args.rejected).count(),
-        skipped=skipped,
+        skipped=listing.skipped,
         through_cnn=counter.value,
     )
 

@@ -117,7 +117,7 @@ def test_every_bad_file_is_rejected_with_its_reason(messy_run):
 def test_hidden_and_non_image_files_are_skipped_not_rejected(messy_run):
     seen = set(messy_run["rejected"].path) | set(messy_run["features"].toPandas().path)
     assert not any(name in p for p in seen for name in (".DS_Store", "._0_100.jpg", "README.txt"))
-    assert messy_run["summary"].skipped == 3
+    assert messy_run["summary"].skipped == 1  # README.txt; Spark never lists hidden files
 
 
 def test_the_cnn_runs_once_per_image(messy_run):
@@ -247,3 +247,21 @@ def test_unreadable_or_unfit_weights_are_errors(spark, sample_batch, tmp_path):
     junk.write_text("not hdf5")
     with pytest.raises(JobError, match="do not fit mobilenetv2"):
         featurize.run(spark, job_args(sample_batch, tmp_path, "--weights", str(junk)))
+
+
+def test_listing_spells_paths_as_spark_does_odd_names_included(spark, tmp_path):
+    """The listing (one py4j call, URIs) must match binaryFile's ``path`` exactly, or an
+    empty file would be missed, or a good image reported as empty."""
+    good = write_batch(tmp_path / "in", per_label=1)  # labels with spaces
+    odd = tmp_path / "in" / "Pêche 100%20plate" / "sub dir"
+    odd.mkdir(parents=True)
+    (odd / "ä b.jpg").write_bytes(good[0].read_bytes())
+    (odd / "vide 0%.jpg").write_bytes(b"")
+    (tmp_path / "in" / "_scratch.jpg").write_bytes(b"hidden by Spark's convention")
+    listing = featurize.list_images(spark, str(tmp_path / "in"))
+    read = {row.path for row in listing.images.select("path").collect()}
+    empty = {p for p in listing.paths if p.endswith("vide 0%.jpg")}
+    assert len(empty) == 1
+    assert set(listing.paths) == read | empty
+    assert any(p.endswith("/Pêche 100%20plate/sub dir/ä b.jpg") for p in read)
+    assert listing.skipped == 0
