@@ -68,6 +68,7 @@ class EmrStepDriver:
     fresh name, and ``_SUCCESS``): features and rejected Parquet for featurize, pca
     Parquet and report.json for reduce. ``fail``: the first step FAILED with a
     stderr.gz in the LogUri, the later ones CANCELLED (CANCEL_AND_WAIT).
+    ``fail_reduce``: featurize COMPLETED (its outputs written), reduce FAILED.
     ``cluster_fails``: once steps are queued, the cluster ends TERMINATED_WITH_ERRORS
     (a failed bootstrap action) and its steps CANCELLED, as EMR does.
     ``policy`` may be changed between runs."""
@@ -105,7 +106,9 @@ class EmrStepDriver:
                 continue
             if failed:
                 step.state = "CANCELLED"
-            elif self.policy == "fail":
+            elif self.policy == "fail" or (
+                self.policy == "fail_reduce" and "--report" in list(step.args)
+            ):
                 self.write_stderr(cluster, step)
                 step.state = "FAILED"
                 failed = True

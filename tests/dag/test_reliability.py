@@ -1,14 +1,12 @@
 """Faults and reruns of whole ``emr`` runs (``dag.test()`` on moto's server).
 
-The rule they check (``fruits.summary``): readers trust a batch only while
-``runs/batch=<date>/_SUCCESS`` exists. A run deletes it in ``plan_run``, before a
-cluster can overwrite anything, and writes it last in ``summarize_run``. So:
-
-- a run that fails before ``plan_run`` (an S3 error on upload) leaves the batch's
-  earlier outputs *and* their marker as they were;
-- a run that fails later (a step over its timeout, a cluster that does not start, a
-  refused cluster request, a failed step) leaves the batch unmarked; the earlier
-  outputs stay untouched unless a job got to overwrite them.
+The rule they check (``fruits.summary``): the steps write the run's staging prefix
+``runs/_staging/batch=<date>/<run key>/``; only ``publish_batch``, after both steps
+succeeded and their outputs checked out, switches them in as ``runs/batch=<date>/`` and
+writes ``_SUCCESS`` last. So any fault -- an S3 error on upload, a step over its
+timeout, a cluster that does not start, a refused cluster request, a failed featurize
+or reduce step, outputs missing -- leaves the batch's earlier outputs *and* their
+marker exactly as they were; the next run of the batch clears the staging left behind.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from dag_support import (
     BUCKET,
     FAKE_REPORT,
     FAKE_TABLES,
+    STEP_ERROR,
     emr_clusters,
     logical,
     task_states,
@@ -34,6 +33,7 @@ pytestmark = pytest.mark.usefixtures("airflow_db")
 DATE = "2026-11-24"
 RUN = f"runs/batch={DATE}/"
 MARKER = RUN + "_SUCCESS"
+STAGING = f"runs/_staging/batch={DATE}/"
 CONF = {"weights": "random", "image_size": 64}
 
 
@@ -64,10 +64,6 @@ def snapshot(aws, prefix: str = RUN) -> dict[str, bytes]:
     return {key: aws.read(key) for key in aws.keys(prefix)}
 
 
-def data(outputs: dict[str, bytes]) -> dict[str, bytes]:
-    return {k: v for k, v in outputs.items() if k != MARKER}
-
-
 def run(dag, date=DATE):
     return dag.test(logical_date=logical(date), run_conf=CONF)
 
@@ -96,9 +92,7 @@ def test_steps_over_their_timeout_fail_the_run_and_the_cluster_is_terminated(
     (cluster,) = aws.clusters()
     assert cluster["Status"]["State"] == "TERMINATED"
     assert "Waiting up to 3s" in capfd.readouterr().out
-    after = snapshot(aws)
-    assert MARKER not in after  # the batch is not to be trusted...
-    assert data(after) == data(earlier_outputs)  # ...but nothing of it was touched
+    assert snapshot(aws) == earlier_outputs  # marker included: still published as it was
 
 
 def test_a_cluster_that_fails_to_start_fails_the_run_at_once_with_emrs_reason(
@@ -118,9 +112,7 @@ def test_a_cluster_that_fails_to_start_fails_the_run_at_once_with_emrs_reason(
     log = out[out.index("Waiting up to") :]
     assert f"cluster {cluster['Id']} is TERMINATED_WITH_ERRORS: {BOOTSTRAP_FAILURE}" in log
     assert "no step stderr yet" not in log
-    after = snapshot(aws)
-    assert MARKER not in after
-    assert data(after) == data(earlier_outputs)
+    assert snapshot(aws) == earlier_outputs  # marker included
 
 
 def test_a_cluster_that_stops_under_running_steps_is_noticed_before_the_timeout(
@@ -149,7 +141,7 @@ def test_a_cluster_that_stops_under_running_steps_is_noticed_before_the_timeout(
     assert str(dag_run.state) == "failed", states
     assert states["wait_for_step"] == "failed"
     assert states["remove_cluster"] == "success"
-    assert data(snapshot(aws)) == data(earlier_outputs)
+    assert snapshot(aws) == earlier_outputs
 
 
 def test_a_refused_cluster_request_fails_the_run_and_the_teardown_copes(
@@ -175,9 +167,7 @@ def test_a_refused_cluster_request_fails_the_run_and_the_teardown_copes(
     assert states["remove_cluster"] in ("skipped", "upstream_failed")  # nothing to remove
     assert aws.clusters() == []
     assert "Invalid InstanceProfile" in capfd.readouterr().out
-    after = snapshot(aws)
-    assert MARKER not in after
-    assert data(after) == data(earlier_outputs)
+    assert snapshot(aws) == earlier_outputs  # marker included
 
 
 def test_an_s3_error_on_upload_fails_the_run_before_any_cluster(
@@ -227,6 +217,7 @@ def test_a_rerun_gives_the_same_outputs_without_duplicates(load_dag, batch, aws,
         keys.append(aws.keys(RUN))
         marker = json.loads(aws.read(MARKER))
         assert marker["run_id"] == dag_run.run_id and marker["batch"] == DATE
+        assert aws.keys(STAGING) == []  # switched in, then deleted
     first, second = keys
     parts = sorted(k for k in second if k.endswith(".parquet"))
     # one part per output (Spark names parts afresh on each run: no leftovers of the first)
@@ -241,38 +232,52 @@ def test_a_rerun_gives_the_same_outputs_without_duplicates(load_dag, batch, aws,
     assert len(aws.clusters()) == 2
 
 
-def test_a_failed_rerun_unmarks_the_batch_and_a_good_one_marks_it_again(
-    load_dag, batch, aws, emr_steps
+def test_a_failed_reduce_after_featurize_leaves_the_published_batch_as_it_was(
+    load_dag, batch, aws, emr_steps, capfd
 ):
+    """The case direct writes got wrong: featurize wrote new features, reduce failed.
+    The new features stay in the run's staging; the published batch -- old features,
+    old pca, old report, old marker -- is byte for byte the earlier run's, and readers
+    still get it. The next good run clears that staging and publishes."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from fruits.summary import BatchNotPublished, run_summary
+    from fruits.summary import run_summary
 
     driver = emr_steps("complete")
     dag = load_dag("emr")
     assert str(run(dag).state) == "success"
     published = snapshot(aws)
-    assert MARKER in published
+    earlier_run = json.loads(published[MARKER])["run_id"]
 
-    driver.policy = "fail"
-    assert str(run(dag).state) == "failed"
-    after = snapshot(aws)
-    assert MARKER not in after
-    assert after == data(published)  # the step failed before writing: outputs untouched
-    # readers (python -m fruits.summary) refuse the unmarked batch
-    with pytest.raises(BatchNotPublished, match="_SUCCESS does not exist"):
-        run_summary(S3Hook("aws_default"), BUCKET, DATE, require_marker=True)
+    driver.policy = "fail_reduce"
+    dag_run = run(dag)
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert (states["wait_for_step"], states["publish_batch"]) == ("failed", "upstream_failed")
+    step_states = [
+        [s["Status"]["State"] for s in aws.emr.list_steps(ClusterId=c["Id"])["Steps"][::-1]]
+        for c in aws.clusters()
+    ]
+    assert ["COMPLETED", "FAILED"] in step_states  # featurize done, reduce failed
+    assert STEP_ERROR in capfd.readouterr().out
+    assert snapshot(aws) == published  # features, pca, report and marker: the earlier run's
+    staged = aws.keys(STAGING)
+    assert any("/features/" in k for k in staged)  # featurize did write: into staging
+    assert not any("/pca/" in k for k in staged)
+    assert run_summary(S3Hook("aws_default"), BUCKET, DATE, require_marker=True)["k"] == 3
+    assert json.loads(aws.read(MARKER))["run_id"] == earlier_run
 
     driver.policy = "complete"
-    assert str(run(dag).state) == "success"
-    assert MARKER in aws.keys(RUN)
-    assert run_summary(S3Hook("aws_default"), BUCKET, DATE, require_marker=True)["k"] == 3
+    dag_run = run(dag)
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert aws.keys(STAGING) == []  # the failed run's staging cleared, this run's switched in
+    assert json.loads(aws.read(MARKER))["run_id"] == dag_run.run_id
 
 
-def test_summary_refuses_to_mark_a_batch_with_missing_outputs(
-    load_dag, batch, aws, emr_steps, monkeypatch, capfd
+def test_publishing_refuses_a_run_with_missing_outputs(
+    load_dag, batch, aws, emr_steps, earlier_outputs, monkeypatch, capfd
 ):
-    """Steps reported COMPLETED but pca/ never written: no marker, no retry."""
+    """Steps reported COMPLETED but pca/ never written: nothing switched, no retry."""
     monkeypatch.delitem(FAKE_TABLES, "pca")
     emr_steps("complete")
     dag_run = run(load_dag("emr"))
@@ -280,10 +285,12 @@ def test_summary_refuses_to_mark_a_batch_with_missing_outputs(
     states = task_states(dag_run)
     assert str(dag_run.state) == "failed", states
     assert states["wait_for_step"] == "success"
-    assert states["summarize_run"] == "failed"
-    assert try_number(dag_run, "summarize_run") == 1
-    assert f"missing s3://{BUCKET}/{RUN}pca/*.parquet" in capfd.readouterr().out
-    assert MARKER not in aws.keys(RUN)
+    assert states["publish_batch"] == "failed"
+    assert states["summarize_run"] == "upstream_failed"
+    assert try_number(dag_run, "publish_batch") == 1
+    out = capfd.readouterr().out
+    assert f"missing s3://{BUCKET}/{STAGING}" in out and "/pca/*.parquet" in out
+    assert snapshot(aws) == earlier_outputs  # marker included
 
 
 def test_a_local_cluster_that_fails_to_start_fails_the_run_and_keeps_earlier_outputs(
@@ -303,6 +310,4 @@ def test_a_local_cluster_that_fails_to_start_fails_the_run_and_keeps_earlier_out
     assert try_number(dag_run, "create_job_flow") == 1
     assert states["remove_cluster"] in ("skipped", "upstream_failed")
     assert "the Spark master did not come up" in capfd.readouterr().out
-    after = snapshot(aws)
-    assert MARKER not in after
-    assert data(after) == data(earlier_outputs)
+    assert snapshot(aws) == earlier_outputs  # marker included
