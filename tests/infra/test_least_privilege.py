@@ -137,12 +137,37 @@ def test_the_dag_asks_for_what_the_policy_allows(template):
 
 
 def test_airflow_may_take_down_and_write_the_batch_marker(template):
-    """plan_run deletes runs/batch=<date>/_SUCCESS, summarize_run writes it: both are
-    within what the Airflow role may do under runs/, and nothing broader is needed."""
+    """publish_batch deletes runs/batch=<date>/_SUCCESS, copies the staged outputs over
+    the published ones and writes the marker: all within what the Airflow role may do
+    under runs/, and nothing broader is needed."""
     from fnmatch import fnmatch
 
-    from fruits.config import batch_marker_key
+    from fruits.config import batch_marker_key, staging_prefix
 
     st = statement(template, "AirflowPolicy", "PublishAndReadRuns")
-    assert {"s3:PutObject", "s3:DeleteObject"} <= set(st["Action"])
-    assert fnmatch("${DataBucket.Arn}/" + batch_marker_key("2026-11-24"), st["Resource"]["Fn::Sub"])
+    assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= set(st["Action"])
+    for key in (batch_marker_key("2026-11-24"), staging_prefix("2026-11-24", "k") + "pca/x"):
+        assert fnmatch("${DataBucket.Arn}/" + key, st["Resource"]["Fn::Sub"])
+
+
+def test_emr_nodes_may_write_the_staging_prefix(template):
+    """The steps write runs/_staging/...: the nodes' existing runs/ grants cover it."""
+    from fnmatch import fnmatch
+
+    from fruits.config import staging_prefix
+
+    key = staging_prefix("2026-11-24", "manual__x-0a1b2c3d") + "features/part-0.parquet"
+    write = statement(template, "EmrInstanceRole", "WriteRuns")
+    assert fnmatch("${DataBucket.Arn}/" + key, write["Resource"]["Fn::Sub"])
+    listing = statement(template, "EmrInstanceRole", "ListOwnPrefixes")
+    assert any(fnmatch(key, p) for p in listing["Condition"]["StringLike"]["s3:prefix"])
+
+
+def test_abandoned_staging_expires(template):
+    from fruits.config import STAGING_ROOT
+
+    rules = template["Resources"]["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    (rule,) = [r for r in rules if r.get("Prefix") == STAGING_ROOT]
+    assert rule["Status"] == "Enabled"
+    assert rule["ExpirationInDays"] == {"Ref": "StagingRetentionDays"}
+    assert template["Parameters"]["StagingRetentionDays"]["Default"] <= 7
