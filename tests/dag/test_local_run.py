@@ -107,8 +107,10 @@ def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd):
     event = asset_events("fruits_pca")[-1]
     assert event["batch"] == DATE and event["k"] == report["k"]
     assert event["pca"] == f"s3://{BUCKET}/{run}pca/"
-    # published: the batch's marker, written last, names the run
+    # published: the batch's marker, written last, names the run; its staging is gone
     assert json.loads(aws.read(run + "_SUCCESS"))["run_id"] == dag_run.run_id
+    assert aws.keys("runs/_staging/") == []
+    assert "_staging" not in json.dumps(report)  # report.json names the published outputs
 
     # a rerun of the batch replaces its outputs: same files, same rows, no duplicates
     def layout() -> list[str]:  # Spark names Parquet parts afresh on every run
@@ -123,6 +125,7 @@ def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd):
     assert len(read_parquet(aws, run + "pca/")) == len(pca)
     assert len(read_parquet(aws, run + "rejected/")) == len(rejected)
     assert json.loads(aws.read(run + "_SUCCESS"))["run_id"] == rerun.run_id
+    assert aws.keys("runs/_staging/") == []
 
 
 def test_local_failed_step_fails_the_run_and_stops_the_cluster(
@@ -142,8 +145,8 @@ def test_local_failed_step_fails_the_run_and_stops_the_cluster(
     assert str(dag_run.state) == "failed"
     assert states["wait_for_step"] == "failed"
     assert states["remove_cluster"] == "success"
-    assert states["summarize_run"] == "upstream_failed"
-    assert aws.keys(f"runs/batch={DATE}/") == []  # nothing half-published
+    assert states["publish_batch"] == "upstream_failed"
+    assert aws.keys("runs/") == []  # nothing published, nothing even staged
     assert len(asset_events("fruits_pca")) == events_before  # nothing announced
     info = assert_cluster_gone(tmp_path / "scratch")
     step_states = [
