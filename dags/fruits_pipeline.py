@@ -10,10 +10,10 @@ removed whatever happened.
 
 **Cluster** (`FRUITS_COMPUTE`, read when the DAG is parsed): `local` (default) starts a
 Spark standalone master and worker on the Airflow worker (127.0.0.1), staging inputs
-from S3 and uploading outputs to the run's staging prefix; `emr` creates an Amazon EMR 7 cluster from
-`plugins/fruits/emr/job_flow.json`. Both have the same tasks: `create_job_flow` ->
-`add_steps` -> `wait_for_step` -> `remove_cluster` (a teardown: it runs after any
-failure, and a failed step still fails the run).
+from S3 and uploading outputs to the run's staging prefix; `emr` creates an Amazon
+EMR 7 cluster from `plugins/fruits/emr/job_flow.json`. Both have the same tasks:
+`create_job_flow` -> `add_steps` -> `wait_for_step` -> `remove_cluster` (a teardown: it
+runs after any failure, and a failed step still fails the run).
 
 **Parameters**: batch date (empty: the run's logical date; a manual run without one
 takes the latest batch folder), model, weights (`imagenet`, `random` for demos, or

@@ -3,9 +3,10 @@
 EMR runs them as they are (``command-runner.jar spark-submit --deploy-mode cluster``,
 reading and writing ``s3://`` directly). They write the run's staging prefix
 (``runs/_staging/batch=<date>/<run-key>/``), never the published outputs:
-publish_batch switches those in once both steps succeeded. The local backend runs the very same list:
-:func:`localize` points them at the local master, maps every ``s3://`` URI to a
-scratch folder, and says which inputs to stage down and which outputs to publish.
+publish_batch switches those in once both steps succeeded. The local backend runs the
+very same list: :func:`localize` points them at the local master, maps every ``s3://``
+URI to a scratch folder, and says which inputs to stage down and which outputs to
+upload.
 """
 
 from __future__ import annotations
