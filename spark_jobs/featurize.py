@@ -160,11 +160,8 @@ def wide_csv(features: DataFrame, n_features: int) -> DataFrame:
     return features.select("path", "label", *cols)
 
 
-def empty_rejections(spark: SparkSession, listed: list[str], seen: DataFrame) -> DataFrame:
-    """Listed images the job never read: zero-byte files, which ``binaryFile`` drops."""
-    everything = spark.createDataFrame([(p,) for p in listed], "path string")
-    missing = [row.path for row in everything.join(seen, "path", "left_anti").collect()]
-    rows = [(path, label_from_path(path), "empty file") for path in missing]
+def empty_rejections(spark: SparkSession, empty: list[str]) -> DataFrame:
+    rows = [(path, label_from_path(path), "empty file") for path in empty]
     return spark.createDataFrame(rows, "path string, label string, error string")
 
 
@@ -230,10 +227,13 @@ def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
             result.where(F.col("error").isNull()).select("path", "label", "features"), metadata
         )
         features.write.mode("overwrite").parquet(args.output)
+        # One pass over the cached result gives both the counts and what was read.
+        outcome = result.select("path", F.col("error").isNull().alias("ok")).collect()
+        read = {row.path for row in outcome}
+        # Listed but never read: zero-byte files, which binaryFile drops.
+        empty = [path for path in listing.paths if path not in read]
         rejected = result.where(F.col("error").isNotNull()).select("path", "label", "error")
-        rejected = rejected.unionByName(
-            empty_rejections(spark, listing.paths, result.select("path"))
-        )
+        rejected = rejected.unionByName(empty_rejections(spark, empty))
         rejected.coalesce(1).write.mode("overwrite").parquet(args.rejected)
         if args.csv:
             csv = wide_csv(features, n_features).coalesce(1).write.mode("overwrite")
@@ -241,9 +241,10 @@ def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
     finally:
         result.unpersist()
         weights_bc.unpersist()
+    featurized = sum(row.ok for row in outcome)
     return Summary(
-        featurized=spark.read.parquet(args.output).count(),
-        rejected=spark.read.parquet(args.rejected).count(),
+        featurized=featurized,
+        rejected=len(outcome) - featurized + len(empty),
         skipped=listing.skipped,
         through_cnn=counter.value,
     )
