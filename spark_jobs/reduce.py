@@ -82,9 +82,9 @@ def output_metadata(source: dict, model: pca.PCAModel, k: int) -> dict:
     return {**kept, "n_features": model.n_features, "k": k, "pca_of": "features"}
 
 
-def label_counts(df: DataFrame) -> dict[str, int]:
-    rows = df.groupBy("label").count().collect()
-    return {("(null)" if r["label"] is None else r["label"]): r["count"] for r in rows}
+def label_counts(counts: dict) -> dict[str, int]:
+    """Rows per label as the fit pass counted them, a null label shown as ``(null)``."""
+    return {("(null)" if label is None else label): n for label, n in counts.items()}
 
 
 def scatter_points(df: DataFrame, k: int, n_rows: int) -> tuple[np.ndarray, list[str]]:
@@ -119,7 +119,9 @@ def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
     Returns the report."""
     features = read_features(spark, args.input)
     try:
-        model = pca.fit_pca(features)
+        # One pass: validation, rows per label and moments; the second pass projects.
+        fitted = pca.summarize(features, "features", count_by="label")
+        model = pca.fit_summary(fitted, "features")
     except JobError as exc:
         raise JobError(f"--input {args.input}: {exc}") from exc
     k = pca.choose_k(model.explained_variance_ratio, variance=args.variance, k=args.k)
@@ -128,7 +130,9 @@ def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
     projected = pca.project(features, model, k, metadata=output_metadata(source_meta, model, k))
     projected.write.mode("overwrite").parquet(args.output)
 
-    written = spark.read.parquet(args.output)
+    # The plot's points come from what was written (a small column), read with the
+    # schema just written: no schema-inference job, no second projection.
+    written = spark.read.schema(projected.schema).parquet(args.output)
     coords, labels = scatter_points(written, k, model.n_rows)
     summary = report.build_report(
         n_rows=model.n_rows,
@@ -139,7 +143,7 @@ def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
         variance_threshold=args.variance,
         k_requested=args.k,
         features_metadata=source_meta,
-        labels=label_counts(written),
+        labels=label_counts(fitted.counts),
         inputs={"input": args.input, "output": args.output},
         rejected=read_rejected(spark, args.rejected),
     )

@@ -1,43 +1,54 @@
 """Exact PCA of a column of feature vectors: two distributed passes, eigh on the driver.
 
-1. **Moments** (one pass, ``mapInPandas``): every partition computes, in float64,
-   ``n_i``, ``mean_i`` and ``M2_i = (X_i - mean_i)^T (X_i - mean_i)`` and emits them as
-   one row of bytes. Partitions are merged with Chan et al.'s formula
+1. **Summary** (one pass, ``mapInArrow``): every partition validates its vectors (nulls,
+   lengths, null/NaN/infinite elements), counts rows per label, and computes, in float64,
+   ``n_i``, ``mean_i`` and ``M2_i = (X_i - mean_i)^T (X_i - mean_i)``; it emits all of
+   that as one row. Partitions are merged with Chan et al.'s formula
    ``M2 = sum M2_i + sum n_i (mean_i - mean)(mean_i - mean)^T``, on the executors in a
    tree when there are many partitions (each M2 is ``n_features^2`` float64: 13 MB for
    1280 features), then on the driver. Centring before multiplying keeps it stable.
+   Validation rides along in the same pass, so the input is read twice in all, not three
+   times. Arrow's ``list<float>`` column is read as one flat buffer reshaped to
+   ``(rows, n_features)`` (``vectors_to_matrix``), never as one Python object per row.
 2. **Fit** (driver): ``numpy.linalg.eigh`` of the covariance ``M2 / (n - 1)``,
    eigenvalues sorted descending with tiny negatives clipped to 0; explained variance
    ratios are eigenvalue / sum of eigenvalues, as scikit-learn reports them. This is
    scikit-learn's ``svd_solver="covariance_eigh"`` and Spark ML's PCA, without
    materialising the data on one machine.
-3. **Project** (one pass, ``mapInPandas``): ``(x - mean) @ components[:k].T`` with the
-   mean and components broadcast.
+3. **Project** (one pass, ``mapInArrow``): ``(x - mean) @ components[:k].T`` with the
+   mean and components broadcast, written back as an Arrow list column.
 
 Sign convention: an eigenvector's sign is arbitrary, so every component is flipped to
 make its entry of largest absolute value positive (the first such entry on ties). This
 is scikit-learn's ``svd_flip(u_based_decision=False)``, so components match
 ``sklearn.decomposition.PCA`` exactly, not only up to sign.
 
-The pure numpy functions (``partition_moments``, ``merge_pair``,
-``merge_moments``, ``fit_from_covariance``, ``choose_k``, ``project_array``) need no Spark.
+The pure functions (``partition_moments``, ``merge_pair``, ``merge_moments``,
+``fit_from_covariance``, ``choose_k``, ``project_array``, ``vectors_to_matrix``,
+``matrix_to_vectors``, ``vector_stats``, ``Summary.merge``) need no Spark.
 """
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fruits_spark.jobs import JobError
 
-MOMENTS_SCHEMA = "n long, mean binary, m2 binary"
+SUMMARY_SCHEMA = (
+    "n long, nulls long, min_len int, max_len int, bad long, counts string, "
+    "m_n long, mean binary, m2 binary"
+)
 DEFAULT_FAN_IN = 8  # partitions' moments merged per task before they reach the driver
 CUMULATIVE_TOLERANCE = 1e-12  # so that --variance 1.0 is reached despite rounding
 
@@ -174,17 +185,177 @@ def project_array(x: np.ndarray, mean: np.ndarray, components: np.ndarray) -> np
     return (np.asarray(x, dtype=np.float64) - mean) @ components.T
 
 
-# --- Spark ------------------------------------------------------------------------------
+# --- Arrow columns of vectors (pure: pyarrow and numpy) ----------------------------------
+
+
+def _as_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def vectors_to_matrix(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """The ``(rows, d)`` matrix of a ``list<float|double>`` column whose rows are all
+    non-null and of one length ``d``: Arrow's flat value buffer reshaped, without the
+    Python object per row that pandas would make (``np.stack`` over those costs more
+    than the arithmetic). Null elements come out as NaN. ValueError if rows are null or
+    of different lengths."""
+    column = _as_array(column)
+    if column.null_count:
+        raise ValueError(f"{column.null_count} null rows")
+    n = len(column)
+    offsets = np.asarray(column.offsets)  # n + 1 of them, this slice's own
+    lengths = np.diff(offsets)
+    d = int(lengths[0]) if n else 0
+    if n and (lengths != d).any():
+        raise ValueError(f"rows of different lengths ({lengths.min()} to {lengths.max()})")
+    values = column.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    return values.to_numpy(zero_copy_only=False).reshape(n, d)
+
+
+def matrix_to_vectors(x: np.ndarray) -> pa.ListArray:
+    """The rows of a 2-D float32 array as a ``list<float>`` column (the inverse of
+    ``vectors_to_matrix``), built from one buffer and its offsets."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D array, got shape {x.shape}")
+    n, d = x.shape
+    if n * d >= 2**31:
+        raise ValueError(f"{n} x {d} values do not fit int32 list offsets")
+    offsets = pa.array((np.arange(n + 1, dtype=np.int64) * d).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1)))
 
 
 @dataclass(frozen=True)
-class FeatureStats:
-    n_rows: int
-    n_features: int
+class ColumnStats:
+    """What validation needs to know of a column of vectors; sums and extremes, so
+    partitions merge in any order."""
+
+    n: int = 0  # rows
+    nulls: int = 0  # null rows
+    min_len: int | None = None  # of non-null rows
+    max_len: int | None = None
+    bad: int = 0  # non-null rows with a null, NaN or infinite element
+
+    def merge(self, other: ColumnStats) -> ColumnStats:
+        def pick(f, a, b):
+            return b if a is None else a if b is None else f(a, b)
+
+        return ColumnStats(
+            self.n + other.n,
+            self.nulls + other.nulls,
+            pick(min, self.min_len, other.min_len),
+            pick(max, self.max_len, other.max_len),
+            self.bad + other.bad,
+        )
+
+    @property
+    def usable(self) -> bool:
+        """Every row non-null, finite and of one length: moments can be computed."""
+        return not self.nulls and not self.bad and self.min_len == self.max_len
+
+    def check(self, column: str = "features") -> None:
+        """JobError naming the first problem found, in the order a user would fix them."""
+        n = self.n
+        if n == 0:
+            raise JobError("no rows to reduce")
+        if self.nulls:
+            raise JobError(f"{self.nulls} of {n} rows have null {column}")
+        if self.min_len != self.max_len:
+            raise JobError(
+                f"{column} have different lengths (from {self.min_len} to "
+                f"{self.max_len}); every row must have the same length"
+            )
+        if self.min_len == 0:
+            raise JobError(f"{column} are empty (length 0)")
+        if self.bad:
+            raise JobError(f"{self.bad} of {n} rows have null, NaN or infinite values in {column}")
 
 
-def check_features(df: DataFrame, column: str = "features") -> FeatureStats:
-    """One aggregate over the column: rows, nulls, lengths, null/NaN/infinite elements."""
+def vector_stats(column: pa.Array | pa.ChunkedArray) -> ColumnStats:
+    """Rows, null rows, shortest and longest non-null row, and rows holding a null, NaN
+    or infinite element, of a ``list<float|double>`` column."""
+    column = _as_array(column)
+    n, nulls = len(column), column.null_count
+    lengths = pc.list_value_length(column).drop_null()
+    if not len(lengths):
+        return ColumnStats(n, nulls)
+    extremes = pc.min_max(lengths)
+    min_len, max_len = extremes["min"].as_py(), extremes["max"].as_py()
+    if not nulls and min_len == max_len:  # the usual case: one matrix
+        x = vectors_to_matrix(column)
+        bad = int(n - np.isfinite(x).all(axis=1).sum()) if x.size else 0
+    else:
+        values = column.flatten().to_numpy(zero_copy_only=False)  # null elements: NaN
+        rows = np.asarray(pc.list_parent_indices(column))
+        bad = int(np.unique(rows[~np.isfinite(values)]).size)
+    return ColumnStats(n, nulls, min_len, max_len, bad)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One pass's worth of a column: its validation stats, rows per group (label), and
+    its moments (None when no rows, or when some rows cannot enter them)."""
+
+    stats: ColumnStats = field(default_factory=ColumnStats)
+    counts: dict = field(default_factory=dict)  # group value (None for null) -> rows
+    moments: Moments | None = None
+
+    def merge(self, other: Summary) -> Summary:
+        stats = self.stats.merge(other.stats)
+        counts = Counter(self.counts)
+        counts.update(other.counts)
+        moments = None
+        a, b = self.moments, other.moments
+        if stats.usable and stats.n:
+            if self.stats.n and other.stats.n and a is not None and b is not None:
+                moments = merge_pair(a, b)
+            elif not other.stats.n:
+                moments = a
+            elif not self.stats.n:
+                moments = b
+        return Summary(stats, dict(counts), moments)
+
+    def to_row(self) -> dict:
+        s, m = self.stats, self.moments
+        return {
+            "n": s.n,
+            "nulls": s.nulls,
+            "min_len": s.min_len,
+            "max_len": s.max_len,
+            "bad": s.bad,
+            "counts": json.dumps(list(self.counts.items())),
+            "m_n": None if m is None else m.n,
+            "mean": None if m is None else m.mean.tobytes(),
+            "m2": None if m is None else m.m2.tobytes(),
+        }
+
+    @classmethod
+    def from_row(cls, row: dict) -> Summary:
+        stats = ColumnStats(row["n"], row["nulls"], row["min_len"], row["max_len"], row["bad"])
+        counts = {key: value for key, value in json.loads(row["counts"])}
+        moments = None
+        if row["mean"] is not None:
+            moments = Moments.from_row(row["m_n"], row["mean"], row["m2"])
+        return cls(stats, counts, moments)
+
+
+def summarize_batch(batch: pa.RecordBatch, column: str, count_by: str | None = None) -> Summary:
+    """Stats, group counts and (if the rows are usable) moments of one Arrow batch."""
+    vectors = batch.column(column)
+    stats = vector_stats(vectors)
+    counts: dict = {}
+    if count_by is not None:
+        tally = pc.value_counts(batch.column(count_by))
+        counts = dict(
+            zip(tally.field("values").to_pylist(), tally.field("counts").to_pylist(), strict=True)
+        )
+    moments = partition_moments(vectors_to_matrix(vectors)) if stats.usable and stats.n else None
+    return Summary(stats, counts, moments)
+
+
+# --- Spark ------------------------------------------------------------------------------
+
+
+def _check_column_type(df: DataFrame, column: str) -> None:
     if column not in df.columns:
         raise JobError(f"no column {column!r} (columns: {', '.join(df.columns)})")
     dtype = df.schema[column].dataType
@@ -192,81 +363,84 @@ def check_features(df: DataFrame, column: str = "features") -> FeatureStats:
         isinstance(dtype, T.ArrayType) and isinstance(dtype.elementType, T.FloatType | T.DoubleType)
     ):
         raise JobError(f"column {column!r} must be array<float>, got {dtype.simpleString()}")
-    col = F.col(column)
-    bad_value = F.exists(col, lambda v: v.isNull() | F.isnan(v) | (F.abs(v) == math.inf))
-    stats = df.agg(
-        F.count(F.lit(1)).alias("n"),
-        F.sum(F.when(col.isNull(), 1).otherwise(0)).alias("nulls"),
-        F.min(F.when(col.isNotNull(), F.size(col))).alias("min_len"),
-        F.max(F.when(col.isNotNull(), F.size(col))).alias("max_len"),
-        F.sum(F.when(bad_value, 1).otherwise(0)).alias("bad"),
-    ).first()
-    n = stats["n"]
-    if n == 0:
-        raise JobError("no rows to reduce")
-    if stats["nulls"]:
-        raise JobError(f"{stats['nulls']} of {n} rows have null {column}")
-    if stats["min_len"] != stats["max_len"]:
-        raise JobError(
-            f"{column} have different lengths (from {stats['min_len']} to "
-            f"{stats['max_len']}); every row must have the same length"
-        )
-    if stats["min_len"] == 0:
-        raise JobError(f"{column} are empty (length 0)")
-    if stats["bad"]:
-        raise JobError(f"{stats['bad']} of {n} rows have null, NaN or infinite values in {column}")
-    return FeatureStats(n_rows=n, n_features=stats["min_len"])
 
 
-def _matrix(series: pd.Series) -> np.ndarray:
-    return np.stack(series.to_numpy()).astype(np.float64, copy=False)
+_SUMMARY_ARROW = pa.schema(
+    [
+        ("n", pa.int64()),
+        ("nulls", pa.int64()),
+        ("min_len", pa.int32()),
+        ("max_len", pa.int32()),
+        ("bad", pa.int64()),
+        ("counts", pa.string()),
+        ("m_n", pa.int64()),
+        ("mean", pa.binary()),
+        ("m2", pa.binary()),
+    ]
+)
 
 
-def _emit(total: Moments | None) -> Iterator[pd.DataFrame]:
-    if total is not None:
-        yield pd.DataFrame([total.to_row()], columns=["n", "mean", "m2"])
+def _emit(total: Summary | None) -> Iterator[pa.RecordBatch]:
+    if total is not None and total.stats.n:
+        row = total.to_row()
+        yield pa.RecordBatch.from_pylist([row], schema=_SUMMARY_ARROW)
 
 
-def _moments_of_batches(column: str):
-    def moments(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        yield from _emit(
-            merge_moments(partition_moments(_matrix(b[column])) for b in batches if len(b))
-        )
-
-    return moments
-
-
-def _merge_batches(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    yield from _emit(
-        merge_moments(
-            Moments.from_row(n, mean, m2)
-            for b in batches
-            for n, mean, m2 in zip(b["n"], b["mean"], b["m2"], strict=True)
-        )
-    )
-
-
-def moments_of(df: DataFrame, column: str = "features", fan_in: int = DEFAULT_FAN_IN) -> Moments:
-    """Merged moments of the column: per partition, then in a tree of ``fan_in``-way merges
-    on the executors, then the last ``fan_in`` (at most) on the driver."""
-    parts = df.select(column).mapInPandas(_moments_of_batches(column), MOMENTS_SCHEMA)
-    n_parts = df.rdd.getNumPartitions()
-    while n_parts > fan_in:
-        n_parts = math.ceil(n_parts / fan_in)
-        parts = parts.repartition(n_parts).mapInPandas(_merge_batches, MOMENTS_SCHEMA)
-    total = merge_moments(Moments.from_row(r["n"], r["mean"], r["m2"]) for r in parts.collect())
-    if total is None:
-        raise JobError("no rows to reduce")
+def _merge_all(parts: Iterable[Summary]) -> Summary | None:
+    total: Summary | None = None
+    for part in parts:
+        total = part if total is None else total.merge(part)
     return total
 
 
-def fit_pca(df: DataFrame, column: str = "features", fan_in: int = DEFAULT_FAN_IN) -> PCAModel:
-    """Validate the column (JobError if unusable), then fit a PCA on its mean-centred rows."""
-    stats = check_features(df, column)
-    moments = moments_of(df, column, fan_in)
-    if moments.n != stats.n_rows or moments.mean.size != stats.n_features:  # pragma: no cover
-        raise RuntimeError(f"moments of {moments.n} rows, expected {stats.n_rows}")
+def _summarize_batches(
+    column: str, count_by: str | None
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    def summarize(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        yield from _emit(
+            _merge_all(summarize_batch(b, column, count_by) for b in batches if b.num_rows)
+        )
+
+    return summarize
+
+
+def _merge_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield from _emit(_merge_all(Summary.from_row(r) for b in batches for r in b.to_pylist()))
+
+
+def summarize(
+    df: DataFrame,
+    column: str = "features",
+    count_by: str | None = None,
+    fan_in: int = DEFAULT_FAN_IN,
+) -> Summary:
+    """One pass over ``column`` (and ``count_by``): per partition, then in a tree of
+    ``fan_in``-way merges on the executors, then the last ``fan_in`` (at most) on the
+    driver. Never None: an empty input gives an empty Summary."""
+    _check_column_type(df, column)
+    cols = [column] if count_by is None else [column, count_by]
+    parts = df.select(*cols).mapInArrow(_summarize_batches(column, count_by), SUMMARY_SCHEMA)
+    n_parts = df.rdd.getNumPartitions()
+    while n_parts > fan_in:
+        n_parts = math.ceil(n_parts / fan_in)
+        parts = parts.repartition(n_parts).mapInArrow(_merge_batches, SUMMARY_SCHEMA)
+    total = _merge_all(Summary.from_row(r.asDict()) for r in parts.collect())
+    return total or Summary()
+
+
+def fit_summary(summary: Summary, column: str = "features") -> PCAModel:
+    """Check the summary's stats (JobError if the column is unusable), then fit."""
+    summary.stats.check(column)
+    moments = summary.moments
+    if moments is None or moments.n != summary.stats.n:  # pragma: no cover
+        raise RuntimeError(f"no moments for {summary.stats.n} usable rows")
     return fit_from_covariance(moments)
+
+
+def fit_pca(df: DataFrame, column: str = "features", fan_in: int = DEFAULT_FAN_IN) -> PCAModel:
+    """Validate the column (JobError if unusable) and fit a PCA on its mean-centred rows,
+    in one pass over the data."""
+    return fit_summary(summarize(df, column, fan_in=fan_in), column)
 
 
 def project(
@@ -287,17 +461,18 @@ def project(
     schema = T.StructType([*kept, T.StructField(output, T.ArrayType(T.FloatType()))])
     kept_names = [f.name for f in kept]
 
-    def projected(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def projected(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         mean, components = params.value
         for b in batches:
-            if not len(b):
+            if not b.num_rows:
                 continue
-            y = project_array(_matrix(b[column]), mean, components).astype(np.float32)
-            out = b[kept_names].copy()
-            out[output] = list(y)
-            yield out
+            y = project_array(vectors_to_matrix(b.column(column)), mean, components)
+            yield pa.RecordBatch.from_arrays(
+                [*(b.column(name) for name in kept_names), matrix_to_vectors(y)],
+                names=[*kept_names, output],
+            )
 
-    result = df.mapInPandas(projected, schema)
+    result = df.mapInArrow(projected, schema)
     if metadata is not None:
         result = result.withColumn(output, F.col(output).alias(output, metadata=metadata))
     return result

@@ -1,20 +1,29 @@
-"""fruits_spark.pca's numpy core, without Spark: checked against numpy and scikit-learn."""
+"""fruits_spark.pca's numpy and Arrow core, without Spark: checked against numpy and
+scikit-learn."""
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from sklearn.decomposition import PCA
 
 from fruits_spark.jobs import JobError
 from fruits_spark.pca import (
+    ColumnStats,
     Moments,
+    Summary,
     choose_k,
     fit_from_covariance,
+    fit_summary,
+    matrix_to_vectors,
     merge_moments,
     merge_pair,
     partition_moments,
     project_array,
+    summarize_batch,
+    vector_stats,
+    vectors_to_matrix,
 )
 
 
@@ -167,3 +176,127 @@ def test_fit_rejects_a_single_row_and_zero_variance():
         fit_from_covariance(partition_moments(np.ones((1, 3))))
     with pytest.raises(JobError, match="zero variance"):
         fit_from_covariance(partition_moments(np.ones((5, 3))))
+
+
+# --- Arrow columns of vectors ------------------------------------------------------------
+
+
+def list_column(rows: list, value_type: pa.DataType | None = None) -> pa.Array:
+    return pa.array(rows, type=pa.list_(value_type or pa.float32()))
+
+
+def test_vectors_to_matrix_equals_stacking_the_rows():
+    x = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
+    column = list_column(x.tolist())
+    got = vectors_to_matrix(column)
+    assert got.dtype == np.float32 and got.shape == (7, 5)
+    np.testing.assert_array_equal(got, np.stack([np.asarray(r) for r in column.to_pylist()]))
+    # A slice (as Spark's batches may be) starts at its own offset, not at row 0.
+    np.testing.assert_array_equal(vectors_to_matrix(column.slice(2, 3)), x[2:5])
+    np.testing.assert_array_equal(
+        vectors_to_matrix(pa.chunked_array([column.slice(0, 3), column.slice(3)])), x
+    )
+    doubles = vectors_to_matrix(list_column(x.tolist(), pa.float64()))
+    assert doubles.dtype == np.float64
+    np.testing.assert_array_equal(doubles, x)
+    assert vectors_to_matrix(list_column([])).shape == (0, 0)
+
+
+def test_vectors_to_matrix_rejects_null_rows_and_ragged_rows_and_shows_null_elements():
+    with pytest.raises(ValueError, match="1 null rows"):
+        vectors_to_matrix(list_column([[1.0, 2.0], None]))
+    with pytest.raises(ValueError, match="different lengths"):
+        vectors_to_matrix(list_column([[1.0, 2.0], [1.0, 2.0, 3.0]]))
+    got = vectors_to_matrix(list_column([[1.0, None], [3.0, 4.0]]))
+    assert np.isnan(got[0, 1]) and got[1, 1] == 4.0
+
+
+def test_matrix_to_vectors_round_trips():
+    y = np.random.default_rng(1).normal(size=(6, 3))
+    column = matrix_to_vectors(y)
+    assert column.type == pa.list_(pa.float32())
+    assert column.to_pylist() == y.astype(np.float32).tolist()
+    np.testing.assert_array_equal(vectors_to_matrix(column), y.astype(np.float32))
+    assert len(matrix_to_vectors(np.zeros((0, 3)))) == 0
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"),
+    [
+        ([[1.0, 2.0], [3.0, 4.0]], ColumnStats(2, 0, 2, 2, 0)),
+        ([[1.0, 2.0], None, [0.0, 1.0]], ColumnStats(3, 1, 2, 2, 0)),
+        ([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0]], ColumnStats(3, 0, 3, 4, 0)),
+        ([[1.0, 2.0], [float("nan"), 1.0], [0.0, 1.0]], ColumnStats(3, 0, 2, 2, 1)),
+        ([[1.0, 2.0], [float("inf"), 1.0], [0.0, None]], ColumnStats(3, 0, 2, 2, 2)),
+        # ragged and bad at once: counted by row, not by element
+        (
+            [[float("nan"), float("-inf")], None, [1.0, None, 2.0], [1.0]],
+            ColumnStats(4, 1, 1, 3, 2),
+        ),
+        ([[], []], ColumnStats(2, 0, 0, 0, 0)),
+        ([None, None], ColumnStats(2, 2, None, None, 0)),
+        ([], ColumnStats()),
+    ],
+)
+def test_vector_stats(rows, expected):
+    assert vector_stats(list_column(rows)) == expected
+    # A slice counts only its own rows, not the bad, null or longer ones around it.
+    padded = list_column([[9.0, float("nan"), 1.0, 1.0, 1.0], *rows, None])
+    assert vector_stats(padded.slice(1, len(rows))) == expected
+
+
+def test_column_stats_check_names_the_first_problem():
+    ColumnStats(3, 0, 2, 2, 0).check()
+    for stats, message in [
+        (ColumnStats(), "no rows to reduce"),
+        (ColumnStats(3, 1, 2, 4, 1), "1 of 3 rows have null features"),
+        (ColumnStats(3, 0, 2, 4, 1), r"different lengths \(from 2 to 4\)"),
+        (ColumnStats(3, 0, 0, 0, 0), r"empty \(length 0\)"),
+        (ColumnStats(3, 0, 2, 2, 2), "2 of 3 rows have null, NaN or infinite values in features"),
+    ]:
+        with pytest.raises(JobError, match=message):
+            stats.check()
+
+
+def batch(x: np.ndarray, labels: list) -> pa.RecordBatch:
+    return pa.RecordBatch.from_arrays(
+        [list_column(x.tolist()), pa.array(labels, pa.string())], names=["features", "label"]
+    )
+
+
+def test_summaries_of_batches_merge_to_the_whole_in_any_order():
+    x = low_rank(120, 8, rank=3, seed=5, offset=2.0).astype(np.float32)
+    labels = [None if i % 17 == 0 else f"fruit {i % 3}" for i in range(120)]
+    pieces = [(0, 1), (1, 40), (40, 41), (41, 120)]
+    parts = [summarize_batch(batch(x[a:b], labels[a:b]), "features", "label") for a, b in pieces]
+    rng = np.random.default_rng(5)
+    total = Summary()
+    for i in rng.permutation(len(parts)):
+        # through the row Spark carries between stages
+        total = Summary.from_row(total.merge(parts[i]).to_row())
+
+    assert total.stats == ColumnStats(120, 0, 8, 8, 0)
+    assert total.counts == {label: labels.count(label) for label in set(labels)}  # None too
+    whole = partition_moments(x)
+    np.testing.assert_allclose(total.moments.mean, whole.mean, rtol=1e-12)
+    np.testing.assert_allclose(total.moments.m2, whole.m2, rtol=1e-9, atol=1e-12)
+    model = fit_summary(total)
+    np.testing.assert_allclose(
+        model.explained_variance_ratio,
+        PCA(svd_solver="full").fit(x.astype(np.float64)).explained_variance_ratio_,
+        atol=1e-10,
+    )
+
+
+def test_a_summary_with_unusable_rows_has_no_moments_and_fails_the_fit():
+    good = summarize_batch(batch(np.ones((3, 2)), ["a"] * 3), "features")
+    ragged = summarize_batch(batch(np.ones((2, 4)), ["a"] * 2), "features")  # other length
+    bad = summarize_batch(batch(np.full((2, 2), np.inf), ["a"] * 2), "features")
+    assert good.moments is not None and good.counts == {}
+    assert bad.moments is None
+    for other, message in [(ragged, "different lengths"), (bad, "2 of 5 rows have null, NaN")]:
+        for merged in (good.merge(other), other.merge(good)):
+            assert merged.moments is None
+            with pytest.raises(JobError, match=message):
+                fit_summary(merged)
+    assert good.merge(Summary()) == good and Summary().merge(good) == good
