@@ -187,6 +187,7 @@ def _end_group(name: str, proc: Mapping[str, Any] | None, grace: float = 20.0) -
     while time.monotonic() < deadline:
         _reap(pid)
         if not _group_exists(pid):
+            _reap(pid)  # it may have exited just after the look above: no zombie left
             return "stopped"
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
