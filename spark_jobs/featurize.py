@@ -51,6 +51,12 @@ RESULT_TYPE = T.StructType(
 )
 
 
+# A batch is the unit of a worker's memory (decoded arrays, the CNN's activations):
+# at most 256 images of 224x224 (3136 at 64x64). Input partitions hold thousands of
+# small images, so this, not the partition, bounds it.
+MAX_BATCH_PIXELS = 256 * 224**2
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--input", required=True, help="folder of <label>/<image> files")
@@ -72,6 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--image-size must be between 32 and 1024")
     if not 1 <= args.batch_size <= 4096:
         p.error("--batch-size must be between 1 and 4096")
+    if args.batch_size * args.image_size**2 > MAX_BATCH_PIXELS:
+        p.error(
+            f"--batch-size {args.batch_size} at --image-size {args.image_size} holds more than "
+            f"{MAX_BATCH_PIXELS // 224**2} images of 224x224 per batch: a Python worker's "
+            "memory grows with it (tests/jobs/test_memory.py)"
+        )
     return args
 
 

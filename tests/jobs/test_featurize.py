@@ -265,3 +265,16 @@ def test_listing_spells_paths_as_spark_does_odd_names_included(spark, tmp_path):
     assert set(listing.paths) == read | empty
     assert any(p.endswith("/Pêche 100%20plate/sub dir/ä b.jpg") for p in read)
     assert listing.skipped == 0
+
+
+def test_batch_size_is_capped_in_pixels_because_it_bounds_worker_memory(capsys):
+    base = ["--input", "i", "--output", "o", "--rejected", "r"]
+    assert featurize.parse_args([*base, "--batch-size", "256"]).batch_size == 256  # at 224
+    small = featurize.parse_args([*base, "--batch-size", "3136", "--image-size", "64"])
+    assert small.batch_size == 3136
+    with pytest.raises(SystemExit) as exit_:
+        featurize.parse_args([*base, "--batch-size", "257"])
+    assert exit_.value.code == 2
+    assert "--batch-size 257 at --image-size 224" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        featurize.parse_args([*base, "--batch-size", "4096", "--image-size", "64"])
