@@ -60,7 +60,9 @@ def decode_image(content: bytes | None, size: int) -> np.ndarray:
                     raise ImageRejected(
                         f"decompression bomb: {width}x{height} pixels exceeds {MAX_PIXELS}"
                     )
-                rgb = img.convert("RGB").resize((size, size), Image.BILINEAR)
+                # convert() of an RGB image is a full copy (~70 MB for a 24 Mpx photo)
+                rgb = img if img.mode == "RGB" else img.convert("RGB")
+                rgb = rgb.resize((size, size), Image.BILINEAR)
     except ImageRejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
