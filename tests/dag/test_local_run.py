@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from dag_support import BUCKET, logical, task_states
 
-from fruits.sample_batch import write_bad_files, write_batch
+from fruits.sample_batch import write_bad_files, write_batch, write_odd_images
 
 pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.slow]
 
@@ -62,8 +62,15 @@ def read_parquet(aws, prefix: str) -> pd.DataFrame:
 
 def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd):
     batch = fruits_env / DATE
+    # Issue 6's messy batch: good images; truncated, empty, text-as-.jpg and bomb files,
+    # hidden files (write_bad_files); grayscale, RGBA, palette, CMYK, a 5000x4000 photo
+    # and an odd size in a label with a space (write_odd_images); a nested, non-ASCII label.
     good = write_batch(batch, per_label=2, labels=LABELS)
     bad = write_bad_files(batch, label="Banana")
+    odd = write_odd_images(batch)
+    nested = write_batch(batch / "Apples", per_label=1, labels=["Pomme Golden ü"])
+    good = [*good, *odd, *nested]
+    labels = [*LABELS, "Odd Formats", "Pomme Golden ü"]
 
     dag_run = load_dag("local").test(logical_date=logical(DATE), run_conf=CONF)
 
@@ -73,7 +80,7 @@ def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd):
     run = f"runs/batch={DATE}/"
     features = read_parquet(aws, run + "features/")
     assert len(features) == len(good)
-    assert sorted(features.label.unique()) == sorted(LABELS)
+    assert sorted(features.label.unique()) == sorted(labels)
     assert {len(v) for v in features.features} == {1280}  # MobileNetV2, pooled
     # images are named as on EMR (s3://), not as the staged copies the jobs read
     raw = f"s3://{BUCKET}/raw/batch={DATE}/"
@@ -100,7 +107,7 @@ def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd):
     assert f"/s3/{BUCKET}/code/" in featurize[featurize.index("--py-files") + 1]
     out = capfd.readouterr().out
     assert (
-        f"batch {DATE}: {len(good)} images featurized ({len(LABELS)} labels), {len(bad)} rejected"
+        f"batch {DATE}: {len(good)} images featurized ({len(labels)} labels), {len(bad)} rejected"
     ) in out
     assert f"-> k={report['k']} components" in out
     # downstream DAGs scheduled on the PCA asset get the batch and where its outputs are
