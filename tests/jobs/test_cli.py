@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from job_support import BIN, JOBS, spark_submit_env
 
 from fruits.jobcode import build_zip
 from fruits.sample_batch import write_bad_files, write_batch
-
-ROOT = Path(__file__).resolve().parents[2]
-JOBS = ROOT / "spark_jobs"
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +21,8 @@ def py_files(tmp_path_factory) -> Path:
 
 
 def spark_submit(py_files: Path, job: str, *args: str) -> subprocess.CompletedProcess:
-    bin_dir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only --py-files
-    env.update(
-        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}",
-        SPARK_LOCAL_IP="127.0.0.1",
-        PYSPARK_PYTHON=sys.executable,
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
-    cmd = [str(bin_dir / "spark-submit"), "--master", "local[2]",
+    env = spark_submit_env()
+    cmd = [str(BIN / "spark-submit"), "--master", "local[2]",
            "--conf", "spark.ui.enabled=false", "--py-files", str(py_files),
            str(JOBS / job), *args]  # fmt: skip
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -25,7 +25,6 @@ import platform
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,14 +33,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from job_support import BIN, JOBS, ROOT, spark_submit_env
 from PIL import Image
 
 from fruits.jobcode import build_zip
 
 pytestmark = pytest.mark.memory
 
-ROOT = Path(__file__).resolve().parents[2]
-JOBS = ROOT / "spark_jobs"
 ARTIFACT = ROOT / "tests" / "artifacts" / "memory.json"
 SAMPLE_EVERY_S = 0.2
 MIB = 1 << 20
@@ -235,18 +233,11 @@ def run_featurize(
     py_files: Path, images: Path, out: Path, *args: str, conf: tuple[str, ...] = ()
 ) -> tuple[Measured, str]:
     """``spark-submit featurize.py --weights random`` on ``images``, sampled; and its output."""
-    bin_dir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only --py-files
-    env.update(
-        PATH=f"{bin_dir}{os.pathsep}{env['PATH']}",
-        SPARK_LOCAL_IP="127.0.0.1",
-        PYSPARK_PYTHON=sys.executable,
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
+    env = spark_submit_env()
     confs = [part for c in ("spark.ui.enabled=false", *conf) for part in ("--conf", c)]
     job_args = ["--input", str(images), "--output", str(out / "features"),
                 "--rejected", str(out / "rejected"), "--weights", "random", *args]  # fmt: skip
-    cmd = [str(bin_dir / "spark-submit"), "--master", "local[2]", *confs,
+    cmd = [str(BIN / "spark-submit"), "--master", "local[2]", *confs,
            "--py-files", str(py_files), str(JOBS / "featurize.py"), *job_args]  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     log = out / "spark-submit.log"
