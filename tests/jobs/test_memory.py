@@ -66,7 +66,8 @@ LARGE_SIZES = ((4000, 3000), (3000, 4000), (6000, 4000))
 # ~20-30 % for noise. None of the terms grows with the number of images; what breaks
 # the bound is a batch whose rows or bytes outgrow the above: measured, --batch-size
 # 4096 with openCostInBytes=65536 (partitions of ~1,900 small files, so Arrow batches
-# of ~1,900 rows through the CNN) peaks at 8611 MiB on the small batch.
+# of ~1,900 rows through the CNN) peaks at 8611 MiB on the small batch; featurize now
+# refuses batches of more than 256 images of 224x224 (3136 at 64x64) for that reason.
 SMALL_BOUND_MIB = 4608
 LARGE_BOUND_MIB = 6144
 
