@@ -18,12 +18,6 @@ def _fs_and_path(spark: SparkSession, uri: str):
     return fs, path
 
 
-def qualify(spark: SparkSession, uri: str) -> str:
-    """The fully qualified URI Spark uses for ``uri`` (``/a/b`` -> ``file:/a/b``)."""
-    fs, path = _fs_and_path(spark, uri)
-    return fs.makeQualified(path).toString()
-
-
 def exists(spark: SparkSession, uri: str) -> bool:
     fs, path = _fs_and_path(spark, uri)
     return bool(fs.exists(path))
@@ -71,8 +65,3 @@ def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
         stream.write(bytearray(data))
     finally:
         stream.close()
-
-
-def delete(spark: SparkSession, uri: str) -> None:
-    fs, path = _fs_and_path(spark, uri)
-    fs.delete(path, True)
