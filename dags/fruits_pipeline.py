@@ -349,6 +349,7 @@ def fruits_pipeline():
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from airflow.sdk.exceptions import AirflowFailException
 
+        from fruits.config import run_prefix
         from fruits.summary import BatchNotPublished, publish_batch
 
         settings = load_settings()
@@ -359,7 +360,7 @@ def fruits_pipeline():
             )
         except BatchNotPublished as exc:  # the steps ended: a retry cannot add outputs
             raise AirflowFailException(str(exc)) from None
-        print(f"published: s3://{settings.bucket}/runs/batch={batch}/ ({marker})")
+        print(f"published: s3://{settings.bucket}/{run_prefix(batch)} ({marker})")
         context["outlet_events"][PCA_ASSET].extra = {
             "batch": batch,
             "pca": marker["outputs"]["pca"],
