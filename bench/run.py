@@ -57,6 +57,8 @@ FEW_TASKS = "spark.sql.files.openCostInBytes=65536"
 SPARK_DEFAULT_PARTITIONS = "spark.sql.files.openCostInBytes=4194304"
 # The featurize job as shipped, and with Spark's default partitioning (before tuning).
 VARIANTS = {"shipped": [], "spark-default-partitions": [SPARK_DEFAULT_PARTITIONS]}
+PROFILE_ENV = {"featurize": "FRUITS_INFERENCE_PROFILE", "reduce": "FRUITS_REDUCE_PROFILE"}
+REDUCE_REPEAT = 2  # the reduce job's runs per spark-submit: the first cold, then warm
 SPARK_CONF = {
     "spark.ui.enabled": "false",
     "spark.driver.host": "127.0.0.1",
@@ -147,7 +149,12 @@ def raw_keras(
 
 
 def spark_submit(
-    job: str, job_args: list[str], out: Path, args: argparse.Namespace, profile: Path | None
+    job: str,
+    job_args: list[str],
+    out: Path,
+    args: argparse.Namespace,
+    profile: Path | None,
+    extra_env: list[str] = (),
 ) -> dict:
     """One job in its own spark-submit; times from the driver script and from outside."""
     confs = {**SPARK_CONF, **dict(c.split("=", 1) for c in args.conf)}
@@ -156,10 +163,10 @@ def spark_submit(
     for key, value in confs.items():
         cmd += ["--conf", f"{key}={value}"]
     cmd += [str(ROOT / "bench" / "spark_driver.py"), str(out), job, *job_args]
-    extra = list(args.env)
+    extra = [*args.env, *extra_env]
     if profile is not None:
         shutil.rmtree(profile, ignore_errors=True)
-        extra.append(f"FRUITS_INFERENCE_PROFILE={profile}")
+        extra.append(f"{PROFILE_ENV[job]}={profile}")
     load = os.getloadavg()[0]
     launched = time.time()
     run_checked(cmd, job_env(extra))
@@ -178,8 +185,39 @@ def spark_submit(
         env=extra,
     )
     if profile is not None:
-        d["profile"] = summarize_profile(profile, d["run_start"], d["run_end"])
+        summarize = summarize_profile if job == "featurize" else summarize_reduce_profile
+        d["profile"] = summarize(profile, d["run_start"], d["run_end"])
     return d
+
+
+def summarize_reduce_profile(folder: Path, run_start: float, run_end: float) -> dict:
+    """Per pass of the reduce job's first run (``summary``, ``project``): when the Python
+    workers started, when the pass's function was called in them, when its first Arrow
+    batch arrived, when the last task ended, and the seconds spent computing."""
+    passes: dict[str, list[dict]] = {}
+    for f in sorted(folder.glob("*.jsonl")):
+        for line in f.read_text().splitlines():
+            r = json.loads(line)
+            if run_start <= r["called"] <= run_end:
+                passes.setdefault(r["event"], []).append(r)
+
+    def at(rows: list[dict], key: str, pick) -> float | None:
+        values = [r[key] for r in rows if r.get(key) is not None]
+        return pick(values) - run_start if values else None
+
+    return {
+        name: {
+            "tasks": len(rows),
+            "rows": sum(r["rows"] for r in rows),
+            "workers": len({r.get("process_start") for r in rows}),
+            "process_start_s": at(rows, "process_start", max),
+            "called_s": at(rows, "called", min),
+            "first_batch_s": at(rows, "first_batch", min),
+            "end_s": at(rows, "end", max),
+            "compute_s": sum(r["compute_s"] for r in rows),
+        }
+        for name, rows in passes.items()
+    }
 
 
 def summarize_profile(folder: Path, run_start: float, run_end: float) -> dict:
@@ -509,13 +547,17 @@ def bench_reduce(args) -> dict:
         out = work / f"round{i + 1}"
         jobs.append(spark_submit("reduce", ["--input", str(features), "--output",
                                             str(out / "pca"), "--report", str(out / "report")],
-                                 out / "job.json", args, None))  # fmt: skip
+                                 out / "job.json", args, out / "profile",
+                                 [f"BENCH_REPEAT={REDUCE_REPEAT}"]))  # fmt: skip
     sk = {
         name: float(np.median([t for run in sklearn for t in run["runs_s"][name]]))
         for name in sklearn[0]["runs_s"]
     }
     job_s = float(np.median([j["job_s"] for j in jobs]))
+    warm_s = float(np.median([t for j in jobs for t in j["repeat_s"]]))
     result = {
+        "warm_job_s": warm_s,
+        "ratio_warm": warm_s / sk["auto"],
         "rows": sklearn[0]["shape"][0],
         "features": sklearn[0]["shape"][1],
         "sklearn": {"rounds": sklearn, "median_s": sk},
@@ -680,8 +722,18 @@ def table(results: dict) -> str:
                 "under contention, so the ratios flatter the job; use a quiet machine")  # fmt: skip
         cpu = ", ".join(f"{j['cpu_s']:.1f}" for j in rd["jobs"] if j.get("cpu_s") is not None)
         add(f"  job CPU seconds (JVM + driver + Python workers during run()): {cpu}")
+        warm = ", ".join(f"{t:.1f}" for j in rd["jobs"] for t in j["repeat_s"])
+        add(f"  the same job again in the same session (JVM and Python workers warm): "
+            f"{rd['warm_job_s']:.1f} s (runs {warm}), {rd['ratio_warm']:.1f}x scikit-learn: "
+            f"the rest of the first run is start-up")  # fmt: skip
         for j in rd["jobs"]:
             add(f"  {phases(j)}")
+            for name, ps in (j.get("profile") or {}).items():
+                add(f"    {name} pass, {ps['tasks']} tasks in {ps['workers']} workers (s from job "
+                    f"start): worker processes up by @{ps['process_start_s'] or 0:.1f}, function "
+                    f"called @{ps['called_s']:.1f}, first Arrow batch "
+                    f"@{ps['first_batch_s'] or 0:.1f}, last task ends @{ps['end_s']:.1f}; "
+                    f"computing {ps['compute_s']:.1f} worker-s")  # fmt: skip
     if results.get("featurize") or results.get("scaling"):
         add("")
         add(emr_estimate.table(results, emr_estimate.FULL_FRUITS_360, [2, 4, 8]))

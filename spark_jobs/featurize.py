@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pandas as pd
@@ -209,18 +210,22 @@ def use_few_input_partitions(spark: SparkSession) -> None:
 def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
     """The whole job on an existing session: list, featurize once, write every output."""
     use_few_input_partitions(spark)
-    listing = list_images(spark, args.input)
+    tf_threads = args.tf_threads or int(spark.conf.get("spark.task.cpus", "1"))
+    # The driver's TensorFlow import (seconds of Python) overlaps the JVM's file listing.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-tensorflow") as pool:
+        tensorflow_ready = pool.submit(models.configure_threads, tf_threads)
+        listing = list_images(spark, args.input)
+        tensorflow_ready.result()
     if not listing.paths:
         raise JobError(
             f"--input {args.input}: no image files found "
             f"(looked for {', '.join(IMAGE_EXTENSIONS)}; {listing.skipped} other files skipped)"
         )
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
-    tf_threads = args.tf_threads or int(spark.conf.get("spark.task.cpus", "1"))
-    models.configure_threads(tf_threads)
     weights = resolve_weights(spark, args.model, args.image_size, args.weights)
     config = model_config(args.model, args.image_size, weights, tf_threads)
-    check_weights(config, weights, args.weights)
+    if args.weights != "random":  # random weights were just saved from this very network
+        check_weights(config, weights, args.weights)
     n_features = models.spec(args.model).n_features
     metadata = {
         "model": args.model,

@@ -14,7 +14,6 @@ one line when the model is built (TensorFlow import and build times) and one per
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fruits_spark import models
+from fruits_spark import models, profiling
 from fruits_spark.images import ImageRejected, decode_image, label_from_path
 
 PROFILE_ENV = "FRUITS_INFERENCE_PROFILE"
@@ -63,12 +62,12 @@ def get_model(config: ModelConfig, weights: bytes):
         finally:
             os.unlink(path)
         _MODELS[key] = net
-        folder = os.environ.get(PROFILE_ENV)
+        folder = profiling.folder_from(PROFILE_ENV)
         if folder:
-            _Profile(folder).write(
+            profiling.Profile(folder).write(
                 {
                     "event": "model",
-                    "process_start": _process_start(),
+                    "process_start": profiling.process_start(),
                     "module_import": _IMPORTED,
                     "start": start,
                     "tf_import_s": imported - start,
@@ -155,30 +154,6 @@ def featurize_batch(
     return embed_decoded(net, model, image_size, decode_batch(image_size, paths, contents))
 
 
-def _process_start() -> float | None:
-    """When this process started (Linux), to tell worker start-up from imports."""
-    try:
-        with open("/proc/self/stat", encoding="ascii") as f:
-            ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat", encoding="ascii") as f:
-            boot = next(int(line.split()[1]) for line in f if line.startswith("btime"))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return None
-
-
-class _Profile:
-    """Appends one JSON line per batch to ``<folder>/<pid>.jsonl`` (see the module doc)."""
-
-    def __init__(self, folder: str):
-        os.makedirs(folder, exist_ok=True)
-        self.path = os.path.join(folder, f"{os.getpid()}.jsonl")
-
-    def write(self, record: dict) -> None:
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-
 def _read_and_decode(image_size: int, batches: Iterator[tuple[pd.Series, pd.Series]]):
     """``(read_s, decoded)`` for the next batch from Spark, or None at the end."""
     start = time.perf_counter()
@@ -221,8 +196,8 @@ def featurize_batches(
     the current one is predicted (Pillow and TensorFlow both release the GIL)."""
     task_start = time.time()
     net = get_model(config, weights)
-    folder = os.environ.get(PROFILE_ENV)
-    profile = _Profile(folder) if folder else None
+    folder = profiling.folder_from(PROFILE_ENV)
+    profile = profiling.Profile(folder) if folder else None
     prefetch = os.environ.get(PREFETCH_ENV, "1") != "0"
     for stall_s, read_s, decoded in _decoded(config.image_size, iter(batches), prefetch):
         start = time.time() - stall_s

@@ -43,12 +43,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from fruits_spark import profiling
 from fruits_spark.jobs import JobError
 
 SUMMARY_SCHEMA = (
     "n long, nulls long, min_len int, max_len int, bad long, counts string, "
     "m_n long, mean binary, m2 binary"
 )
+PROFILE_ENV = "FRUITS_REDUCE_PROFILE"  # a folder: per-task timings (fruits_spark.profiling)
 DEFAULT_FAN_IN = 8  # partitions' moments merged per task before they reach the driver
 CUMULATIVE_TOLERANCE = 1e-12  # so that --variance 1.0 is reached despite rounding
 
@@ -397,9 +399,15 @@ def _summarize_batches(
     column: str, count_by: str | None
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     def summarize(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        yield from _emit(
-            _merge_all(summarize_batch(b, column, count_by) for b in batches if b.num_rows)
-        )
+        times = profiling.TaskTimes(PROFILE_ENV, "summary")
+        total: Summary | None = None
+        for b in times.batches(batches):
+            if b.num_rows:
+                with times.computing():
+                    part = summarize_batch(b, column, count_by)
+                    total = part if total is None else total.merge(part)
+        times.done()
+        yield from _emit(total)
 
     return summarize
 
@@ -462,15 +470,19 @@ def project(
     kept_names = [f.name for f in kept]
 
     def projected(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        times = profiling.TaskTimes(PROFILE_ENV, "project")
         mean, components = params.value
-        for b in batches:
+        for b in times.batches(batches):
             if not b.num_rows:
                 continue
-            y = project_array(vectors_to_matrix(b.column(column)), mean, components)
-            yield pa.RecordBatch.from_arrays(
-                [*(b.column(name) for name in kept_names), matrix_to_vectors(y)],
-                names=[*kept_names, output],
-            )
+            with times.computing():
+                y = project_array(vectors_to_matrix(b.column(column)), mean, components)
+                out = pa.RecordBatch.from_arrays(
+                    [*(b.column(name) for name in kept_names), matrix_to_vectors(y)],
+                    names=[*kept_names, output],
+                )
+            yield out
+        times.done()
 
     result = df.mapInArrow(projected, schema)
     if metadata is not None:
