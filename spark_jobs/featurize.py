@@ -207,25 +207,35 @@ def use_few_input_partitions(spark: SparkSession) -> None:
         spark.conf.set(OPEN_COST_KEY, str(OPEN_COST_BYTES))
 
 
+def prepare_weights(
+    spark: SparkSession, args: argparse.Namespace, tf_threads: int
+) -> tuple[Weights, ModelConfig]:
+    """The driver's share of the model: TensorFlow's thread pools, the weights, and their
+    check (not for ``random``: those were just saved from this very network)."""
+    models.configure_threads(tf_threads)
+    weights = resolve_weights(spark, args.model, args.image_size, args.weights)
+    config = model_config(args.model, args.image_size, weights, tf_threads)
+    if args.weights != "random":
+        check_weights(config, weights, args.weights)
+    return weights, config
+
+
 def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
     """The whole job on an existing session: list, featurize once, write every output."""
     use_few_input_partitions(spark)
     tf_threads = args.tf_threads or int(spark.conf.get("spark.task.cpus", "1"))
-    # The driver's TensorFlow import (seconds of Python) overlaps the JVM's file listing.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-tensorflow") as pool:
-        tensorflow_ready = pool.submit(models.configure_threads, tf_threads)
+    # The driver's TensorFlow import and model build (seconds of Python) overlap the JVM's
+    # file listing; an input error is still reported before a weights error.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-weights") as pool:
+        weights_ready = pool.submit(prepare_weights, spark, args, tf_threads)
         listing = list_images(spark, args.input)
-        tensorflow_ready.result()
-    if not listing.paths:
-        raise JobError(
-            f"--input {args.input}: no image files found "
-            f"(looked for {', '.join(IMAGE_EXTENSIONS)}; {listing.skipped} other files skipped)"
-        )
+        if not listing.paths:
+            raise JobError(
+                f"--input {args.input}: no image files found (looked for "
+                f"{', '.join(IMAGE_EXTENSIONS)}; {listing.skipped} other files skipped)"
+            )
+        weights, config = weights_ready.result()
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
-    weights = resolve_weights(spark, args.model, args.image_size, args.weights)
-    config = model_config(args.model, args.image_size, weights, tf_threads)
-    if args.weights != "random":  # random weights were just saved from this very network
-        check_weights(config, weights, args.weights)
     n_features = models.spec(args.model).n_features
     metadata = {
         "model": args.model,
@@ -250,7 +260,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
         # Listed but never read: zero-byte files, which binaryFile drops.
         empty = [path for path in listing.paths if path not in read]
         rejected = result.where(F.col("error").isNotNull()).select("path", "label", "error")
-        rejected = rejected.unionByName(empty_rejections(spark, empty))
+        if empty:  # a DataFrame of local rows costs a Spark job seconds: only when needed
+            rejected = rejected.unionByName(empty_rejections(spark, empty))
         rejected.coalesce(1).write.mode("overwrite").parquet(args.rejected)
         if args.csv:
             csv = wide_csv(features, n_features).coalesce(1).write.mode("overwrite")
