@@ -43,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     i, n = (int(x) for x in args.part.split("/"))
     files = files[len(files) * i // n : len(files) * (i + 1) // n]
 
-    import tensorflow as tf
-
+    tf = models.import_tensorflow()  # as the job's workers import it (scikit-learn hidden)
     if args.threads:
         models.configure_threads(args.threads, 1)
     net = models.build_model(args.model, args.size)  # seeded: the job's --weights random

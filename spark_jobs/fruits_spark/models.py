@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,12 +77,35 @@ def imagenet_weights_path(model: str) -> Path:
     return path
 
 
+def import_tensorflow() -> Any:
+    """TensorFlow and Keras, imported with scikit-learn hidden.
+
+    Keras imports scikit-learn, where it is installed (this venv has it for the tests and
+    the bench), only for its ``keras.wrappers`` sklearn estimators, which the jobs never
+    use: about 1 s of every Python worker's start-up on this machine. While Keras is
+    imported ``import sklearn`` fails, which Keras handles by leaving the wrappers unusable;
+    scikit-learn itself stays importable afterwards.
+    """
+    if "tensorflow" in sys.modules and "keras" in sys.modules:
+        return sys.modules["tensorflow"]
+    hide = "sklearn" not in sys.modules
+    if hide:
+        sys.modules["sklearn"] = None  # type: ignore[assignment]
+    try:
+        import keras  # noqa: F401
+        import tensorflow as tf
+    finally:
+        if hide and sys.modules.get("sklearn", False) is None:
+            del sys.modules["sklearn"]
+    return tf
+
+
 def configure_threads(intra_op: int, inter_op: int = 1) -> None:
     """Cap TensorFlow's pools so Spark's parallel tasks do not oversubscribe the cores.
 
     Must run before TensorFlow executes anything in this process; later calls are ignored.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(max(1, intra_op))
@@ -92,6 +116,7 @@ def configure_threads(intra_op: int, inter_op: int = 1) -> None:
 
 def build_model(model: str, image_size: int, weights_file: str | Path | None = None) -> Any:
     """The no-top, average-pooled network; seeded random weights when no file is given."""
+    import_tensorflow()
     import keras
 
     s = spec(model)
@@ -112,6 +137,7 @@ def preprocess(model: str, batch: np.ndarray) -> np.ndarray:
     """The model's own keras.applications preprocess_input, on a float32 copy."""
     import importlib
 
+    import_tensorflow()
     module = importlib.import_module(f"keras.applications.{spec(model).module}")
     return module.preprocess_input(batch.astype(np.float32))
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import featurize
@@ -193,6 +195,24 @@ def test_random_weights_are_seeded(tmp_path):
     keras.utils.set_random_seed(0)  # not the job's seed: other weights
     other = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3))
     assert not np.array_equal(other.get_weights()[0], nets[0].get_weights()[0])
+
+
+def test_tensorflow_is_imported_with_scikit_learn_hidden_from_keras():
+    """Keras would import scikit-learn (~1 s of every worker's start-up) for wrappers the
+    jobs never use; after the import scikit-learn must still work for everyone else."""
+    code = (
+        "import sys\n"
+        "from fruits_spark import models\n"
+        "models.import_tensorflow()\n"
+        "assert 'keras' in sys.modules and 'tensorflow' in sys.modules\n"
+        "assert 'sklearn' not in sys.modules, 'Keras imported scikit-learn'\n"
+        "import sklearn.decomposition\n"
+        "from keras.src.wrappers import fixes\n"
+        "print(fixes.sklearn, sklearn.decomposition.PCA.__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["None", "PCA"]
 
 
 def test_model_is_built_once_per_python_worker(spark, weights_file):
