@@ -24,7 +24,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruits_spark import fsio, pca, report
+from fruits_spark import fsio, localparquet, pca, report
 from fruits_spark.jobs import JobError, run_job
 
 DEFAULT_VARIANCE = 0.95
@@ -118,16 +118,19 @@ def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
     """The whole job on an existing session: read, fit, project, write, report.
     Returns the report."""
     features = read_features(spark, args.input)
+    local = localparquet.local_parquet(features, REQUIRED_COLUMNS)  # None: Spark reads
     try:
         # One pass: validation, rows per label and moments; the second pass projects.
-        fitted = pca.summarize(features, "features", count_by="label")
+        fitted = pca.summarize(features, "features", count_by="label", local=local)
         model = pca.fit_summary(fitted, "features")
     except JobError as exc:
         raise JobError(f"--input {args.input}: {exc}") from exc
     k = pca.choose_k(model.explained_variance_ratio, variance=args.variance, k=args.k)
 
     source_meta = features_metadata(features)
-    projected = pca.project(features, model, k, metadata=output_metadata(source_meta, model, k))
+    projected = pca.project(
+        features, model, k, metadata=output_metadata(source_meta, model, k), local=local
+    )
     projected.write.mode("overwrite").parquet(args.output)
 
     # The plot's points come from what was written (a small column), read with the

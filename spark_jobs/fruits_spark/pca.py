@@ -45,6 +45,7 @@ from pyspark.sql import types as T
 
 from fruits_spark import profiling
 from fruits_spark.jobs import JobError
+from fruits_spark.localparquet import LocalParquet
 
 SUMMARY_SCHEMA = (
     "n long, nulls long, min_len int, max_len int, bad long, counts string, "
@@ -421,14 +422,21 @@ def summarize(
     column: str = "features",
     count_by: str | None = None,
     fan_in: int = DEFAULT_FAN_IN,
+    local: LocalParquet | None = None,
 ) -> Summary:
     """One pass over ``column`` (and ``count_by``): per partition, then in a tree of
     ``fan_in``-way merges on the executors, then the last ``fan_in`` (at most) on the
-    driver. Never None: an empty input gives an empty Summary."""
+    driver. With ``local`` (``df``'s own files), the tasks read them with pyarrow instead
+    of through Spark. Never None: an empty input gives an empty Summary."""
     _check_column_type(df, column)
     cols = [column] if count_by is None else [column, count_by]
-    parts = df.select(*cols).mapInArrow(_summarize_batches(column, count_by), SUMMARY_SCHEMA)
-    n_parts = df.rdd.getNumPartitions()
+    fn = _summarize_batches(column, count_by)
+    if local is None:
+        parts = df.select(*cols).mapInArrow(fn, SUMMARY_SCHEMA)
+        n_parts = df.rdd.getNumPartitions()
+    else:
+        parts = local.map_in_arrow(cols, fn, SUMMARY_SCHEMA)
+        n_parts = local.n_tasks
     while n_parts > fan_in:
         n_parts = math.ceil(n_parts / fan_in)
         parts = parts.repartition(n_parts).mapInArrow(_merge_batches, SUMMARY_SCHEMA)
@@ -458,9 +466,11 @@ def project(
     column: str = "features",
     output: str = "pca",
     metadata: dict | None = None,
+    local: LocalParquet | None = None,
 ) -> DataFrame:
     """Replace ``column`` with ``output`` = ``(x - mean) @ components[:k].T`` (array<float>),
-    keeping the other columns."""
+    keeping the other columns. With ``local`` (``df``'s own files), the tasks read them
+    with pyarrow instead of through Spark."""
     if not 1 <= k <= model.components.shape[0]:
         raise JobError(f"--k must be between 1 and {model.components.shape[0]}, got {k}")
     sc = df.sparkSession.sparkContext
@@ -484,7 +494,10 @@ def project(
             yield out
         times.done()
 
-    result = df.mapInArrow(projected, schema)
+    if local is None:
+        result = df.mapInArrow(projected, schema)
+    else:
+        result = local.map_in_arrow([*kept_names, column], projected, schema)
     if metadata is not None:
         result = result.withColumn(output, F.col(output).alias(output, metadata=metadata))
     return result
