@@ -27,6 +27,11 @@ PHASES: list[dict] = []  # the driver's own steps, timed by wrapping the job's f
 
 
 def timed(name: str, fn):
+    """``fn``, recording each call in PHASES; a function already wrapped stays as it is
+    (the job may run again on the session, ``BENCH_REPEAT``)."""
+    if getattr(fn, "timed_phase", None):
+        return fn
+
     def wrapper(*args, **kwargs):
         start = time.time()
         try:
@@ -34,6 +39,7 @@ def timed(name: str, fn):
         finally:
             PHASES.append({"phase": name, "start": start, "s": time.time() - start})
 
+    wrapper.timed_phase = name
     return wrapper
 
 

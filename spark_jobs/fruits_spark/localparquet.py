@@ -12,6 +12,7 @@ own reader, and so does a file whose footer lacks a column the job needs.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
@@ -73,11 +74,11 @@ def plan_tasks(pieces: Sequence[Piece], n_tasks: int) -> list[list[Piece]]:
 
 
 def read_pieces(pieces: Sequence[Piece], columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
-    """The ``columns`` of every piece, in order, as batches of at most BATCH_ROWS rows."""
-    for piece in pieces:
-        f = pq.ParquetFile(piece.path)
-        yield from f.iter_batches(
-            batch_size=BATCH_ROWS, row_groups=[piece.row_group], columns=list(columns)
+    """The ``columns`` of every piece, in order, as batches of at most BATCH_ROWS rows;
+    a file is opened (its footer read) once for each run of its row groups."""
+    for path, run in itertools.groupby(pieces, key=lambda piece: piece.path):
+        yield from pq.ParquetFile(path).iter_batches(
+            batch_size=BATCH_ROWS, row_groups=[p.row_group for p in run], columns=list(columns)
         )
 
 

@@ -401,12 +401,15 @@ def _summarize_batches(
 ) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     def summarize(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         times = profiling.TaskTimes(PROFILE_ENV, "summary")
-        total: Summary | None = None
-        for b in times.batches(batches):
-            if b.num_rows:
-                with times.computing():
-                    part = summarize_batch(b, column, count_by)
-                    total = part if total is None else total.merge(part)
+
+        def parts() -> Iterator[Summary]:
+            for b in times.batches(batches):
+                if b.num_rows:
+                    # Spans the yield: _merge_all's merge of this part counts as computing.
+                    with times.computing():
+                        yield summarize_batch(b, column, count_by)
+
+        total = _merge_all(parts())
         times.done()
         yield from _emit(total)
 
