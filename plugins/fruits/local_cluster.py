@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
 START_TIMEOUT = 180  # seconds for the master to come up and the worker to register
-FAILED_STATES = ("FAILED", "CANCELLED", "INTERRUPTED")
 # log4j lines worth skipping when showing why a step failed
 _NOISE = re.compile(r"^\d{2}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} (INFO|DEBUG) |^\s*$")
 
@@ -175,7 +174,10 @@ def _ours(proc: Mapping[str, Any] | None) -> bool:
 
 
 def _end_group(name: str, proc: Mapping[str, Any] | None, grace: float = 20.0) -> str:
-    """SIGTERM the recorded process group, SIGKILL it after ``grace`` seconds."""
+    """SIGTERM the recorded process group, SIGKILL it after ``grace`` seconds; either way
+    wait (with a deadline) until the group is gone and its leader collected: a signal is
+    delivered some time after ``killpg`` returns, and a leader that dies after our last
+    look would stay a zombie."""
     if not _ours(proc):
         return "not running"
     pid = int(proc["pid"])
@@ -183,24 +185,45 @@ def _end_group(name: str, proc: Mapping[str, Any] | None, grace: float = 20.0) -
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return "not running"
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        _reap(pid)
-        if not _group_exists(pid):
-            _reap(pid)  # it may have exited just after the look above: no zombie left
-            return "stopped"
-        time.sleep(0.2)
+    if _wait_group(pid, grace):
+        return "stopped"
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    _reap(pid)
+    if not _wait_group(pid, KILL_WAIT):
+        log.error("%s (process group %s) still there %ss after SIGKILL", name, pid, KILL_WAIT)
     log.warning("%s (process group %s) ignored SIGTERM for %ss: killed", name, pid, grace)
     return "killed"
 
 
-def _reap(pid: int) -> None:
-    """Collect the exit status if the process is our child (dags test runs tasks in-process)."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+KILL_WAIT = 30.0  # seconds for the kernel to end a SIGKILLed group (long on a loaded host)
+
+
+def _wait_group(pgid: int, timeout: float) -> bool:
+    """True once the group's leader is collected (or not ours to collect) and no member
+    of the group runs; False if that is not so within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if _reap(pgid) and not _group_exists(pgid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _reap(pid: int) -> bool:
+    """Collect the exit status if the process is our child (dags test runs tasks
+    in-process). True when no living process has that pid any more: collected now or
+    before, or a zombie whose parent is another process (theirs to collect)."""
+    import psutil
+
+    try:
+        collected, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not our child, or already collected
+        try:
+            return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return True
+    return collected == pid
 
 
 # --- the cluster ----------------------------------------------------------------------
@@ -415,6 +438,38 @@ def failure_report(scratch: Path, cluster_id: str, step_id: str, state: Mapping)
     return "\n".join(parts)
 
 
+def check_steps(
+    scratch: Path, cluster_id: str, step_ids: list[str], seen: dict[str, str] | None = None
+) -> dict[str, dict] | None:
+    """One look at the steps: their states once the last one completed, None while they
+    run; StepFailed (with the failed step's stderr) if one failed, was cancelled or
+    interrupted. ``seen`` (step id -> state last logged) keeps the log to changes."""
+    seen = {} if seen is None else seen
+    states = step_states(scratch, cluster_id, step_ids)
+    for sid, state in states.items():
+        if seen.get(sid) != state["state"]:
+            log.info("step %s: %s", sid, state["state"])
+            seen[sid] = state["state"]
+            if state["state"] == "COMPLETED":
+                folder = Path(read_cluster(scratch, cluster_id)["dir"]) / "steps" / sid
+                log.info("step %s output:\n%s", sid, tail(folder / "stdout", 5))
+    for bad in ("FAILED", "INTERRUPTED", "CANCELLED"):  # the cause before its consequences
+        sid = next((s for s in step_ids if states[s]["state"] == bad), None)
+        if sid is not None:
+            raise StepFailed(failure_report(scratch, cluster_id, sid, states[sid]))
+    return states if states[step_ids[-1]]["state"] == "COMPLETED" else None
+
+
+def timeout_report(scratch: Path, cluster_id: str, step_ids: list[str], timeout: float) -> str:
+    """Why the steps are late: the running step's (or the last step's) state and stderr."""
+    states = step_states(scratch, cluster_id, step_ids)
+    running = [s for s in step_ids if states[s]["state"] == "RUNNING"]
+    sid = running[0] if running else step_ids[-1]
+    return f"the steps did not finish within {timeout:.0f}s\n" + failure_report(
+        scratch, cluster_id, sid, states[sid]
+    )
+
+
 def wait_for_steps(
     scratch: Path,
     cluster_id: str,
@@ -428,29 +483,11 @@ def wait_for_steps(
     deadline = time.monotonic() + timeout
     seen: dict[str, str] = {}
     while True:
-        states = step_states(scratch, cluster_id, step_ids)
-        for sid, state in states.items():
-            if seen.get(sid) != state["state"]:
-                log.info("step %s: %s", sid, state["state"])
-                seen[sid] = state["state"]
-                if state["state"] == "COMPLETED":
-                    stdout = Path(read_cluster(scratch, cluster_id)["dir"]) / "steps" / sid
-                    log.info("step %s output:\n%s", sid, tail(stdout / "stdout", 5))
-        failed = [sid for sid in step_ids if states[sid]["state"] in ("FAILED", "INTERRUPTED")]
-        if failed:
-            raise StepFailed(failure_report(scratch, cluster_id, failed[0], states[failed[0]]))
-        if any(states[sid]["state"] == "CANCELLED" for sid in step_ids):
-            sid = next(s for s in step_ids if states[s]["state"] == "CANCELLED")
-            raise StepFailed(failure_report(scratch, cluster_id, sid, states[sid]))
-        if states[step_ids[-1]]["state"] == "COMPLETED":
+        states = check_steps(scratch, cluster_id, step_ids, seen)
+        if states is not None:
             return states
         if time.monotonic() > deadline:
-            running = [s for s in step_ids if states[s]["state"] == "RUNNING"]
-            sid = running[0] if running else step_ids[-1]
-            raise StepFailed(
-                f"the steps did not finish within {timeout:.0f}s\n"
-                + failure_report(scratch, cluster_id, sid, states[sid])
-            )
+            raise StepFailed(timeout_report(scratch, cluster_id, step_ids, timeout))
         time.sleep(poke_interval)
 
 

@@ -223,3 +223,59 @@ def test_the_next_run_reaps_clusters_whose_owner_is_gone(tmp_path):
         assert local_cluster._alive(owned["processes"]["master"])
     finally:
         local_cluster.stop_all(tmp_path)
+
+
+# A leader that ignores SIGTERM (a JVM busy shutting down on a loaded host), and one that
+# exits only some time after it: both must be collected before the teardown returns.
+STUBBORN = [sys.executable, "-c", (
+    "import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "pathlib.Path(sys.argv[1]).touch(); time.sleep(300)"
+)]  # fmt: skip
+SLOW_TO_EXIT = [sys.executable, "-c", (
+    "import pathlib, signal, sys, time; "
+    "signal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.7), sys.exit(0))); "
+    "pathlib.Path(sys.argv[1]).touch(); time.sleep(300)"
+)]  # fmt: skip
+
+
+def spawn_ready(argv: list[str], tmp_path: Path) -> dict:
+    ready = tmp_path / "ready"
+    proc = spawn([*argv, str(ready)], tmp_path / "logs", "leader")
+    deadline = time.monotonic() + 60
+    while not ready.exists():  # its signal handler is in place
+        assert time.monotonic() < deadline, "the test process did not start"
+        time.sleep(0.05)
+    return proc
+
+
+def assert_collected(pid: int) -> None:
+    """Not running and not a zombie: its exit status was collected."""
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+
+
+def test_a_leader_that_dies_late_after_sigkill_is_collected(tmp_path, monkeypatch):
+    """SIGKILL lands some time after killpg returns (as on a busy host): the teardown
+    waits for the death instead of looking once and leaving a zombie."""
+    import signal
+    import threading
+
+    real_killpg = os.killpg
+
+    def late_kill(pgid, sig):
+        if sig == signal.SIGKILL:
+            threading.Timer(0.5, real_killpg, (pgid, sig)).start()
+        else:
+            real_killpg(pgid, sig)
+
+    proc = spawn_ready(STUBBORN, tmp_path)
+    monkeypatch.setattr(local_cluster.os, "killpg", late_kill)
+    assert local_cluster._end_group("worker", proc, grace=0.5) == "killed"
+    assert_collected(proc["pid"])
+
+
+def test_a_leader_that_exits_some_time_after_sigterm_is_collected(tmp_path):
+    proc = spawn_ready(SLOW_TO_EXIT, tmp_path)
+    assert local_cluster._end_group("worker", proc, grace=20) == "stopped"
+    assert_collected(proc["pid"])
