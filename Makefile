@@ -6,12 +6,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov (infra scan) in a venv of its own: its pins would fight Airflow's
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 # Keep Spark and everything it starts on loopback.
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: venv check-java system-deps test lint demo ui bench clean
+.PHONY: venv tools check-java system-deps test lint demo ui bench clean
 
 venv: $(STAMP)
 
@@ -21,13 +24,21 @@ $(STAMP): requirements.txt constraints.txt
 	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
 	@touch $(STAMP)
 
+tools: $(TOOLS_STAMP)
+
+$(TOOLS_STAMP): infra/tools-requirements.txt
+	@test -d $(TOOLS) || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --upgrade pip
+	$(TOOLS)/bin/pip install --quiet -r infra/tools-requirements.txt
+	@touch $(TOOLS_STAMP)
+
 check-java:
 	@command -v java >/dev/null || { echo "Java 17+ is required by Spark: apt-get install openjdk-17-jre-headless" >&2; exit 1; }
 
 system-deps:
 	@bash scripts/system-deps.sh
 
-test: venv system-deps check-java
+test: venv tools system-deps check-java
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
