@@ -8,18 +8,29 @@ command's output in ``steps/<id>/stdout`` and ``steps/<id>/stderr``. A failed st
 cancels the ones after it (EMR's CANCEL_AND_WAIT). Started in its own session by the
 ``add_steps`` task, so it outlives that task and the teardown can end it, and all it
 started, with one signal to its process group.
+
+The ``ec2`` backend's nodes run the same loop (``node.py run-steps``) with hooks that
+mirror each state change, and a running step's output, to S3; there each step runs
+in a session of its own, and an exception in the runner (``node.py`` raises one on
+SIGTERM) ends the running step's process group and marks the step INTERRUPTED.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "INTERRUPTED")
+
+# hook(step_id, step_folder): after each state change / every `interval` s while it runs
+Hook = Callable[[str, Path], None]
 
 
 def now() -> str:
@@ -42,26 +53,100 @@ def read_state(folder: Path) -> dict:
         return {"state": "PENDING"}
 
 
-def run(cluster_dir: Path) -> int:
+def _end(proc: subprocess.Popen, own_group: bool, grace: float) -> None:
+    """End a step's process (its whole group if it has one of its own) and collect it."""
+    if proc.poll() is not None and not own_group:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
+        with contextlib.suppress(ProcessLookupError):
+            if own_group:
+                os.killpg(proc.pid, sig)
+            else:
+                proc.send_signal(sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def run(
+    cluster_dir: Path,
+    *,
+    on_change: Hook | None = None,
+    on_wait: Hook | None = None,
+    interval: float = 30.0,
+    own_session: bool = False,
+    grace: float = 10.0,
+) -> int:
+    """Run the steps in order; 0 if all completed, 1 otherwise.
+
+    ``on_change`` is called after every state written, ``on_wait`` every ``interval``
+    seconds while a step runs. ``own_session`` starts each step in a session (process
+    group) of its own. If the runner is interrupted by an exception while a step runs,
+    that step (its group, with ``own_session``) is ended, marked INTERRUPTED with the
+    exception as reason, and the exception propagates.
+    """
     steps = json.loads((cluster_dir / "steps.json").read_text())
     failed = None
+
+    def change(step_id: str, folder: Path, **state) -> None:
+        write_state(folder, **state)
+        if on_change is not None:
+            on_change(step_id, folder)
+
     for step in steps:
-        folder = cluster_dir / "steps" / step["id"]
+        sid = step["id"]
+        folder = cluster_dir / "steps" / sid
         folder.mkdir(parents=True, exist_ok=True)
         if read_state(folder).get("state") in TERMINAL:
             continue
         if failed is not None:
-            write_state(folder, state="CANCELLED", reason=f"step {failed} failed", ended=now())
+            change(sid, folder, state="CANCELLED", reason=f"step {failed} failed", ended=now())
             continue
-        write_state(folder, state="RUNNING", started=now(), runner_pid=os.getpid())
+        change(sid, folder, state="RUNNING", started=now(), runner_pid=os.getpid())
         with (folder / "stdout").open("wb") as out, (folder / "stderr").open("wb") as err:
-            code = subprocess.call(step["argv"], stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            try:
+                proc = subprocess.Popen(
+                    step["argv"],
+                    stdout=out,
+                    stderr=err,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=own_session,
+                )
+            except OSError as exc:  # no such program, not executable
+                err.write(f"error: cannot run {step['argv'][0]!r}: {exc}\n".encode())
+                code = None
+            else:
+                try:
+                    code = _wait(proc, sid, folder, on_wait, interval)
+                except BaseException as exc:
+                    _end(proc, own_session, grace)
+                    reason = str(exc) or type(exc).__name__
+                    change(sid, folder, state="INTERRUPTED", reason=reason, ended=now())
+                    raise
         if code == 0:
-            write_state(folder, state="COMPLETED", returncode=0, ended=now())
+            change(sid, folder, state="COMPLETED", returncode=0, ended=now())
+        elif code is None:
+            change(sid, folder, state="FAILED", returncode=127, ended=now(),
+                   reason=f"cannot run {step['argv'][0]!r}")  # fmt: skip
+            failed = sid
         else:
-            write_state(folder, state="FAILED", returncode=code, ended=now())
-            failed = step["id"]
+            change(sid, folder, state="FAILED", returncode=code, ended=now())
+            failed = sid
     return 0 if failed is None else 1
+
+
+def _wait(
+    proc: subprocess.Popen, sid: str, folder: Path, on_wait: Hook | None, interval: float
+) -> int:
+    if on_wait is None:
+        return proc.wait()
+    while True:
+        try:
+            return proc.wait(timeout=interval)
+        except subprocess.TimeoutExpired:
+            on_wait(sid, folder)
 
 
 if __name__ == "__main__":
