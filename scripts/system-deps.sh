@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Debian packages the tests use beyond Python: Java (Spark), Chromium + its driver (the
-# browser test of the Airflow UI) and docker-compose v1 (validates docker-compose.yaml
-# against the Compose schema; no Docker daemon needed). Installs only what is missing,
+# browser test of the Airflow UI), docker-compose v1 (validates docker-compose.yaml
+# against the Compose schema; no Docker daemon needed) and shellcheck (lints the ec2
+# nodes' user data, rendered; its test fails without it). Installs only what is missing,
 # and only where it can (root with apt-get); otherwise says what to install.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ declare -A wanted=(
     [chromium]=chromium
     [chromedriver]=chromium-driver
     [docker-compose]=docker-compose
+    [shellcheck]=shellcheck
 )
 missing=()
 for cmd in "${!wanted[@]}"; do
@@ -24,5 +26,5 @@ if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 else
     echo "system-deps: missing ${missing[*]}; install them (apt-get install ${missing[*]})" >&2
-    echo "system-deps: the tests that need them are skipped, saying so" >&2
+    echo "system-deps: the tests that need them are skipped (shellcheck's fails), saying so" >&2
 fi
