@@ -11,9 +11,11 @@ removed whatever happened.
 **Cluster** (`FRUITS_COMPUTE`, read when the DAG is parsed): `local` (default) starts a
 Spark standalone master and worker on the Airflow worker (127.0.0.1), staging inputs
 from S3 and uploading outputs to the run's staging prefix; `emr` creates an Amazon
-EMR 7 cluster from `plugins/fruits/emr/job_flow.json`. Both have the same tasks:
-`create_job_flow` -> `add_steps` -> `wait_for_step` -> `remove_cluster` (a teardown: it
-runs after any failure, and a failed step still fails the run).
+EMR 7 cluster from `plugins/fruits/emr/job_flow.json`; `ec2` launches a primary and
+workers on EC2 that install and start Spark themselves, and runs the steps on the
+primary through SSM Run Command. Every backend (`plugins/fruits/backends/`) has the
+same tasks: `create_job_flow` -> `add_steps` -> `wait_for_step` -> `remove_cluster` (a
+teardown: it runs after any failure, and a failed step still fails the run).
 
 **Parameters**: batch date (empty: the run's logical date; a manual run without one
 takes the latest batch folder), model, weights (`imagenet`, `random` for demos, or
@@ -47,6 +49,7 @@ import pendulum
 from airflow.providers.amazon.aws.operators.s3 import S3CreateBucketOperator
 from airflow.sdk import Asset, CronDataIntervalTimetable, chain, dag, task
 
+from fruits.backends import backend
 from fruits.config import load_settings
 from fruits.params import trigger_form
 
@@ -147,8 +150,15 @@ def fruits_pipeline():
         from fruits.s3sync import is_permanent
 
         settings = load_settings()
+        cluster = backend(compute)
         try:
-            code = upload_code(S3Hook(settings.aws_conn_id), settings, run, compute=compute)
+            code = upload_code(
+                S3Hook(settings.aws_conn_id),
+                settings,
+                run,
+                ship_imagenet=cluster.REMOTE,
+                extra_files=cluster.code_files(),
+            )
         except Exception as exc:
             if is_permanent(exc):
                 raise AirflowFailException(f"cannot upload the job code to S3: {exc}") from exc
@@ -168,25 +178,14 @@ def fruits_pipeline():
         run_key = new_run_key(context["run_id"])
         print(f"staging: s3://{settings.bucket}/{staging_prefix(run['batch'], run_key)}")
         name = f"{DAG_ID} batch={run['batch']} {context['run_id']}"[:256]
-        if compute == "emr":
-            from fruits.emr import job_flow
-
-            cluster = job_flow(settings, name=name, code=code)
-        else:
-            cluster = {
-                "Name": name,
-                "cores": settings.local_cores,
-                "memory": settings.local_memory,
-            }
+        timeout = settings.step_timeout(n_images)
+        cluster = backend(compute).cluster_request(
+            settings, name=name, code=code, run_key=run_key, timeout=timeout
+        )
         steps = build_steps(
             bucket=settings.bucket, batch=run["batch"], run_key=run_key, code=code, run=run
         )
-        return {
-            "job_flow": cluster,
-            "steps": steps,
-            "timeout": settings.step_timeout(n_images),
-            "run_key": run_key,
-        }
+        return {"job_flow": cluster, "steps": steps, "timeout": timeout, "run_key": run_key}
 
     run = validate_params()
     n_images = find_batch(run["batch"])
@@ -220,8 +219,9 @@ def fruits_pipeline():
     @task
     def clear_leftovers(batch: str, run_key: str, compute: str) -> dict:
         """What earlier runs of the batch left when they failed or were killed before
-        publishing: their staging prefixes; on the local backend, also any cluster whose
-        owner process is gone. Runs holding the cluster slot, so no live run needs them."""
+        publishing: their staging prefixes, and what the backend says they left (local
+        clusters whose owner process is gone). Runs holding the cluster slot, so no live
+        run needs them."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
         from fruits.summary import clear_staging
@@ -229,116 +229,15 @@ def fruits_pipeline():
         settings = load_settings()
         hook = S3Hook(settings.aws_conn_id)
         cleared = clear_staging(hook, settings.bucket, batch, keep=run_key)
-        reaped: dict = {}
-        if compute == "local":
-            from fruits.local_cluster import reap_abandoned
-
-            reaped = reap_abandoned(settings.scratch)
+        reaped = backend(compute).clear_leftovers(settings)
         print(f"staging of earlier runs deleted: {cleared or 'none'}; "
-              f"abandoned local clusters stopped: {reaped or 'none'}")  # fmt: skip
+              f"abandoned clusters stopped: {reaped or 'none'}")  # fmt: skip
         return {"staging": cleared, "clusters": reaped}
 
     leftovers = clear_leftovers(run["batch"], plan["run_key"], compute=SETTINGS.compute)
 
-    if SETTINGS.compute == "emr":
-        from airflow.providers.amazon.aws.operators.emr import (
-            EmrAddStepsOperator,
-            EmrCreateJobFlowOperator,
-            EmrTerminateJobFlowOperator,
-        )
-
-        from fruits.emr import StepSensor
-
-        create_job_flow = EmrCreateJobFlowOperator(
-            task_id="create_job_flow",
-            job_flow_overrides=plan["job_flow"],
-            aws_conn_id=SETTINGS.aws_conn_id,
-            emr_conn_id=None,
-            retries=0,  # a retry could leave a second cluster behind
-        )
-        add_steps = EmrAddStepsOperator(
-            task_id="add_steps",
-            job_flow_id=create_job_flow.output,
-            steps=plan["steps"],
-            aws_conn_id=SETTINGS.aws_conn_id,
-            retries=0,  # a retry would add the steps twice
-        )
-        wait_for_step = StepSensor(
-            task_id="wait_for_step",
-            job_flow_id=create_job_flow.output,
-            step_ids=add_steps.output,
-            timeout_seconds=plan["timeout"],
-            poke_interval=SETTINGS.poke_interval,
-            mode="reschedule",
-            log_wait=SETTINGS.emr.log_wait,
-            aws_conn_id=SETTINGS.aws_conn_id,
-        )
-        remove_cluster = EmrTerminateJobFlowOperator(
-            task_id="remove_cluster",
-            job_flow_id=create_job_flow.output,
-            aws_conn_id=SETTINGS.aws_conn_id,
-        )
-    else:
-
-        @task(task_id="create_job_flow", retries=0)
-        def start_local_cluster(job_flow: dict, **context) -> str:
-            """A Spark master and worker on 127.0.0.1; returns the cluster id."""
-            from fruits.local_cluster import start_cluster
-
-            settings = load_settings()
-            return start_cluster(
-                settings.scratch,
-                cores=int(job_flow["cores"]),
-                memory=str(job_flow["memory"]),
-                name=job_flow["Name"],
-                labels={"dag_id": DAG_ID, "run_id": context["run_id"]},
-            )
-
-        @task(task_id="add_steps", retries=0)
-        def start_local_steps(job_flow_id: str, steps: list) -> list:
-            """Stage the inputs from S3 and start the steps, in order; returns step ids."""
-            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-            from fruits import local_cluster
-            from fruits.s3sync import stage_down
-
-            settings = load_settings()
-            hook = S3Hook(settings.aws_conn_id)
-            return local_cluster.add_steps(
-                settings.scratch, job_flow_id, steps, lambda uri, path: stage_down(hook, uri, path)
-            )
-
-        @task(task_id="wait_for_step")
-        def wait_for_local_steps(job_flow_id: str, step_ids: list, timeout: int) -> dict:
-            """Wait for the steps (a failed one fails the task with its stderr), then
-            upload their outputs to the run's staging prefix in S3."""
-            from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-            from airflow.sdk.exceptions import AirflowFailException
-
-            from fruits import local_cluster
-
-            settings = load_settings()
-            try:
-                states = local_cluster.wait_for_steps(
-                    settings.scratch, job_flow_id, step_ids, timeout=timeout
-                )
-                hook = S3Hook(settings.aws_conn_id)
-                uploaded = local_cluster.upload_outputs(settings.scratch, job_flow_id, hook)
-            except (local_cluster.StepFailed, local_cluster.ClusterError) as exc:
-                raise AirflowFailException(str(exc)) from None  # a retry cannot fix these
-            return {"steps": {sid: s["state"] for sid, s in states.items()}, **uploaded}
-
-        @task(task_id="remove_cluster")
-        def stop_local_cluster(job_flow_id: str) -> dict:
-            """End the cluster's processes (exactly those it recorded)."""
-            from fruits.local_cluster import stop_cluster
-
-            return stop_cluster(load_settings().scratch, job_flow_id)
-
-        create_job_flow = start_local_cluster(plan["job_flow"])
-        add_steps = start_local_steps(create_job_flow, plan["steps"])
-        wait_for_step = wait_for_local_steps(create_job_flow, add_steps, plan["timeout"])
-        remove_cluster = stop_local_cluster(create_job_flow)
+    # the backend's four tasks: the same ids and graph whatever FRUITS_COMPUTE names
+    cluster = backend(SETTINGS.compute).cluster_tasks(SETTINGS, plan)
 
     @task(outlets=[PCA_ASSET])
     def publish_batch(batch: str, run_key: str, **context) -> dict:
@@ -396,13 +295,13 @@ def fruits_pipeline():
         plan,
         cluster_slot,
         leftovers,
-        create_job_flow,
+        cluster.create_job_flow,
         # body: featurize, then reduce, on the cluster, into the run's staging prefix
-        add_steps,
-        wait_for_step,
+        cluster.add_steps,
+        cluster.wait_for_step,
         # teardown (runs after any failure; a failed step still fails the run), and the
         # switch of the staged outputs in, then the summary
-        [remove_cluster.as_teardown(setups=create_job_flow), published],
+        [cluster.remove_cluster.as_teardown(setups=cluster.create_job_flow), published],
     )
     chain(published, summary)
 

@@ -7,7 +7,8 @@ tasks read them again when they run. Nothing here touches the network.
 variable                           default / meaning
 =================================  ====================================================
 FRUITS_COMPUTE                     ``local`` (Spark standalone cluster on the Airflow
-                                   worker) or ``emr`` (Amazon EMR)
+                                   worker), ``emr`` (Amazon EMR) or ``ec2`` (Spark
+                                   standalone on EC2 instances the pipeline manages)
 FRUITS_BUCKET                      ``fruits-pipeline``: raw/, code/, runs/, logs/ live here
 FRUITS_INCOMING                    ``data/incoming``: batches, ``<YYYY-MM-DD>/<label>/<file>``
 FRUITS_SCRATCH                     ``var/scratch``: local clusters' work, staging, logs
@@ -39,6 +40,25 @@ FRUITS_EMR_PYTHON                  ``/usr/bin/python3.11``: installed by the boo
 FRUITS_EMR_LOG_WAIT                ``300`` seconds to wait for a failed step's stderr
                                    to reach the LogUri (EMR pushes logs every few minutes)
 FRUITS_EMR_TAGS                    extra cluster tags, ``key=value,key=value``
+FRUITS_EC2_AMI                     Amazon Linux 2023 (x86_64), resolved by EC2 from the
+                                   public SSM parameter; set an AMI id (your own AL2023
+                                   based image) or another ``resolve:ssm:`` path (arm64
+                                   for Graviton types)
+FRUITS_EC2_PRIMARY_TYPE            ``m5.xlarge``: the primary (Spark master + driver),
+                                   always on-demand
+FRUITS_EC2_WORKER_TYPE             ``m5.xlarge``
+FRUITS_EC2_WORKER_COUNT            ``2`` workers (at least 1)
+FRUITS_EC2_WORKER_SPOT             ``false``: ``true`` runs the workers (only) as spot
+FRUITS_EC2_SUBNET                  empty: the default VPC's; set a private subnet (NAT or
+                                   VPC endpoints for S3 and SSM)
+FRUITS_EC2_SECURITY_GROUP          empty: the VPC's default group; set the cluster group
+                                   of infra/fruits-pipeline.yaml (ingress from itself only)
+FRUITS_EC2_INSTANCE_PROFILE        ``fruits-ec2-node-role`` (infra/fruits-pipeline.yaml)
+FRUITS_EC2_LOG_URI                 ``s3://<bucket>/logs/ec2/``: state files, step logs
+FRUITS_EC2_READY_TIMEOUT           ``1200`` seconds for the nodes to install and join
+FRUITS_EC2_VOLUME_GB               ``30``: each node's encrypted gp3 root volume
+FRUITS_EC2_PYTHON                  ``python3.11`` (the nodes' interpreter, from dnf)
+FRUITS_EC2_TAGS                    extra instance tags, ``key=value,key=value``
 =================================  ====================================================
 """
 
@@ -54,7 +74,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EMR_DIR = Path(__file__).resolve().parent / "emr"
 
-COMPUTE_BACKENDS = ("local", "emr")
+COMPUTE_BACKENDS = ("local", "emr", "ec2")
 MODELS = ("mobilenetv2", "vgg16")
 
 
@@ -90,12 +110,23 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
-def _tags(raw: str) -> dict[str, str]:
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: expected true or false")
+
+
+def _tags(raw: str, name: str = "FRUITS_EMR_TAGS") -> dict[str, str]:
     tags = {}
     for item in filter(None, (part.strip() for part in raw.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"FRUITS_EMR_TAGS: {item!r} is not key=value")
+            raise ConfigError(f"{name}: {item!r} is not key=value")
         tags[key.strip()] = value.strip()
     return tags
 
@@ -118,6 +149,26 @@ class EmrSettings:
     tags: dict[str, str] = field(default_factory=dict)
 
 
+AL2023_X86_64 = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+
+
+@dataclass(frozen=True)
+class Ec2Settings:
+    ami: str = AL2023_X86_64
+    primary_type: str = "m5.xlarge"
+    worker_type: str = "m5.xlarge"
+    worker_count: int = 2
+    worker_spot: bool = False
+    subnet: str = ""
+    security_group: str = ""
+    instance_profile: str = "fruits-ec2-node-role"
+    log_uri: str = ""
+    ready_timeout: int = 1200
+    volume_gb: int = 30
+    python: str = "python3.11"
+    tags: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Settings:
     compute: str = "local"
@@ -136,6 +187,7 @@ class Settings:
     local_cores: int = os.cpu_count() or 1
     local_memory: str = "2g"
     emr: EmrSettings = field(default_factory=EmrSettings)
+    ec2: Ec2Settings = field(default_factory=Ec2Settings)
 
     def step_timeout(self, n_images: int) -> int:
         """Seconds the steps may take for a batch of ``n_images`` (start-up included)."""
@@ -175,6 +227,22 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         log_wait=_int(env, "FRUITS_EMR_LOG_WAIT", EmrSettings.log_wait),
         tags=_tags(env.get("FRUITS_EMR_TAGS", "")),
     )
+    ec2 = Ec2Settings(
+        ami=env.get("FRUITS_EC2_AMI", "").strip() or Ec2Settings.ami,
+        primary_type=env.get("FRUITS_EC2_PRIMARY_TYPE", "").strip() or Ec2Settings.primary_type,
+        worker_type=env.get("FRUITS_EC2_WORKER_TYPE", "").strip() or Ec2Settings.worker_type,
+        worker_count=_int(env, "FRUITS_EC2_WORKER_COUNT", Ec2Settings.worker_count, minimum=1),
+        worker_spot=_bool(env, "FRUITS_EC2_WORKER_SPOT", False),
+        subnet=env.get("FRUITS_EC2_SUBNET", "").strip(),
+        security_group=env.get("FRUITS_EC2_SECURITY_GROUP", "").strip(),
+        instance_profile=env.get("FRUITS_EC2_INSTANCE_PROFILE", "").strip()
+        or Ec2Settings.instance_profile,
+        log_uri=env.get("FRUITS_EC2_LOG_URI", "").strip() or f"s3://{bucket}/logs/ec2/",
+        ready_timeout=_int(env, "FRUITS_EC2_READY_TIMEOUT", Ec2Settings.ready_timeout, minimum=10),
+        volume_gb=_int(env, "FRUITS_EC2_VOLUME_GB", Ec2Settings.volume_gb, minimum=8),
+        python=env.get("FRUITS_EC2_PYTHON", "").strip() or Ec2Settings.python,
+        tags=_tags(env.get("FRUITS_EC2_TAGS", ""), "FRUITS_EC2_TAGS"),
+    )
     return Settings(
         compute=compute,
         bucket=bucket,
@@ -192,6 +260,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         local_cores=_int(env, "FRUITS_LOCAL_CORES", os.cpu_count() or 1, minimum=1),
         local_memory=env.get("FRUITS_LOCAL_MEMORY", "").strip() or "2g",
         emr=emr,
+        ec2=ec2,
     )
 
 

@@ -1,5 +1,6 @@
 """The job code a cluster runs: ``fruits_spark.zip`` (for ``--py-files``), the two entry
-points, the EMR bootstrap script and the job requirements, versioned by content.
+points, the EMR bootstrap script and the job requirements (plus what a backend's nodes
+need besides, such as the ``ec2`` nodes' program), versioned by content.
 
 ``s3://<bucket>/code/<version>/`` where ``<version>`` is a hash of those files, so
 the same code is uploaded once and a new version never changes files under a
@@ -13,6 +14,7 @@ import importlib
 import importlib.metadata
 import sys
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -71,8 +73,20 @@ def job_requirements() -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_bundle(jobs_dir: Path, folder: Path) -> CodeBundle:
-    """Write every code file into ``folder`` and name the version after their contents."""
+def node_requirements() -> str:
+    """requirements.txt for nodes that run their own Spark (``ec2``): the job packages,
+    the same pyspark as the local backend, and boto3 for the node program."""
+    lines = ["# Installed by the ec2 nodes' user data; generated from the Airflow worker."]
+    for name in (*JOB_REQUIREMENTS, "pyspark", "boto3"):
+        lines.append(f"{name}=={importlib.metadata.version(name)}")
+    return "\n".join(lines) + "\n"
+
+
+def build_bundle(
+    jobs_dir: Path, folder: Path, extra_files: Mapping[str, bytes] | None = None
+) -> CodeBundle:
+    """Write every code file (and ``extra_files``: name -> content) into ``folder`` and
+    name the version after their contents."""
     folder.mkdir(parents=True, exist_ok=True)
     build_zip(jobs_dir, folder / ZIP_NAME)
     files = [ZIP_NAME]
@@ -85,6 +99,9 @@ def build_bundle(jobs_dir: Path, folder: Path) -> CodeBundle:
     (folder / "bootstrap.sh").write_bytes((EMR_DIR / "bootstrap.sh").read_bytes())
     (folder / "requirements.txt").write_text(job_requirements())
     files += ["bootstrap.sh", "requirements.txt"]
+    for name, content in sorted((extra_files or {}).items()):
+        (folder / name).write_bytes(content)
+        files.append(name)
     digest = hashlib.sha256()
     for name in files:
         digest.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
@@ -105,9 +122,18 @@ def import_jobs_package(module: str, jobs_dir: Path | None = None) -> ModuleType
         return importlib.import_module(module)
 
 
-def upload_code(hook: Any, settings: Settings, run: dict, compute: str) -> dict[str, str]:
+def upload_code(
+    hook: Any,
+    settings: Settings,
+    run: dict,
+    *,
+    ship_imagenet: bool,
+    extra_files: Mapping[str, bytes] | None = None,
+) -> dict[str, str]:
     """Build the bundle and send it to ``code/<version>/`` (only what S3 lacks), with the
-    weights file when the run needs one there. Returns the URIs the steps use:
+    weights file when the run needs one there: a local file always, Keras' cached ImageNet
+    file when ``ship_imagenet`` (nodes that read the code from S3 need no internet then).
+    ``extra_files``: a backend's own files for its nodes. Returns the URIs the steps use:
     ``py_files``, ``featurize``, ``reduce``, ``bootstrap``, ``requirements``,
     ``weights`` (a URI, or ``random``/``imagenet`` as the jobs take them), ``version``."""
     import tempfile
@@ -115,7 +141,7 @@ def upload_code(hook: Any, settings: Settings, run: dict, compute: str) -> dict[
     from fruits.s3sync import sync_up
 
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = build_bundle(settings.jobs_dir, Path(tmp))
+        bundle = build_bundle(settings.jobs_dir, Path(tmp), extra_files)
         prefix = f"code/{bundle.version}/"
         files = {name: Path(tmp) / name for name in bundle.files}
         sync_up(hook, files, settings.bucket, prefix, delete_stale=False)
@@ -131,7 +157,7 @@ def upload_code(hook: Any, settings: Settings, run: dict, compute: str) -> dict[
     }
     weights = run["weights"]
     local_file = None
-    if weights == "imagenet" and compute == "emr":
+    if weights == "imagenet" and ship_imagenet:
         # the nodes need no internet access: ship the Airflow worker's cached file
         local_file = import_jobs_package("fruits_spark.models").imagenet_weights_path(run["model"])
     elif weights.startswith("/"):

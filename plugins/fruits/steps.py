@@ -151,3 +151,43 @@ def localize(
         result.commands.append(argv)
         result.names.append(step["Name"])
     return result
+
+
+# --- the ec2 backend's reading of the same steps --------------------------------------
+
+
+def for_standalone(
+    steps: list[dict[str, Any]],
+    *,
+    master_url: str,
+    spark_submit: str,
+    code_prefix: str,
+    code_dir: str,
+) -> list[list[str]]:
+    """Rewrite EMR steps for ``spark-submit --master spark://<primary>:7077`` on a node
+    that has Spark and the s3a connector: client mode (Python apps on a standalone
+    master), the job code from the node's copy of ``code_prefix`` (in ``code_dir``), and
+    every other ``s3://`` URI read and written through ``s3a://``."""
+    commands = []
+    for step in steps:
+        args = list(step["HadoopJarStep"]["Args"])
+        if not args or args[0] != "spark-submit":
+            raise ValueError(f"step {step.get('Name')!r}: only spark-submit steps run on ec2")
+        argv = [spark_submit, "--master", master_url]
+        rest = args[1:]
+        i = 0
+        while i < len(rest):
+            arg = rest[i]
+            if arg == "--deploy-mode":
+                argv += ["--deploy-mode", "client"]
+                i += 2
+                continue
+            if arg.startswith(code_prefix):
+                argv.append(f"{code_dir.rstrip('/')}/{arg[len(code_prefix) :]}")
+            elif arg.startswith("s3://"):
+                argv.append("s3a://" + arg[len("s3://") :])
+            else:
+                argv.append(arg)
+            i += 1
+        commands.append(argv)
+    return commands

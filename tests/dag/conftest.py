@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from dag_support import BUCKET, REGION, ROOT, EmrStepDriver
+from dag_support import BUCKET, REGION, ROOT, Ec2NodeDriver, EmrStepDriver
 
 _AIRFLOW_WAS_IMPORTED = "airflow" in sys.modules  # then our AIRFLOW_HOME comes too late
 
@@ -95,6 +95,9 @@ def aws(moto):
     class Clients:
         s3 = boto3.client("s3", **kwargs)
         emr = boto3.client("emr", **kwargs)
+        ec2 = boto3.client("ec2", **kwargs)
+        ssm = boto3.client("ssm", **kwargs)
+        iam = boto3.client("iam", **kwargs)
 
         def keys(self, prefix: str = "") -> list[str]:
             pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
@@ -164,6 +167,26 @@ def emr_steps(aws) -> Iterator[Callable[[str], EmrStepDriver]]:
 
     def start(policy: str) -> EmrStepDriver:
         driver = EmrStepDriver(aws.s3, policy)
+        driver.thread.start()
+        drivers.append(driver)
+        return driver
+
+    yield start
+    for driver in drivers:
+        driver.stop.set()
+        driver.thread.join(timeout=5)
+        assert not driver.errors, driver.errors
+
+
+@pytest.fixture
+def ec2_nodes(aws) -> Iterator[Callable[..., Ec2NodeDriver]]:
+    """Play the ec2 backend's nodes (moto boots nothing); the nodes' instance profile
+    exists in moto's IAM, as infra/fruits-pipeline.yaml makes it."""
+    aws.iam.create_instance_profile(InstanceProfileName="fruits-ec2-node-role")
+    drivers: list[Ec2NodeDriver] = []
+
+    def start(policy: str, steps: str = "complete") -> Ec2NodeDriver:
+        driver = Ec2NodeDriver(aws, policy, steps)
         driver.thread.start()
         drivers.append(driver)
         return driver

@@ -182,3 +182,104 @@ FAKE_TABLES = {
     "features": lambda: _fake_vectors("features", 4),
     "pca": lambda: _fake_vectors("pca", FAKE_REPORT["k"]),
 }
+
+
+# --- moto's SSM runs nothing and its EC2 instances boot nothing: the tests play the nodes
+
+
+class Ec2NodeDriver:
+    """A background thread that does what the ec2 backend's nodes would, through S3.
+
+    For every running primary (tag ``fruits:role=primary``): ``ready`` writes
+    ``<log>/ready.json``; ``bootstrap_fails`` writes ``<log>/failed/primary.json`` as the
+    user data's error trap does; ``never_ready`` writes nothing. Once an SSM command that
+    names the cluster's log prefix exists (the step runner was started), the steps in
+    ``<log>/steps.json`` move as the runner would move them: ``complete`` (each
+    COMPLETED, writing what the jobs would), ``fail`` (the first FAILED with a stderr,
+    the later ones CANCELLED), ``fail_reduce`` (featurize COMPLETED, reduce FAILED)."""
+
+    def __init__(self, clients, policy: str, steps: str = "complete"):
+        self.clients = clients
+        self.policy = policy
+        self.steps = steps
+        self.emr_like = EmrStepDriver(clients.s3, "complete")  # writes the jobs' outputs
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.errors: list[BaseException] = []
+        self.done: set[str] = set()
+
+    def loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.drive()
+            except BaseException as exc:  # surfaced by the fixture
+                self.errors.append(exc)
+                return
+            self.stop.wait(0.2)
+
+    def primaries(self):
+        found = self.clients.ec2.describe_instances(
+            Filters=[
+                {"Name": "tag:fruits:role", "Values": ["primary"]},
+                {"Name": "instance-state-name", "Values": ["running"]},
+            ]
+        )
+        for reservation in found["Reservations"]:
+            for inst in reservation["Instances"]:
+                tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+                yield inst, tags["fruits:cluster-id"]
+
+    def drive(self) -> None:
+        for inst, cluster_id in self.primaries():
+            log = f"logs/ec2/{cluster_id}/"
+            if self.policy == "ready":
+                self.put(log + "ready.json", {
+                    "cluster_id": cluster_id,
+                    "master_url": f"spark://{inst['PrivateIpAddress']}:7077",
+                    "workers": 2,
+                })  # fmt: skip
+            elif self.policy == "bootstrap_fails":
+                self.put(log + "failed/primary.json", {
+                    "role": "primary", "instance_id": inst["InstanceId"],
+                    "error": NODE_ERROR, "log_tail": "Error: Unable to find a match",
+                })  # fmt: skip
+            if cluster_id not in self.done and self.runner_started(log):
+                self.run_steps(log)
+                self.done.add(cluster_id)
+
+    def runner_started(self, log: str) -> bool:
+        commands = self.clients.ssm.list_commands()["Commands"]
+        return any(
+            log in " ".join(c["Parameters"].get("commands", [])) for c in commands
+        ) and bool(self.keys(log + "steps.json"))
+
+    def run_steps(self, log: str) -> None:
+        spec = json.loads(self.clients.read(log + "steps.json"))
+        failed = None
+        for step in spec:
+            folder = f"{log}steps/{step['id']}/"
+            reduce = "--report" in step["argv"]
+            if failed:
+                state = {"state": "CANCELLED", "reason": f"step {failed} failed"}
+            elif self.steps == "fail" or (self.steps == "fail_reduce" and reduce):
+                self.clients.s3.put_object(
+                    Bucket=BUCKET, Key=folder + "stderr",
+                    Body=("26/11/24 21:40:01 INFO SparkContext: Running Spark\n"
+                          + STEP_ERROR + "\n").encode(),
+                )  # fmt: skip
+                state = {"state": "FAILED", "returncode": 1}
+                failed = step["id"]
+            else:
+                self.emr_like.write_outputs(step["argv"])
+                state = {"state": "COMPLETED", "returncode": 0}
+            self.put(folder + "state.json", state)
+
+    def keys(self, prefix: str) -> list[str]:
+        found = self.clients.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
+        return [o["Key"] for o in found.get("Contents", [])]
+
+    def put(self, key: str, body: dict) -> None:
+        self.clients.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(body).encode())
+
+
+NODE_ERROR = "dnf install java-17-amazon-corretto-headless failed (exit status 1)"

@@ -322,10 +322,10 @@ def test_upload_code_ships_the_weights_file_a_run_needs(hook, aws, tmp_path, mon
     settings = load_settings({"FRUITS_BUCKET": BUCKET})
 
     def emr(run):
-        return upload_code(hook, settings, run, compute="emr")
+        return upload_code(hook, settings, run, ship_imagenet=True)
 
     def local(run):
-        return upload_code(hook, settings, run, compute="local")
+        return upload_code(hook, settings, run, ship_imagenet=False)
 
     code = emr({"weights": "imagenet", "model": "vgg16"})
     prefix = f"code/{code['version']}/"

@@ -3,6 +3,7 @@ the teardown, the schedule, the trigger form; and a DAG file that only declares.
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 import textwrap
@@ -26,22 +27,23 @@ EXPECTED_UPSTREAM = {
     "publish_batch": {"validate_params", "plan_run", "wait_for_step"},
     "summarize_run": {"validate_params", "publish_batch"},
 }
+BACKENDS = ("local", "emr", "ec2")
 
 
-@pytest.mark.parametrize("compute", ["local", "emr", "local"])  # reloadable, either order
+@pytest.mark.parametrize("compute", ["local", "emr", "ec2", "local"])  # reloadable, any order
 def test_dag_loads_without_import_errors(load_dag, compute):
     dag = load_dag(compute)
     assert f"compute:{compute}" in dag.tags
 
 
-@pytest.mark.parametrize("compute", ["local", "emr"])
-def test_task_graph_is_the_same_for_both_backends(load_dag, compute):
+@pytest.mark.parametrize("compute", BACKENDS)
+def test_task_graph_is_the_same_for_every_backend(load_dag, compute):
     dag = load_dag(compute)
     graph = {task.task_id: set(task.upstream_task_ids) for task in dag.tasks}
     assert graph == EXPECTED_UPSTREAM
 
 
-@pytest.mark.parametrize("compute", ["local", "emr"])
+@pytest.mark.parametrize("compute", BACKENDS)
 def test_remove_cluster_is_the_teardown_of_create_job_flow(load_dag, compute):
     from airflow.sdk import TriggerRule
 
@@ -61,13 +63,51 @@ def test_remove_cluster_is_the_teardown_of_create_job_flow(load_dag, compute):
     ]
 
 
-@pytest.mark.parametrize("compute", ["local", "emr"])
+@pytest.mark.parametrize("compute", BACKENDS)
 def test_publishing_announces_the_pca_asset(load_dag, compute):
     dag = load_dag(compute)
     (asset,) = dag.get_task("publish_batch").outlets
     assert asset.name == "fruits_pca" and asset.uri.endswith("/runs/pca")
     # nothing else announces it: downstream DAGs see one event per published batch
     assert [t.task_id for t in dag.tasks if t.outlets] == ["publish_batch"]
+
+
+def test_every_backend_has_a_module_and_the_dag_file_no_backend_code():
+    from fruits.config import COMPUTE_BACKENDS
+
+    assert COMPUTE_BACKENDS == BACKENDS
+    source = (ROOT / "dags" / "fruits_pipeline.py").read_text()
+    code = source[source.index('"""', 3) + 3 :]  # what follows the module docstring
+    for name in BACKENDS:
+        assert f'"{name}"' not in code, name  # no `if compute == "emr"` branch
+    assert "Emr" not in code and "EC2" not in code and "local_cluster" not in code
+    for name in BACKENDS:
+        module = importlib.import_module(f"fruits.backends.{name}")
+        assert {"REMOTE", "code_files", "cluster_request", "clear_leftovers",
+                "cluster_tasks"} <= set(vars(module)), name  # fmt: skip
+
+
+@pytest.mark.parametrize("compute", BACKENDS)
+def test_no_task_holds_a_worker_slot_while_the_steps_run(load_dag, compute):
+    from airflow.sdk import BaseSensorOperator
+
+    sensor = load_dag(compute).get_task("wait_for_step")
+    assert isinstance(sensor, BaseSensorOperator)
+    assert sensor.mode == "reschedule"
+
+
+def test_ec2_backend_uses_the_providers_operators(load_dag):
+    from airflow.providers.amazon.aws.operators.ec2 import (
+        EC2CreateInstanceOperator,
+        EC2TerminateInstanceOperator,
+    )
+    from airflow.providers.amazon.aws.operators.ssm import SsmRunCommandOperator
+
+    dag = load_dag("ec2")
+    assert isinstance(dag.get_task("create_job_flow"), EC2CreateInstanceOperator)
+    assert isinstance(dag.get_task("add_steps"), SsmRunCommandOperator)
+    assert dag.get_task("add_steps").document_name == "AWS-RunShellScript"
+    assert isinstance(dag.get_task("remove_cluster"), EC2TerminateInstanceOperator)
 
 
 def test_emr_backend_uses_the_providers_operators(load_dag):
@@ -89,7 +129,7 @@ def test_emr_backend_uses_the_providers_operators(load_dag):
     assert sensor.mode == "reschedule"  # a long batch does not hold a worker slot
 
 
-@pytest.mark.parametrize("compute", ["local", "emr"])
+@pytest.mark.parametrize("compute", BACKENDS)
 def test_schedule_retries_and_tags(load_dag, compute):
     dag = load_dag(compute)
     assert dag.catchup is False
@@ -157,7 +197,7 @@ def test_dag_file_only_declares():
         original = boto3.session.Session.client
         boto3.session.Session.client = lambda *a, **k: made.append(a) or original(*a, **k)
         from airflow.dag_processing.dagbag import DagBag
-        for compute in ("local", "emr"):
+        for compute in ("local", "emr", "ec2"):
             import os
             os.environ["FRUITS_COMPUTE"] = compute
             bag = DagBag(dag_folder={str(ROOT / "dags")!r})

@@ -1,0 +1,228 @@
+"""Whole runs of the ``ec2`` backend with ``dag.test()`` against moto's server.
+
+moto launches instances that boot nothing and records SSM commands that run nothing, so
+the ``ec2_nodes`` fixture plays the nodes through S3, as they would: the primary's
+``ready.json`` (or a bootstrap's ``failed/`` report), then, once the SSM command started
+the step runner, the steps' state files and outputs. The node programs themselves run
+for real in test_ec2_node.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from dag_support import (
+    BUCKET,
+    FAKE_REJECTED,
+    FAKE_REPORT,
+    NODE_ERROR,
+    STEP_ERROR,
+    logical,
+    task_states,
+)
+
+from fruits.sample_batch import write_bad_files, write_batch
+
+pytestmark = pytest.mark.usefixtures("airflow_db")
+
+DATE = "2026-11-24"
+RUN = f"runs/batch={DATE}/"
+CONF = {"weights": "random", "image_size": 64}
+
+
+@pytest.fixture
+def batch(fruits_env, monkeypatch):
+    monkeypatch.setenv("FRUITS_EC2_WORKER_COUNT", "2")
+    monkeypatch.setenv("FRUITS_EC2_WORKER_SPOT", "true")
+    folder = fruits_env / DATE
+    write_batch(folder, per_label=2, labels=["Banana", "Pêche"])
+    write_bad_files(folder, label="Banana")
+    return folder
+
+
+@pytest.fixture
+def earlier_outputs(aws) -> dict[str, bytes]:
+    """A previous run's published outputs of the batch, marker included."""
+    aws.s3.create_bucket(Bucket=BUCKET)
+    for key, body in {
+        RUN + "features/part-00000-earlier-c000.snappy.parquet": b"earlier features",
+        RUN + "report/report.json": json.dumps({**FAKE_REPORT, "k": 99}).encode(),
+        RUN + "_SUCCESS": b'{"run_id": "earlier"}',
+    }.items():
+        aws.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return snapshot(aws)
+
+
+def snapshot(aws) -> dict[str, bytes]:
+    return {key: aws.read(key) for key in aws.keys(RUN)}
+
+
+def instances(aws) -> list[dict]:
+    found = aws.ec2.describe_instances()["Reservations"]
+    return [i for r in found for i in r["Instances"]]
+
+
+def role(instance: dict) -> str:
+    return {t["Key"]: t["Value"] for t in instance["Tags"]}["fruits:role"]
+
+
+def run(dag, conf=CONF):
+    return dag.test(logical_date=logical(DATE), run_conf=conf)
+
+
+def assert_all_terminated(aws) -> list[dict]:
+    launched = instances(aws)
+    assert launched, "no instance was launched"
+    assert {i["State"]["Name"] for i in launched} == {"terminated"}, launched
+    return launched
+
+
+def test_ec2_run_launches_runs_the_steps_over_ssm_and_terminates(
+    load_dag, batch, aws, ec2_nodes, capfd
+):
+    ec2_nodes("ready")
+    dag_run = run(load_dag("ec2"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "success", states
+    assert set(states.values()) == {"success"}
+
+    # one on-demand primary and two spot workers, all terminated at the end
+    launched = assert_all_terminated(aws)
+    primaries = [i for i in launched if role(i) == "primary"]
+    workers = [i for i in launched if role(i) == "worker"]
+    assert len(primaries) == 1 and len(workers) == 2
+    assert "InstanceLifecycle" not in primaries[0]  # the primary is on-demand
+    assert {w.get("InstanceLifecycle") for w in workers} == {"spot"}
+    for inst in launched:
+        tags = {t["Key"]: t["Value"] for t in inst["Tags"]}
+        assert tags["project"] == "fruits-pipeline"
+        assert tags["fruits:cluster-id"].startswith("ec2-")
+        assert inst["MetadataOptions"]["HttpTokens"] == "required"
+        assert not inst.get("KeyName")  # no SSH key pair
+    cluster_id = {t["Key"]: t["Value"] for t in primaries[0]["Tags"]}["fruits:cluster-id"]
+    log = f"logs/ec2/{cluster_id}/"
+
+    # the workers' user data names the primary's address; the primary's names none
+    def user_data(inst):
+        import base64
+
+        got = aws.ec2.describe_instance_attribute(
+            InstanceId=inst["InstanceId"], Attribute="userData"
+        )
+        return base64.b64decode(got["UserData"]["Value"]).decode()
+
+    address = primaries[0]["PrivateIpAddress"]
+    assert all(f"'{address}'" in user_data(w) for w in workers)
+    assert address not in user_data(primaries[0])
+    assert 'shutdown -h "+$LIFETIME_MINUTES"' in user_data(primaries[0])
+
+    # one SSM command, on the primary only, that starts the step runner
+    (command,) = aws.ssm.list_commands()["Commands"]
+    assert command["DocumentName"] == "AWS-RunShellScript"
+    assert command["InstanceIds"] == [primaries[0]["InstanceId"]]
+    (line,) = command["Parameters"]["commands"]
+    assert "run-steps" in line and f"s3://{BUCKET}/{log}" in line
+
+    # the steps: spark-submit on the primary's master, s3a:// in and out, local code
+    spec = json.loads(aws.read(log + "steps.json"))
+    assert [s["name"] for s in spec] == [f"featurize batch={DATE}", f"reduce batch={DATE}"]
+    featurize = spec[0]["argv"]
+    assert featurize[featurize.index("--master") + 1] == f"spark://{address}:7077"
+    assert featurize[featurize.index("--deploy-mode") + 1] == "client"
+    assert featurize[featurize.index("--input") + 1] == f"s3a://{BUCKET}/raw/batch={DATE}/"
+    assert featurize[featurize.index("--py-files") + 1] == "/opt/fruits/code/fruits_spark.zip"
+    assert not [a for a in featurize + spec[1]["argv"] if a.startswith("s3://")]
+
+    # the code the nodes fetch: the node program, its runner, the same pyspark as here
+    import importlib.metadata
+
+    (code_prefix,) = {k.rsplit("/", 1)[0] for k in aws.keys("code/") if k.endswith("node.py")}
+    requirements = aws.read(f"{code_prefix}/node-requirements.txt").decode()
+    assert f"pyspark=={importlib.metadata.version('pyspark')}" in requirements
+    assert f"{code_prefix}/step_runner.py" in aws.keys(code_prefix)
+
+    out = capfd.readouterr().out
+    assert (
+        f"batch {DATE}: {FAKE_REPORT['n_rows']} images featurized (2 labels), "
+        f"{FAKE_REJECTED} rejected"
+    ) in out
+
+
+def test_a_failed_step_fails_the_run_with_its_stderr_and_terminates(
+    load_dag, batch, aws, ec2_nodes, earlier_outputs, capfd
+):
+    ec2_nodes("ready", steps="fail")
+    dag_run = run(load_dag("ec2"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["wait_for_step"] == "failed"
+    assert states["remove_cluster"] == "success"  # the teardown ran...
+    assert states["summarize_run"] == "upstream_failed"  # ...and the run still failed
+    assert_all_terminated(aws)
+    out = capfd.readouterr().out
+    log = out[out.index("Waiting up to") :]
+    assert "FAILED (exit status 1)" in log
+    assert STEP_ERROR in log
+    assert "INFO SparkContext" not in log
+    assert snapshot(aws) == earlier_outputs
+
+
+def test_a_node_whose_bootstrap_fails_fails_the_run_at_once_and_terminates(
+    load_dag, batch, aws, ec2_nodes, earlier_outputs, capfd
+):
+    ec2_nodes("bootstrap_fails")
+    dag_run = run(load_dag("ec2"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["create_job_flow"] == "failed"
+    assert states["add_steps"] == "upstream_failed"
+    assert_all_terminated(aws)  # create_job_flow ended what it had launched
+    out = capfd.readouterr().out
+    assert "did not start: the primary node" in out and NODE_ERROR in out
+    assert aws.ssm.list_commands()["Commands"] == []
+    assert snapshot(aws) == earlier_outputs
+
+
+def test_a_cluster_that_never_becomes_ready_times_out_and_terminates(
+    load_dag, batch, aws, ec2_nodes, earlier_outputs, monkeypatch, capfd
+):
+    monkeypatch.setenv("FRUITS_EC2_READY_TIMEOUT", "10")
+    ec2_nodes("never_ready")
+    dag_run = run(load_dag("ec2"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["create_job_flow"] == "failed"
+    assert_all_terminated(aws)
+    out = capfd.readouterr().out
+    assert "not ready within 10s" in out and "get-console-output" in out
+    assert snapshot(aws) == earlier_outputs
+
+
+def test_an_ssm_error_fails_the_run_and_terminates(
+    load_dag, batch, aws, ec2_nodes, earlier_outputs, monkeypatch, capfd
+):
+    from botocore.exceptions import ClientError
+
+    from fruits.backends import ec2
+
+    def refuse(self, context):
+        raise ClientError(
+            {"Error": {"Code": "InvalidInstanceId", "Message": "Instances not in a valid state"}},
+            "SendCommand",
+        )
+
+    monkeypatch.setattr(ec2.SsmRunCommandOperator, "execute", refuse)
+    ec2_nodes("ready")
+    dag_run = run(load_dag("ec2"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states["add_steps"] == "failed"
+    assert states["remove_cluster"] == "success"
+    assert_all_terminated(aws)
+    assert "Instances not in a valid state" in capfd.readouterr().out
+    assert snapshot(aws) == earlier_outputs
