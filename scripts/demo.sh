@@ -10,7 +10,8 @@
 #     files that cannot be decoded, so the rejected count shows).
 #
 # Settings you may override: DEMO_DATE (default: today, UTC), DEMO_PER_LABEL (8),
-# FRUITS_IMAGE_SIZE (96), FRUITS_MODEL (mobilenetv2), FRUITS_BUCKET (fruits-demo).
+# FRUITS_IMAGE_SIZE (96), FRUITS_MODEL (mobilenetv2), FRUITS_BUCKET (fruits-demo),
+# FRUITS_POKE_INTERVAL (5 s between two looks at the steps).
 set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
@@ -20,6 +21,7 @@ DEMO_DIR="$ROOT/var/demo"
 mkdir -p "$DEMO_DIR"
 export FRUITS_BUCKET="${FRUITS_BUCKET:-fruits-demo}"
 export FRUITS_IMAGE_SIZE="${FRUITS_IMAGE_SIZE:-96}"
+export FRUITS_POKE_INTERVAL="${FRUITS_POKE_INTERVAL:-5}"
 
 # --- S3: moto's server on loopback -----------------------------------------------------
 trap stop_moto EXIT

@@ -19,7 +19,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from dag_support import BUCKET, REGION, ROOT, Ec2NodeDriver, EmrStepDriver
+from dag_support import (
+    BUCKET,
+    EARLIER_RUN,
+    FAKE_REPORT,
+    REGION,
+    ROOT,
+    Ec2NodeDriver,
+    EmrStepDriver,
+    snapshot,
+)
 
 _AIRFLOW_WAS_IMPORTED = "airflow" in sys.modules  # then our AIRFLOW_HOME comes too late
 
@@ -196,3 +205,20 @@ def ec2_nodes(aws) -> Iterator[Callable[..., Ec2NodeDriver]]:
         driver.stop.set()
         driver.thread.join(timeout=5)
         assert not driver.errors, driver.errors
+
+
+@pytest.fixture
+def earlier_outputs(aws) -> dict[str, bytes]:
+    """A previous run's published outputs of the batch (marker included), as S3 has them:
+    the fault tests check that a failed run leaves them byte for byte."""
+    aws.s3.create_bucket(Bucket=BUCKET)
+    for key, body in {
+        EARLIER_RUN + "features/part-00000-earlier-c000.snappy.parquet": b"earlier features",
+        EARLIER_RUN + "features/_SUCCESS": b"",
+        EARLIER_RUN + "rejected/part-00000-earlier-c000.snappy.parquet": b"earlier rejected",
+        EARLIER_RUN + "pca/part-00000-earlier-c000.snappy.parquet": b"earlier pca",
+        EARLIER_RUN + "report/report.json": json.dumps({**FAKE_REPORT, "k": 99}).encode(),
+        EARLIER_RUN + "_SUCCESS": b'{"run_id": "earlier"}',
+    }.items():
+        aws.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return snapshot(aws)

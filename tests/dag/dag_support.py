@@ -20,6 +20,15 @@ def logical(date: str) -> dt.datetime:
     return dt.datetime.fromisoformat(date).replace(tzinfo=dt.UTC)
 
 
+EARLIER_BATCH = "2026-11-24"  # the batch the fault tests publish earlier outputs for
+EARLIER_RUN = f"runs/batch={EARLIER_BATCH}/"
+
+
+def snapshot(aws, prefix: str = EARLIER_RUN) -> dict[str, bytes]:
+    """Every object under ``prefix``, byte for byte (``aws``: the conftest's clients)."""
+    return {key: aws.read(key) for key in aws.keys(prefix)}
+
+
 def task_states(dag_run) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
@@ -249,9 +258,9 @@ class Ec2NodeDriver:
 
     def runner_started(self, log: str) -> bool:
         commands = self.clients.ssm.list_commands()["Commands"]
-        return any(
-            log in " ".join(c["Parameters"].get("commands", [])) for c in commands
-        ) and bool(self.keys(log + "steps.json"))
+        return any(log in " ".join(c["Parameters"].get("commands", [])) for c in commands) and bool(
+            self.keys(log + "steps.json")
+        )
 
     def run_steps(self, log: str) -> None:
         spec = json.loads(self.clients.read(log + "steps.json"))

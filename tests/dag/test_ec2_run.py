@@ -13,11 +13,13 @@ import json
 import pytest
 from dag_support import (
     BUCKET,
+    EARLIER_BATCH,
     FAKE_REJECTED,
     FAKE_REPORT,
     NODE_ERROR,
     STEP_ERROR,
     logical,
+    snapshot,
     task_states,
 )
 
@@ -25,8 +27,7 @@ from fruits.sample_batch import write_bad_files, write_batch
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
-DATE = "2026-11-24"
-RUN = f"runs/batch={DATE}/"
+DATE = EARLIER_BATCH
 CONF = {"weights": "random", "image_size": 64}
 
 
@@ -38,23 +39,6 @@ def batch(fruits_env, monkeypatch):
     write_batch(folder, per_label=2, labels=["Banana", "Pêche"])
     write_bad_files(folder, label="Banana")
     return folder
-
-
-@pytest.fixture
-def earlier_outputs(aws) -> dict[str, bytes]:
-    """A previous run's published outputs of the batch, marker included."""
-    aws.s3.create_bucket(Bucket=BUCKET)
-    for key, body in {
-        RUN + "features/part-00000-earlier-c000.snappy.parquet": b"earlier features",
-        RUN + "report/report.json": json.dumps({**FAKE_REPORT, "k": 99}).encode(),
-        RUN + "_SUCCESS": b'{"run_id": "earlier"}',
-    }.items():
-        aws.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
-    return snapshot(aws)
-
-
-def snapshot(aws) -> dict[str, bytes]:
-    return {key: aws.read(key) for key in aws.keys(RUN)}
 
 
 def instances(aws) -> list[dict]:

@@ -18,11 +18,12 @@ import pytest
 from dag_support import (
     BOOTSTRAP_FAILURE,
     BUCKET,
-    FAKE_REPORT,
+    EARLIER_BATCH,
     FAKE_TABLES,
     STEP_ERROR,
     emr_clusters,
     logical,
+    snapshot,
     task_states,
 )
 
@@ -30,7 +31,7 @@ from fruits.sample_batch import write_batch
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
-DATE = "2026-11-24"
+DATE = EARLIER_BATCH
 RUN = f"runs/batch={DATE}/"
 MARKER = RUN + "_SUCCESS"
 STAGING = f"runs/_staging/batch={DATE}/"
@@ -42,26 +43,6 @@ def batch(fruits_env):
     folder = fruits_env / DATE
     write_batch(folder, per_label=1, labels=["Banana", "Kiwi"])
     return folder
-
-
-@pytest.fixture
-def earlier_outputs(aws) -> dict[str, bytes]:
-    """A previous run's published outputs of the batch (marker included), as S3 has them."""
-    aws.s3.create_bucket(Bucket=BUCKET)
-    for key, body in {
-        RUN + "features/part-00000-earlier-c000.snappy.parquet": b"earlier features",
-        RUN + "features/_SUCCESS": b"",
-        RUN + "rejected/part-00000-earlier-c000.snappy.parquet": b"earlier rejected",
-        RUN + "pca/part-00000-earlier-c000.snappy.parquet": b"earlier pca",
-        RUN + "report/report.json": json.dumps({**FAKE_REPORT, "k": 99}).encode(),
-        MARKER: b'{"run_id": "earlier"}',
-    }.items():
-        aws.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
-    return snapshot(aws)
-
-
-def snapshot(aws, prefix: str = RUN) -> dict[str, bytes]:
-    return {key: aws.read(key) for key in aws.keys(prefix)}
 
 
 def run(dag, date=DATE):
