@@ -1,12 +1,15 @@
-"""A paper estimate of a full Fruits-360 run on EMR, from the rate measured here.
+"""A paper estimate of a full Fruits-360 run on EMR and EC2, from the rate measured here.
 
     python -m bench.emr_estimate                       # from bench/results.json
     python -m bench.emr_estimate --nodes 2,4,8 --images 90000
 
-The featurize step is CPU-bound and parallel per image, so its time on EMR is
+The featurize step is CPU-bound and parallel per image, so its time on a cluster is
 ``images / (measured images/s per vCPU x vCPUs per node x core nodes)`` plus fixed
-costs. Everything not measured here is an assumption, listed in ASSUMPTIONS and
-printed with the estimate: a paper estimate, not a measurement.
+costs. Both backends get the same rate and the same nodes (a primary + N core nodes on
+EMR, a primary + N workers on EC2, ``FRUITS_COMPUTE=ec2``); EC2 pays the instances
+without EMR's fee, has fixed minutes of its own, and can run its workers as spot
+(``FRUITS_EC2_WORKER_SPOT``). Everything not measured here is an assumption, listed in
+ASSUMPTIONS and printed with the estimate: a paper estimate, not a measurement.
 """
 
 from __future__ import annotations
@@ -20,17 +23,29 @@ RESULTS = Path(__file__).with_name("results.json")
 FULL_FRUITS_360 = 90_000  # ~90k JPEGs (100x100) in the full data set
 
 ASSUMPTIONS = {
-    "instance": "m5.xlarge (4 vCPUs, 16 GiB), master + N core nodes",
-    # us-east-1 on-demand EC2 price plus the EMR fee for m5.xlarge, per node-hour
-    "usd_per_node_hour": 0.192 + 0.048,
+    "instance": "m5.xlarge (4 vCPUs, 16 GiB), a primary (EMR: master) + N core/worker nodes",
+    # us-east-1 on-demand EC2 price of m5.xlarge (Linux), per node-hour
+    "ec2_usd_per_node_hour": 0.192,
+    # EMR's fee for m5.xlarge, per node-hour, on top of the EC2 price (us-east-1)
+    "emr_fee_per_node_hour": 0.048,
+    # spot price of the EC2 workers as a discount on on-demand (the primary stays
+    # on-demand): an assumption, it varies by region, zone and hour; a reclaimed
+    # worker fails the run
+    "spot_discount": 0.60,
     # an m5 vCPU (Xeon 3.1 GHz, AVX-512) taken as equal to one of this machine's
     "rate_per_vcpu": "this machine's marginal rate / its cores",
     "vcpus_per_node": 4,
-    # cluster start + bootstrap (pip install of the job requirements) + teardown
-    "fixed_minutes": 12.0,
+    # EMR: cluster start + bootstrap (pip install of the job requirements) + teardown
+    "emr_fixed_minutes": 12.0,
+    # EC2, not measured, taken as similar to EMR's: no EMR provisioning, but every node
+    # installs Java, python3.11 and the pinned requirements (pyspark, TensorFlow) with
+    # dnf and pip at boot, the workers launch after the primary, and the first
+    # spark-submit fetches hadoop-aws from Maven Central
+    "ec2_fixed_minutes": 12.0,
     # reduce on ~90k x 1280 features, from make bench's reduce time scaled by rows
     "reduce_minutes": 1.0,
-    "billing": "per second, every node for the cluster's whole life",
+    "billing": "per second, every node for the cluster's whole life; EBS, S3 requests "
+    "and NAT traffic not counted",
 }
 
 
@@ -38,16 +53,31 @@ ASSUMPTIONS = {
 class Estimate:
     nodes: int
     featurize_min: float
-    total_min: float
-    usd: float
+    emr_total_min: float
+    emr_usd: float
+    ec2_total_min: float
+    ec2_usd: float  # primary and workers on-demand
+    ec2_spot_usd: float  # primary on-demand, workers spot
 
 
 def estimate(rate_per_vcpu: float, images: int, nodes: int) -> Estimate:
+    """The cost of one run on a primary + ``nodes`` core nodes (EMR) or workers (EC2)."""
     a = ASSUMPTIONS
     featurize_min = images / (rate_per_vcpu * a["vcpus_per_node"] * nodes) / 60
-    total_min = a["fixed_minutes"] + featurize_min + a["reduce_minutes"]
-    usd = (nodes + 1) * a["usd_per_node_hour"] * total_min / 60
-    return Estimate(nodes, featurize_min, total_min, usd)
+    emr_total_min = a["emr_fixed_minutes"] + featurize_min + a["reduce_minutes"]
+    ec2_total_min = a["ec2_fixed_minutes"] + featurize_min + a["reduce_minutes"]
+    ec2_hour = a["ec2_usd_per_node_hour"]
+    emr_hour = ec2_hour + a["emr_fee_per_node_hour"]
+    spot_hour = ec2_hour * (1 - a["spot_discount"])
+    return Estimate(
+        nodes=nodes,
+        featurize_min=featurize_min,
+        emr_total_min=emr_total_min,
+        emr_usd=(nodes + 1) * emr_hour * emr_total_min / 60,
+        ec2_total_min=ec2_total_min,
+        ec2_usd=(nodes + 1) * ec2_hour * ec2_total_min / 60,
+        ec2_spot_usd=(ec2_hour + nodes * spot_hour) * ec2_total_min / 60,
+    )
 
 
 def rates_from(results: dict) -> dict[str, float]:
@@ -65,14 +95,16 @@ def rates_from(results: dict) -> dict[str, float]:
 
 
 def table(results: dict, images: int, nodes: list[int]) -> str:
-    lines = [f"EMR paper estimate, {images:,} images (assumptions below, not measured):"]
+    lines = [f"EMR and EC2 paper estimate, {images:,} images (assumptions below, not measured):"]
     for name, rate in rates_from(results).items():
         lines.append(f"  {name}: {rate:.1f} img/s per vCPU measured here")
         for n in nodes:
             e = estimate(rate, images, n)
             lines.append(
-                f"    {n} core nodes: featurize {e.featurize_min:5.1f} min, cluster "
-                f"{e.total_min:5.1f} min, ${e.usd:.2f}"
+                f"    {n} core nodes + primary: featurize {e.featurize_min:5.1f} min | "
+                f"EMR: cluster {e.emr_total_min:5.1f} min, ${e.emr_usd:.2f} | "
+                f"EC2: cluster {e.ec2_total_min:5.1f} min, ${e.ec2_usd:.2f} on-demand, "
+                f"${e.ec2_spot_usd:.2f} with spot workers"
             )
     lines += [f"  assumption: {k} = {v}" for k, v in ASSUMPTIONS.items()]
     return "\n".join(lines)

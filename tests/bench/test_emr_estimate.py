@@ -1,20 +1,89 @@
-"""The README's EMR estimate is arithmetic on a measured rate: check the arithmetic."""
+"""The README's EMR and EC2 estimate is arithmetic on a measured rate: check the arithmetic."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.emr_estimate import ASSUMPTIONS, estimate, rates_from
+from bench.emr_estimate import ASSUMPTIONS, estimate, rates_from, table
+
+# the prices and minutes the numbers below are worked out by hand from
+PINNED = {
+    "ec2_usd_per_node_hour": 0.192,
+    "emr_fee_per_node_hour": 0.048,
+    "spot_discount": 0.60,
+    "vcpus_per_node": 4,
+    "emr_fixed_minutes": 12.0,
+    "ec2_fixed_minutes": 12.0,
+    "reduce_minutes": 1.0,
+}
 
 
-def test_featurize_time_divides_by_the_cores_and_the_bill_covers_every_node():
+@pytest.fixture
+def pinned(monkeypatch):
+    assert set(PINNED) <= set(ASSUMPTIONS)  # no key the code does not read
+    for key, value in PINNED.items():
+        monkeypatch.setitem(ASSUMPTIONS, key, value)
+
+
+def test_featurize_time_divides_by_the_cores_and_the_bill_covers_every_node(pinned):
     two, four = estimate(25.0, 90_000, 2), estimate(25.0, 90_000, 4)
     assert two.featurize_min == pytest.approx(90_000 / (25.0 * 4 * 2) / 60)  # 7.5 min
     assert four.featurize_min == pytest.approx(two.featurize_min / 2)
-    fixed = ASSUMPTIONS["fixed_minutes"] + ASSUMPTIONS["reduce_minutes"]
-    assert two.total_min == pytest.approx(fixed + 7.5)
-    # master + 2 core nodes, billed for the whole cluster life
-    assert two.usd == pytest.approx(3 * ASSUMPTIONS["usd_per_node_hour"] * (fixed + 7.5) / 60)
+    fixed = ASSUMPTIONS["emr_fixed_minutes"] + ASSUMPTIONS["reduce_minutes"]
+    assert two.emr_total_min == pytest.approx(fixed + 7.5)
+    # master + 2 core nodes at EC2's price plus EMR's fee, billed for the whole cluster life
+    assert two.emr_usd == pytest.approx(3 * (0.192 + 0.048) * (fixed + 7.5) / 60)
+
+
+def test_ec2_costs_the_same_nodes_and_minutes_without_the_emr_fee(pinned):
+    two, four = estimate(25.0, 90_000, 2), estimate(25.0, 90_000, 4)
+    # 2 workers: 12 + 7.5 + 1 = 20.5 min; 4 workers: 12 + 3.75 + 1 = 16.75 min
+    assert two.ec2_total_min == pytest.approx(20.5)
+    assert four.ec2_total_min == pytest.approx(16.75)
+    assert two.emr_usd == pytest.approx(0.246)  # 3 x 0.24 x 20.5 / 60
+    assert two.ec2_usd == pytest.approx(0.1968)  # 3 x 0.192 x 20.5 / 60
+    assert four.emr_usd == pytest.approx(0.335)  # 5 x 0.24 x 16.75 / 60
+    assert four.ec2_usd == pytest.approx(0.268)  # 5 x 0.192 x 16.75 / 60
+    # the EMR fee is 0.048 / 0.24 = 20% of EMR's node-hour: EC2 is exactly 80% of it
+    assert two.ec2_usd == pytest.approx(0.8 * two.emr_usd)
+    assert four.ec2_usd == pytest.approx(0.8 * four.emr_usd)
+
+
+def test_spot_discounts_the_workers_only(pinned):
+    two, four = estimate(25.0, 90_000, 2), estimate(25.0, 90_000, 4)
+    # on-demand primary 0.192 + each worker at 0.192 x (1 - 0.6) = 0.0768 per hour
+    assert two.ec2_spot_usd == pytest.approx(0.11808)  # (0.192 + 2 x 0.0768) x 20.5 / 60
+    assert four.ec2_spot_usd == pytest.approx(0.13936)  # (0.192 + 4 x 0.0768) x 16.75 / 60
+    assert two.ec2_spot_usd < two.ec2_usd < two.emr_usd
+    # not all nodes: a discount on the primary too would give 3 x 0.0768 x 20.5 / 60
+    assert two.ec2_spot_usd != pytest.approx(0.07872)
+
+
+def test_ec2_has_fixed_minutes_of_its_own(pinned, monkeypatch):
+    monkeypatch.setitem(ASSUMPTIONS, "ec2_fixed_minutes", 20.0)
+    two = estimate(25.0, 90_000, 2)
+    assert two.emr_total_min == pytest.approx(20.5)  # EMR's unchanged: 12 + 7.5 + 1
+    assert two.emr_usd == pytest.approx(0.246)
+    assert two.ec2_total_min == pytest.approx(28.5)  # 20 + 7.5 + 1
+    assert two.ec2_usd == pytest.approx(0.2736)  # 3 x 0.192 x 28.5 / 60
+    assert two.ec2_spot_usd == pytest.approx(0.16416)  # (0.192 + 2 x 0.0768) x 28.5 / 60
+
+
+def test_the_table_shows_both_backends_and_every_assumption(pinned):
+    results = {
+        "machine": {"cores": 2},
+        "scaling": {"model": "mobilenetv2", "size": 224, "fit": {"marginal_rate": 50.0}},
+    }
+    text = table(results, 90_000, [2])
+    assert text.startswith("EMR and EC2 paper estimate, 90,000 images")
+    assert "mobilenetv2@224: 25.0 img/s per vCPU measured here" in text
+    line = next(row for row in text.splitlines() if "2 core nodes" in row)
+    assert "featurize   7.5 min" in line
+    assert "EMR: cluster  20.5 min, $0.25" in line  # 0.246
+    assert "EC2: cluster  20.5 min, $0.20 on-demand, $0.12 with spot workers" in line
+    for key in ASSUMPTIONS:
+        assert f"assumption: {key} = " in text
+    assert "assumption: spot_discount = 0.6" in text
 
 
 def test_rates_prefer_the_marginal_rate_and_are_per_core():
