@@ -62,8 +62,19 @@ def assert_all_terminated(aws) -> list[dict]:
 
 
 def test_ec2_run_launches_runs_the_steps_over_ssm_and_terminates(
-    load_dag, batch, aws, ec2_nodes, capfd
+    load_dag, batch, aws, ec2_nodes, capfd, monkeypatch
 ):
+    from botocore.client import BaseClient
+
+    sent = []  # the SendCommand requests as they leave boto3 (moto lists every instance)
+    real_call = BaseClient._make_api_call
+
+    def record(self, operation, params):
+        if operation == "SendCommand":
+            sent.append(params)
+        return real_call(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", record)
     ec2_nodes("ready")
     dag_run = run(load_dag("ec2"))
 
@@ -102,10 +113,12 @@ def test_ec2_run_launches_runs_the_steps_over_ssm_and_terminates(
     assert 'shutdown -h "+$LIFETIME_MINUTES"' in user_data(primaries[0])
 
     # one SSM command, on the primary only, that starts the step runner
-    (command,) = aws.ssm.list_commands()["Commands"]
-    assert command["DocumentName"] == "AWS-RunShellScript"
-    assert command["InstanceIds"] == [primaries[0]["InstanceId"]]
-    (line,) = command["Parameters"]["commands"]
+    (request,) = sent
+    assert request["DocumentName"] == "AWS-RunShellScript"
+    assert request["InstanceIds"] == [primaries[0]["InstanceId"]]
+    (command,) = aws.ssm.list_commands()["Commands"]  # moto got it too
+    assert command["CommandId"]
+    (line,) = request["Parameters"]["commands"]
     assert "run-steps" in line and f"s3://{BUCKET}/{log}" in line
 
     # the steps: spark-submit on the primary's master, s3a:// in and out, local code
