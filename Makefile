@@ -14,7 +14,7 @@ export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 # Keep Spark and everything it starts on loopback.
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: venv tools check-java system-deps test lint demo ui bench clean
+.PHONY: venv tools weights check-java system-deps test lint demo ui bench clean
 
 venv: $(STAMP)
 
@@ -32,13 +32,18 @@ $(TOOLS_STAMP): infra/tools-requirements.txt
 	$(TOOLS)/bin/pip install --quiet -r infra/tools-requirements.txt
 	@touch $(TOOLS_STAMP)
 
+# Real ImageNet weights for MobileNet v1, offline: fetched once (pip, checksums) and
+# converted into Keras' cache (fruits/imagenet_mobilenet.py); a no-op when done.
+weights: venv
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m fruits.imagenet_mobilenet
+
 check-java:
 	@command -v java >/dev/null || { echo "Java 17+ is required by Spark: apt-get install openjdk-17-jre-headless" >&2; exit 1; }
 
 system-deps:
 	@bash scripts/system-deps.sh
 
-test: venv tools system-deps check-java
+test: venv tools weights system-deps check-java
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
@@ -46,10 +51,10 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-demo: venv check-java
+demo: venv weights check-java
 	bash scripts/demo.sh
 
-ui: venv check-java
+ui: venv weights check-java
 	bash scripts/ui.sh
 
 bench: venv check-java

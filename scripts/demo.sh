@@ -10,7 +10,8 @@
 #     files that cannot be decoded, so the rejected count shows).
 #
 # Settings you may override: DEMO_DATE (default: today, UTC), DEMO_PER_LABEL (8),
-# FRUITS_IMAGE_SIZE (96), FRUITS_MODEL (mobilenetv2), FRUITS_BUCKET (fruits-demo),
+# FRUITS_IMAGE_SIZE (96), FRUITS_MODEL (mobilenet), FRUITS_WEIGHTS (imagenet; random for
+# an untrained network), FRUITS_BUCKET (fruits-demo),
 # FRUITS_POKE_INTERVAL (5 s between two looks at the steps).
 set -euo pipefail
 
@@ -38,16 +39,7 @@ airflow db migrate >"$DEMO_DIR/db-migrate.log" 2>&1 || {
 # --- a sample batch --------------------------------------------------------------------
 sample_batch "$ROOT/data/incoming/$DATE" "${DEMO_PER_LABEL:-8}"
 
-cat <<EOF
-
-  ********************************************************************************
-  *  WEIGHTS: random (seeded). ImageNet weights cannot be downloaded on this      *
-  *  machine, so the CNN features come from an untrained network: the pipeline   *
-  *  runs end to end, but the features and the PCA mean nothing. For real        *
-  *  features, stage the ImageNet file and trigger with weights=imagenet or      *
-  *  weights=s3://<bucket>/.../<file>.h5 (see README, "Weights").                *
-  ********************************************************************************
-EOF
+say "$(weights_note)"
 
 # --- the run -------------------------------------------------------------------------
 say "Running: airflow dags test fruits_pipeline $DATE (log: $DEMO_DIR/dags-test.log)"

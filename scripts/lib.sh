@@ -13,7 +13,9 @@ export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export FRUITS_COMPUTE=local
-export FRUITS_WEIGHTS=random
+# real ImageNet features (MobileNet v1, staged offline by `make weights`); random on request
+export FRUITS_MODEL="${FRUITS_MODEL:-mobilenet}"
+export FRUITS_WEIGHTS="${FRUITS_WEIGHTS:-imagenet}"
 export AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 export AWS_EC2_METADATA_DISABLED=true
 unset AWS_PROFILE AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
@@ -73,4 +75,13 @@ sample_batch() {
     python -m fruits.sample_batch "$dir" --per-label "$per_label" --bad >/dev/null
     touch "$dir/.sample-batch"
     say "Batch: wrote a synthetic batch to $dir ($(find "$dir" -type f ! -name '.*' | wc -l) files, 4 of them undecodable)"
+}
+
+# weights_note: what the features mean, for the banner of the demo and the UI
+weights_note() {
+    if [ "$FRUITS_WEIGHTS" = random ]; then
+        echo "Weights: random (seeded), as asked: the features and the PCA mean nothing."
+    else
+        echo "Weights: $FRUITS_WEIGHTS for $FRUITS_MODEL (MobileNet v1's ImageNet weights come from 'make weights', offline)."
+    fi
 }

@@ -5,7 +5,7 @@
 #   - `airflow standalone` (scheduler, dag-processor, triggerer, api-server) on SQLite,
 #     the api-server on 127.0.0.1:${UI_PORT:-8080},
 #   - S3 is moto's server on 127.0.0.1 (a free port), the Spark cluster the DAG's
-#     `local` backend, weights `random` (ImageNet weights cannot be downloaded here),
+#     `local` backend, model `mobilenet` with ImageNet weights (`make weights`, offline),
 #   - login `admin`, password printed below (UI_PASSWORD to choose it); local use only.
 #
 # Ctrl-C stops everything this script started (Airflow, moto, any local Spark cluster
@@ -84,7 +84,7 @@ cat <<EOF
   Airflow is up: http://localhost:$PORT      (user: admin, password: $PASSWORD)
   DAG fruits_pipeline, sample batch $DATE in $FRUITS_INCOMING/$DATE.
   Trigger it with "Trigger" on the DAG's page; the form has its parameters.
-  Weights are 'random': ImageNet weights cannot be downloaded on this machine.
+  $(weights_note)
   Ctrl-C stops everything.
 EOF
 wait "$AIRFLOW_PID"

@@ -24,7 +24,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruits_spark import fsio, localparquet, pca, report
+from fruits_spark import fsio, localparquet, pca, report, separation
 from fruits_spark.jobs import JobError, run_job
 
 DEFAULT_VARIANCE = 0.95
@@ -98,6 +98,15 @@ def scatter_points(df: DataFrame, k: int, n_rows: int) -> tuple[np.ndarray, list
     return coords.reshape(len(rows), len(cols)), [str(r["label"]) for r in rows]
 
 
+def separation_sample(df: DataFrame, n_rows: int) -> tuple[np.ndarray, list[str]]:
+    """Labels and whole PCA vectors of about ``separation.MAX_ROWS`` rows (seeded)."""
+    if n_rows > separation.MAX_ROWS:
+        df = df.sample(fraction=min(1.0, 1.2 * separation.MAX_ROWS / n_rows), seed=1)
+    rows = df.select("label", "pca").collect()
+    vectors = np.array([r["pca"] for r in rows], dtype=float)
+    return vectors, [str(r["label"]) for r in rows]
+
+
 def read_rejected(spark: SparkSession, uri: str | None) -> list[dict] | None:
     """featurize's rejected rows (few: one per undecodable file), or None when not asked."""
     if uri is None:
@@ -137,6 +146,7 @@ def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
     # schema just written: no schema-inference job, no second projection.
     written = spark.read.schema(projected.schema).parquet(args.output)
     coords, labels = scatter_points(written, k, model.n_rows)
+    vectors, vector_labels = separation_sample(written, model.n_rows)
     summary = report.build_report(
         n_rows=model.n_rows,
         n_features=model.n_features,
@@ -150,6 +160,7 @@ def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
         inputs={"input": args.input, "output": args.output},
         rejected=read_rejected(spark, args.rejected),
     )
+    summary["separation"] = separation.separation(vectors, vector_labels, n_rows=model.n_rows)
     write_report(
         spark,
         args.report,
@@ -164,6 +175,16 @@ def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
     return summary
 
 
+def separation_line(section: dict) -> str:
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    return (
+        f"label separation on {section['sample_rows']} of {section['of_rows']} rows: "
+        f"1-NN accuracy {fmt(section['nn1_accuracy'])}, silhouette {fmt(section['silhouette'])}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     spark = SparkSession.builder.appName("fruits-reduce").getOrCreate()
@@ -173,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             f"reduce: {summary['n_rows']} rows, {summary['n_features']} features "
             f"-> k={summary['k']} (cumulative variance {summary['cumulative_variance'][-1]:.4f})"
         )
+        print(f"reduce: {separation_line(summary['separation'])}")
     finally:
         spark.stop()
     return 0

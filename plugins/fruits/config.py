@@ -14,7 +14,8 @@ FRUITS_INCOMING                    ``data/incoming``: batches, ``<YYYY-MM-DD>/<l
 FRUITS_SCRATCH                     ``var/scratch``: local clusters' work, staging, logs
 FRUITS_JOBS_DIR                    ``spark_jobs``: featurize.py, reduce.py, fruits_spark/
 FRUITS_AWS_CONN_ID                 ``aws_default`` (region and endpoint come from it)
-FRUITS_MODEL                       ``mobilenetv2`` (trigger-form default)
+FRUITS_MODEL                       ``mobilenetv2`` (trigger-form default; ``mobilenet``
+                                   or ``vgg16``)
 FRUITS_WEIGHTS                     ``imagenet`` (trigger-form default; ``random`` for demos)
 FRUITS_IMAGE_SIZE                  ``224`` (trigger-form default)
 FRUITS_VARIANCE                    ``0.95`` (trigger-form default)
@@ -75,7 +76,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EMR_DIR = Path(__file__).resolve().parent / "emr"
 
 COMPUTE_BACKENDS = ("local", "emr", "ec2")
-MODELS = ("mobilenetv2", "vgg16")
+MODELS = ("mobilenetv2", "mobilenet", "vgg16")  # fruits_spark.models.MODELS' keys
 
 
 class ConfigError(ValueError):

@@ -214,6 +214,7 @@ def run_summary(
         "model": report.get("model"),
         "weights": report.get("weights"),
         "labels": len(report.get("labels") or {}),
+        "separation": report.get("separation"),
         "outputs": run_uris(bucket, batch),
     }
 
@@ -226,6 +227,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"explained variance {summary['explained_variance']:.4f}",
         f"model {summary['model']}, weights {summary['weights']}",
     ]
+    sep = summary.get("separation")
+    if sep:
+        figures = ", ".join(
+            f"{name} {'n/a' if sep.get(key) is None else format(sep[key], '.3f')}"
+            for name, key in (("1-NN accuracy", "nn1_accuracy"), ("silhouette", "silhouette"))
+        )
+        lines.append(
+            f"label separation on {sep['sample_rows']} of {sep['of_rows']} rows: {figures}"
+        )
     lines += [f"  {name:<9} {uri}" for name, uri in summary["outputs"].items()]
     return "\n".join(lines)
 

@@ -26,6 +26,7 @@ class ModelSpec:
     module: str  # keras.applications submodule holding preprocess_input
     n_features: int
     imagenet_file: str  # name Keras caches the no-top ImageNet weights under
+    offline_source: str = ""  # how to stage those weights with no internet, if we can
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -35,6 +36,15 @@ MODELS: dict[str, ModelSpec] = {
         "mobilenet_v2",
         1280,
         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    ),
+    # MobileNet v1 1.0: real ImageNet weights offline via `make weights` (its README section)
+    "mobilenet": ModelSpec(
+        "mobilenet",
+        "MobileNet",
+        "mobilenet",
+        1024,
+        "mobilenet_1_0_224_tf_no_top.h5",
+        "`make weights` (python -m fruits.imagenet_mobilenet) stages them offline",
     ),
     "vgg16": ModelSpec(
         "vgg16",
@@ -66,9 +76,10 @@ def imagenet_weights_path(model: str) -> Path:
     s = spec(model)
     path = keras_cache_dir() / s.imagenet_file
     if not path.is_file():
+        offline = f"{s.offline_source}; or, o" if s.offline_source else "O"
         raise WeightsUnavailable(
             f"ImageNet weights for {model} are not cached at {path} and cannot be downloaded "
-            f"here. On a machine with internet access run "
+            f"here. {offline}n a machine with internet access run "
             f"`python -c 'import keras; keras.applications.{s.application}"
             f'(include_top=False, weights="imagenet")\'`, upload '
             f"~/.keras/models/{s.imagenet_file} to s3://<bucket>/code/weights/, "

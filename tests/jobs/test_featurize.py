@@ -180,6 +180,25 @@ def test_vgg16_gives_512_features_equal_to_keras(spark, sample_batch, tmp_path):
     assert_same_features(np.stack(rows.features), expected)
 
 
+def test_mobilenet_with_imagenet_weights_equals_keras(spark, sample_batch, tmp_path):
+    """MobileNet v1 with the real ImageNet weights `make weights` staged in Keras' cache."""
+    args = job_args(sample_batch, tmp_path, "--model", "mobilenet", "--weights", "imagenet")
+    summary = featurize.run(spark, args)
+    assert summary.featurized == 24 and summary.rejected == 0
+    rows = spark.read.parquet(str(tmp_path / "features")).toPandas().sort_values("path").head(4)
+    net = models.build_model("mobilenet", SIZE, models.imagenet_weights_path("mobilenet"))
+    arrays = np.stack([decode_image(Path(p.removeprefix("file:")).read_bytes(), SIZE)
+                       for p in rows.path])  # fmt: skip
+    from keras.applications.mobilenet import preprocess_input
+
+    expected = net.predict(preprocess_input(arrays.astype("float32")), verbose=0)
+    assert expected.shape == (4, 1024)
+    assert float(np.abs(expected).max()) > 0.1  # real weights: features of a real scale
+    assert_same_features(np.stack(rows.features), expected)
+    meta = spark.read.parquet(str(tmp_path / "features")).schema["features"].metadata
+    assert (meta["model"], meta["weights"]) == ("mobilenet", "imagenet")
+
+
 def test_random_weights_are_seeded(tmp_path):
     import keras
 

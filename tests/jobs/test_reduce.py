@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import reduce as reduce_job
@@ -273,6 +274,18 @@ def test_report_json(variance_run, reference):
     assert (on_disk["model"], on_disk["weights"]) == ("mobilenetv2", "random")
     assert on_disk["weights_sha256"] == "ab" * 32
     assert on_disk["labels"] == {label: 40 for label in LABELS}
+    # label separation, on the written PCA output, as scikit-learn and brute force see it
+    from sklearn.metrics import silhouette_score
+
+    written = pd.read_parquet(tmp / "pca")
+    x, labels = np.stack(written["pca"]), written["label"].tolist()
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    nn1 = float(np.mean([labels[j] == labels[i] for i, j in enumerate(d.argmin(1))]))
+    sep = on_disk["separation"]
+    assert (sep["sample_rows"], sep["of_rows"]) == (200, 200)
+    assert sep["nn1_accuracy"] == pytest.approx(nn1)
+    assert sep["silhouette"] == pytest.approx(silhouette_score(x, labels), abs=1e-6)
 
 
 def test_report_plots_are_png(variance_run):
