@@ -51,7 +51,7 @@ if ! airflow dags test fruits_pipeline "$DATE" >"$DEMO_DIR/dags-test.log" 2>&1; 
 fi
 say "The run succeeded in $((SECONDS - start))s; tasks:"
 grep -oE "\[DAG TEST\] end task task_id=[a-z_]+" "$DEMO_DIR/dags-test.log" |
-    sed 's/.*task_id=//' | paste -sd' ' - | fold -s -w 88 | sed 's/^/    /'
+    sed 's/.*task_id=//' | awk '!seen[$0]++' | paste -sd' ' - | fold -s -w 88 | sed 's/^/    /'
 
 # --- where the results are -------------------------------------------------------------
 say "Results in S3 (moto) and the run summary"

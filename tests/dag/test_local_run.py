@@ -110,6 +110,9 @@ def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd):
         f"batch {DATE}: {len(good)} images featurized ({len(labels)} labels), {len(bad)} rejected"
     ) in out
     assert f"-> k={report['k']} components" in out
+    sep = report["separation"]  # the published report says how well labels separate
+    assert (sep["sample_rows"], sep["of_rows"]) == (len(good), len(good))
+    assert f"label separation on {len(good)} of {len(good)} rows: 1-NN accuracy" in out
     # downstream DAGs scheduled on the PCA asset get the batch and where its outputs are
     event = asset_events("fruits_pca")[-1]
     assert event["batch"] == DATE and event["k"] == report["k"]
