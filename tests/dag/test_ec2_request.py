@@ -74,6 +74,7 @@ def test_nodes_are_locked_down_and_only_workers_are_spot():
             "instance", "volume", "network-interface"}  # fmt: skip
         tags = {t["Key"]: t["Value"] for t in req["TagSpecifications"][0]["Tags"]}
         assert tags["fruits:cluster-id"] == cluster["cluster_id"] == "ec2-manual-1-ab12cd34"
+        assert tags["fruits:bucket"] == "my-fruits"  # what clear_leftovers may reap
         assert "shutdown -h" in req["UserData"]
     assert "InstanceMarketOptions" not in primary  # never a spot primary
     assert workers["InstanceMarketOptions"]["MarketType"] == "spot"

@@ -223,3 +223,31 @@ def test_an_ssm_error_fails_the_run_and_terminates(
     assert_all_terminated(aws)
     assert "Instances not in a valid state" in capfd.readouterr().out
     assert snapshot(aws) == earlier_outputs
+
+
+def test_the_next_run_terminates_what_a_killed_run_left_running(aws, fruits_env):
+    """clear_leftovers (run while holding the cluster slot, before launching): every live
+    instance of this pipeline's bucket is a leftover; other buckets' are not ours."""
+    from fruits.backends import ec2
+    from fruits.config import load_settings
+
+    def launch(bucket: str, cluster: str) -> str:
+        tags = [{"Key": "project", "Value": "fruits-pipeline"},
+                {"Key": "fruits:bucket", "Value": bucket},
+                {"Key": "fruits:cluster-id", "Value": cluster}]  # fmt: skip
+        got = aws.ec2.run_instances(ImageId="ami-12c6146b", MinCount=2, MaxCount=2,
+                                    TagSpecifications=[{"ResourceType": "instance",
+                                                        "Tags": tags}])  # fmt: skip
+        return [i["InstanceId"] for i in got["Instances"]]
+
+    killed = launch(BUCKET, "ec2-killed-run")
+    others = launch("someone-elses-bucket", "ec2-theirs")
+    assert ec2.clear_leftovers(load_settings()) == {"ec2-killed-run": sorted(killed)}
+
+    def state(ids):
+        found = aws.ec2.describe_instances(InstanceIds=ids)["Reservations"]
+        return {i["State"]["Name"] for r in found for i in r["Instances"]}
+
+    assert state(killed) == {"terminated"}
+    assert state(others) == {"running"}
+    assert ec2.clear_leftovers(load_settings()) == {}  # nothing left: a no-op

@@ -46,8 +46,10 @@ from fruits.config import Settings
 REMOTE = True  # the nodes read code and weights from code/<version>/
 PROJECT_TAG = {"Key": "project", "Value": "fruits-pipeline"}
 CLUSTER_TAG = "fruits:cluster-id"
+BUCKET_TAG = "fruits:bucket"  # whose clusters a run may reap: this pipeline's bucket's
 ROLE_TAG = "fruits:role"
 GONE = ("shutting-down", "terminated", "stopping", "stopped")
+LIVE = ("pending", "running", "stopping", "stopped")  # billing, or could be again
 FAILED_STATES = ("FAILED", "INTERRUPTED", "CANCELLED")  # in the order a report names them
 
 
@@ -129,7 +131,7 @@ def cluster_request(
     cluster_id = f"ec2-{run_key}"
     log_prefix = f"{ec2.log_uri.rstrip('/')}/{cluster_id}/"
     tags = {**ec2.tags, PROJECT_TAG["Key"]: PROJECT_TAG["Value"], CLUSTER_TAG: cluster_id,
-            "Name": name[:255]}  # fmt: skip
+            BUCKET_TAG: settings.bucket, "Name": name[:255]}  # fmt: skip
     # the dead-man switch: longer than start-up and the steps' own timeout together
     lifetime = math.ceil((ec2.ready_timeout + timeout) / 60) + 30
     return {
@@ -162,8 +164,29 @@ def cluster_request(
     }
 
 
-def clear_leftovers(settings: Settings) -> dict[str, Any]:
-    return {}  # instances end themselves (shutdown timer); the teardown finds them by tag
+def clear_leftovers(settings: Settings) -> dict[str, list[str]]:
+    """Terminate the instances of clusters that runs killed before their teardown left
+    (cluster id -> instance ids). Called by a run that holds the cluster slot and has not
+    launched yet, so every live instance of this pipeline's bucket is a leftover; the
+    nodes' shutdown timer would end them too, but later."""
+    from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
+
+    hook = EC2Hook(aws_conn_id=settings.aws_conn_id, api_type="client_type")
+    found = hook.conn.describe_instances(
+        Filters=[
+            {"Name": f"tag:{PROJECT_TAG['Key']}", "Values": [PROJECT_TAG["Value"]]},
+            {"Name": f"tag:{BUCKET_TAG}", "Values": [settings.bucket]},
+            {"Name": "instance-state-name", "Values": list(LIVE)},
+        ]
+    )
+    leftovers: dict[str, list[str]] = {}
+    for inst in (i for r in found["Reservations"] for i in r["Instances"]):
+        tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+        leftovers.setdefault(tags.get(CLUSTER_TAG, "?"), []).append(inst["InstanceId"])
+    ids = sorted(i for group in leftovers.values() for i in group)
+    if ids:
+        hook.conn.terminate_instances(InstanceIds=ids)
+    return {cluster: sorted(group) for cluster, group in leftovers.items()}
 
 
 # --- the operators ----------------------------------------------------------------------
@@ -439,8 +462,7 @@ class Ec2TerminateClusterOperator(EC2TerminateInstanceOperator):
         found = self.hook.conn.describe_instances(
             Filters=[
                 {"Name": f"tag:{CLUSTER_TAG}", "Values": sorted(clusters)},
-                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping",
-                                                           "stopped"]},
+                {"Name": "instance-state-name", "Values": list(LIVE)},
             ]
         ) if clusters else {"Reservations": []}  # fmt: skip
         tagged = [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]]
