@@ -30,6 +30,7 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.ec2 import (
@@ -61,7 +62,7 @@ def code_files() -> dict[str, bytes]:
 
     return {
         "node.py": NODE_SCRIPT.read_bytes(),
-        "step_runner.py": open(step_runner.__file__, "rb").read(),
+        "step_runner.py": Path(step_runner.__file__).read_bytes(),
         "node-requirements.txt": node_requirements().encode(),
     }
 
