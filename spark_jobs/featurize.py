@@ -27,7 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fruits_spark import fsio, models
+from fruits_spark import fsio, limits, models
 from fruits_spark.images import (
     IMAGE_EXTENSIONS,
     glob_for_extensions,
@@ -52,12 +52,6 @@ RESULT_TYPE = T.StructType(
 )
 
 
-# A batch is the unit of a worker's memory (decoded arrays, the CNN's activations):
-# at most 256 images of 224x224 (3136 at 64x64). Input partitions hold thousands of
-# small images, so this, not the partition, bounds it.
-MAX_BATCH_PIXELS = 256 * 224**2
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--input", required=True, help="folder of <label>/<image> files")
@@ -65,8 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rejected", required=True, help="Parquet path, label, error")
     p.add_argument("--model", default="mobilenetv2", choices=sorted(models.MODELS))
     p.add_argument("--weights", default="imagenet", help="imagenet | random | URI of .h5")
-    p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--batch-size", type=int, default=64, help="rows per Arrow batch")
+    p.add_argument("--image-size", type=int, default=limits.IMAGE_SIZE_DEFAULT)
+    p.add_argument(
+        "--batch-size", type=int, default=limits.BATCH_SIZE_DEFAULT, help="rows per Arrow batch"
+    )
     p.add_argument("--csv", default=None, help="also write path,label,feat_0..feat_n as CSV")
     p.add_argument(
         "--tf-threads",
@@ -75,16 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="TensorFlow intra-op threads per task (default: spark.task.cpus)",
     )
     args = p.parse_args(argv)
-    if not 32 <= args.image_size <= 1024:
-        p.error("--image-size must be between 32 and 1024")
-    if not 1 <= args.batch_size <= 4096:
-        p.error("--batch-size must be between 1 and 4096")
-    if args.batch_size * args.image_size**2 > MAX_BATCH_PIXELS:
-        p.error(
-            f"--batch-size {args.batch_size} at --image-size {args.image_size} holds more than "
-            f"{MAX_BATCH_PIXELS // 224**2} images of 224x224 per batch: a Python worker's "
-            "memory grows with it (tests/jobs/test_memory.py)"
-        )
+    error = limits.image_size_error(args.image_size)
+    if error:
+        p.error(f"--image-size {error}")
+    error = limits.batch_size_error(args.batch_size, args.image_size)
+    if error:
+        p.error(f"--batch-size {error} (tests/jobs/test_memory.py)")
     return args
 
 

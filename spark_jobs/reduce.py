@@ -24,10 +24,9 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruits_spark import fsio, localparquet, pca, report, separation
+from fruits_spark import fsio, limits, localparquet, pca, report, separation
 from fruits_spark.jobs import JobError, run_job
 
-DEFAULT_VARIANCE = 0.95
 MAX_SCATTER_POINTS = 20_000  # rows drawn in pca_scatter.png (a seeded sample beyond that)
 REQUIRED_COLUMNS = ("path", "label", "features")
 METADATA_KEYS = ("model", "weights", "weights_sha256", "image_size")
@@ -48,14 +47,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--variance",
         type=float,
         default=None,
-        help=f"keep the fewest components explaining this share (default {DEFAULT_VARIANCE})",
+        help="keep the fewest components explaining this share "
+        f"(default {limits.VARIANCE_DEFAULT})",
     )
     size.add_argument("--k", type=int, default=None, help="keep exactly this many components")
     args = p.parse_args(argv)
     if args.k is None and args.variance is None:
-        args.variance = DEFAULT_VARIANCE
-    if args.variance is not None and not 0 < args.variance <= 1:
-        raise JobError(f"--variance must be in (0, 1], got {args.variance}")
+        args.variance = limits.VARIANCE_DEFAULT
+    error = None if args.variance is None else limits.variance_error(args.variance)
+    if error:
+        raise JobError(f"--variance {error}")
     if args.k is not None and args.k < 1:
         raise JobError(f"--k must be at least 1, got {args.k}")
     return args

@@ -65,18 +65,42 @@ FRUITS_EC2_TAGS                    extra instance tags, ``key=value,key=value``
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import secrets
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EMR_DIR = Path(__file__).resolve().parent / "emr"
 
 COMPUTE_BACKENDS = ("local", "emr", "ec2")
-MODELS = ("mobilenetv2", "mobilenet", "vgg16")  # fruits_spark.models.MODELS' keys
+
+
+def jobs_module(name: str, jobs_dir: Path | None = None) -> ModuleType:
+    """A ``fruits_spark`` module, from the jobs' folder if it is not importable already.
+
+    The rules the plugins share with the Spark jobs (the model registry, the bounds of
+    the run's numbers) live in the jobs' package, which ships alone to the clusters; the
+    plugins import it from there rather than keep copies.
+    """
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        default = os.environ.get("FRUITS_JOBS_DIR", "").strip() or "spark_jobs"
+        folder = str(jobs_dir or _path(default))
+        if folder not in sys.path:
+            sys.path.append(folder)
+        return importlib.import_module(name)
+
+
+def model_names() -> tuple[str, ...]:
+    """The models the jobs can run: the keys of ``fruits_spark.models.MODELS``."""
+    return tuple(jobs_module("fruits_spark.models").MODELS)
 
 
 class ConfigError(ValueError):
@@ -87,6 +111,9 @@ def _path(value: str) -> Path:
     """Relative paths are relative to the project root, not to whatever the cwd is."""
     p = Path(value).expanduser()
     return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+limits = jobs_module("fruits_spark.limits")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -180,8 +207,8 @@ class Settings:
     aws_conn_id: str = "aws_default"
     model: str = "mobilenetv2"
     weights: str = "imagenet"
-    image_size: int = 224
-    variance: float = 0.95
+    image_size: int = limits.IMAGE_SIZE_DEFAULT
+    variance: float = limits.VARIANCE_DEFAULT
     poke_interval: int = 60
     step_timeout_base: int = 1800
     step_seconds_per_image: float = 0.5
@@ -203,15 +230,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         choices = ", ".join(COMPUTE_BACKENDS)
         raise ConfigError(f"FRUITS_COMPUTE={compute!r}: choose one of {choices}")
     model = env.get("FRUITS_MODEL", "mobilenetv2").strip() or "mobilenetv2"
-    if model not in MODELS:
-        raise ConfigError(f"FRUITS_MODEL={model!r}: choose one of {', '.join(MODELS)}")
+    if model not in model_names():
+        raise ConfigError(f"FRUITS_MODEL={model!r}: choose one of {', '.join(model_names())}")
     bucket = env.get("FRUITS_BUCKET", "fruits-pipeline").strip() or "fruits-pipeline"
-    variance = _float(env, "FRUITS_VARIANCE", 0.95)
-    if not 0 < variance <= 1:
-        raise ConfigError(f"FRUITS_VARIANCE={variance}: must be > 0 and <= 1")
-    image_size = _int(env, "FRUITS_IMAGE_SIZE", 224, minimum=32)
-    if image_size > 1024:
-        raise ConfigError(f"FRUITS_IMAGE_SIZE={image_size}: must be between 32 and 1024")
+    variance = _float(env, "FRUITS_VARIANCE", limits.VARIANCE_DEFAULT)
+    if error := limits.variance_error(variance):
+        raise ConfigError(f"FRUITS_VARIANCE {error}")
+    image_size = _int(env, "FRUITS_IMAGE_SIZE", limits.IMAGE_SIZE_DEFAULT)
+    if error := limits.image_size_error(image_size):
+        raise ConfigError(f"FRUITS_IMAGE_SIZE {error}")
     emr = EmrSettings(
         release_label=env.get("FRUITS_EMR_RELEASE_LABEL", "") or EmrSettings.release_label,
         master_type=env.get("FRUITS_EMR_MASTER_TYPE", "") or EmrSettings.master_type,

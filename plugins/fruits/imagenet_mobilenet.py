@@ -187,9 +187,9 @@ def ensure_weights(keras_home: str | Path | None = None, work: Path = WORK_DIR) 
             and graph.is_file() and sha256_file(graph) == GRAPH_SHA256)  # fmt: skip
     if not done:
         graph = extract_graph(fetch_sdist(work), work)
-        from fruits.jobcode import import_jobs_package
+        from fruits.config import jobs_module
 
-        import_jobs_package("fruits_spark.models").import_tensorflow()
+        jobs_module("fruits_spark.models").import_tensorflow()
         weights = keras_weights(graph_constants(load_graph_def(graph)))
         models.mkdir(parents=True, exist_ok=True)
         save_legacy_h5(converted_model(weights, include_top=False), no_top)

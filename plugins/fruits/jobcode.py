@@ -12,15 +12,13 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.metadata
-import sys
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from fruits.config import EMR_DIR, Settings
+from fruits.config import EMR_DIR, Settings, jobs_module
 
 JOB_SCRIPTS = ("featurize.py", "reduce.py")
 PACKAGE = "fruits_spark"
@@ -108,20 +106,6 @@ def build_bundle(
     return CodeBundle(version=digest.hexdigest()[:12], folder=folder, files=tuple(files))
 
 
-def import_jobs_package(module: str, jobs_dir: Path | None = None) -> ModuleType:
-    """Import a ``fruits_spark`` module from the jobs folder (for the few checks tasks share
-    with the jobs, such as where Keras caches ImageNet weights)."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError:
-        from fruits.config import load_settings
-
-        folder = str(jobs_dir or load_settings().jobs_dir)
-        if folder not in sys.path:
-            sys.path.append(folder)
-        return importlib.import_module(module)
-
-
 def upload_code(
     hook: Any,
     settings: Settings,
@@ -159,7 +143,7 @@ def upload_code(
     local_file = None
     if weights == "imagenet" and ship_imagenet:
         # the nodes need no internet access: ship the Airflow worker's cached file
-        local_file = import_jobs_package("fruits_spark.models").imagenet_weights_path(run["model"])
+        local_file = jobs_module("fruits_spark.models").imagenet_weights_path(run["model"])
     elif weights.startswith("/"):
         local_file = Path(weights)
     if local_file is not None:
@@ -176,7 +160,7 @@ def count_images(folder: Path) -> int:
     """Image files in a batch folder, by the jobs' own rules (extension; hidden skipped)."""
     if not folder.is_dir():
         return 0
-    images = import_jobs_package("fruits_spark.images")
+    images = jobs_module("fruits_spark.images")
     n = 0
     for path in folder.rglob("*"):
         parts = path.relative_to(folder).parts

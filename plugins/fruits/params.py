@@ -15,10 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fruits.config import MODELS, Settings
+from fruits.config import Settings, jobs_module, limits, model_names
 
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-IMAGE_SIZE_RANGE = (32, 1024)  # as featurize.py's --image-size
 WEIGHTS_KEYWORDS = ("imagenet", "random")
 
 
@@ -60,7 +59,7 @@ def trigger_form(settings: Settings) -> dict[str, Any]:
         "model": Param(
             settings.model,
             type="string",
-            enum=list(MODELS),
+            enum=list(model_names()),
             title="Model",
             description="The CNN whose pooled activations become the features.",
         ),
@@ -78,16 +77,16 @@ def trigger_form(settings: Settings) -> dict[str, Any]:
         "variance": Param(
             settings.variance,
             type="number",
-            exclusiveMinimum=0,
-            maximum=1,
+            exclusiveMinimum=limits.VARIANCE_RANGE[0],
+            maximum=limits.VARIANCE_RANGE[1],
             title="Explained variance",
             description="PCA keeps the fewest components explaining at least this share.",
         ),
         "image_size": Param(
             settings.image_size,
             type="integer",
-            minimum=IMAGE_SIZE_RANGE[0],
-            maximum=IMAGE_SIZE_RANGE[1],
+            minimum=limits.IMAGE_SIZE_RANGE[0],
+            maximum=limits.IMAGE_SIZE_RANGE[1],
             title="Image size",
             description="Images are resized to N x N pixels before the CNN (224 = ImageNet's).",
         ),
@@ -171,15 +170,14 @@ def validate(
 ) -> RunParams:
     """Check the run's parameters (form values or any ``conf``); ParamError names the bad one."""
     model = raw.get("model", settings.model)
-    if model not in MODELS:
-        raise ParamError("model", f"{model!r} is not one of {', '.join(MODELS)}")
+    if model not in model_names():
+        raise ParamError("model", f"{model!r} is not one of {', '.join(model_names())}")
     variance = _number("variance", raw.get("variance", settings.variance), float)
-    if not 0 < variance <= 1:
-        raise ParamError("variance", f"must be > 0 and <= 1, got {variance}")
+    if error := limits.variance_error(variance):
+        raise ParamError("variance", error)
     image_size = _number("image_size", raw.get("image_size", settings.image_size), int)
-    low, high = IMAGE_SIZE_RANGE
-    if not low <= image_size <= high:
-        raise ParamError("image_size", f"must be between {low} and {high}, got {image_size}")
+    if error := limits.image_size_error(image_size):
+        raise ParamError("image_size", error)
     return RunParams(
         batch=resolve_batch(raw.get("batch_date"), logical_date, settings.incoming),
         model=model,
@@ -194,9 +192,7 @@ def check_weights_readable(weights: str, model: str, s3_hook: Any) -> None:
     if weights == "random":
         return
     if weights == "imagenet":
-        from fruits.jobcode import import_jobs_package
-
-        models = import_jobs_package("fruits_spark.models")
+        models = jobs_module("fruits_spark.models")
         try:
             models.imagenet_weights_path(model)
         except models.WeightsUnavailable as exc:

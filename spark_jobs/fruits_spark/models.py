@@ -1,7 +1,8 @@
 """The CNNs used for transfer learning: built without their top, global-average pooled.
 
-TensorFlow is imported inside functions only, so the driver's argument parsing
-and the tests of decoding never pay for it.
+TensorFlow and numpy are imported inside functions only, so the driver's argument
+parsing, the tests of decoding and the Airflow plugins (which read :data:`MODELS` when a
+DAG is parsed) never pay for them.
 """
 
 from __future__ import annotations
@@ -12,9 +13,10 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 RANDOM_SEED = 42
 
@@ -148,6 +150,8 @@ def build_model(model: str, image_size: int, weights_file: str | Path | None = N
 def preprocess(model: str, batch: np.ndarray) -> np.ndarray:
     """The model's own keras.applications preprocess_input, on a float32 copy."""
     import importlib
+
+    import numpy as np
 
     import_tensorflow()
     module = importlib.import_module(f"keras.applications.{spec(model).module}")

@@ -43,7 +43,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fruits_spark import profiling
+from fruits_spark import limits, profiling
 from fruits_spark.jobs import JobError
 from fruits_spark.localparquet import LocalParquet
 
@@ -176,8 +176,9 @@ def choose_k(ratios: np.ndarray, variance: float | None = None, k: int | None = 
         return int(k)
     if variance is None:
         raise JobError("one of --k or --variance is required")
-    if not 0 < variance <= 1:
-        raise JobError(f"--variance must be in (0, 1], got {variance}")
+    error = limits.variance_error(variance)
+    if error:
+        raise JobError(f"--variance {error}")
     cumulative = np.cumsum(ratios)
     reached = np.nonzero(cumulative >= variance - CUMULATIVE_TOLERANCE)[0]
     return int(reached[0]) + 1 if reached.size else n_components

@@ -164,7 +164,7 @@ def test_a_run_killed_during_featurize_changes_nothing_and_a_rerun_completes(
     info = clusters(scratch)[killed["id"]]
     assert info["state"] == "TERMINATED"
     assert processes_of(info) == []
-    assert "abandoned clusters stopped: {'" + killed["id"] in (
-        tmp_path / "rerun.log"
-    ).read_text(errors="replace")
+    assert "abandoned clusters stopped: {'" + killed["id"] in (tmp_path / "rerun.log").read_text(
+        errors="replace"
+    )
     assert all(c["state"] == "TERMINATED" for c in clusters(scratch).values())

@@ -113,15 +113,3 @@ def test_imagenet_weights_must_be_cached(monkeypatch, tmp_path):
     cached.mkdir(parents=True)
     (cached / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5").write_bytes(b"")
     check_weights_readable("imagenet", "mobilenetv2", None)
-
-
-def test_the_form_the_settings_and_the_jobs_know_the_same_models():
-    """One model registry (fruits_spark.models.MODELS): the trigger form's choices and
-    FRUITS_MODEL's accept exactly its models."""
-    from fruits.config import MODELS, load_settings
-    from fruits.params import trigger_form
-    from fruits_spark.models import MODELS as REGISTRY
-
-    assert set(MODELS) == set(REGISTRY)
-    form = trigger_form(load_settings({}))
-    assert set(form["model"].schema["enum"]) == set(REGISTRY)

@@ -501,6 +501,6 @@ def test_cli_bad_argument_exits_2(tmp_path):
     assert done.returncode == 2
     # spark-submit's PythonRunner merges the driver's stderr into its own stdout.
     output = done.stdout + done.stderr
-    assert "error: --variance must be in (0, 1], got 1.5" in output
+    assert "error: --variance must be > 0 and <= 1, got 1.5" in output
     assert "Traceback" not in output
     assert not (tmp_path / "out").exists()

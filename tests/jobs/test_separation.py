@@ -31,9 +31,7 @@ def test_figures_agree_with_scikit_learn_and_brute_force(seed):
     labels = [f"L{i % 4}" for i in range(60)] + ["alone"]  # a label of one image scores 0
     x = np.vstack([centres[i % 4] + rng.normal(0, 1.5, 5) for i in range(60)]
                   + [rng.normal(0, 3, 5)])  # fmt: skip
-    assert separation.silhouette(x, labels) == pytest.approx(
-        silhouette_score(x, labels), abs=1e-9
-    )
+    assert separation.silhouette(x, labels) == pytest.approx(silhouette_score(x, labels), abs=1e-9)
     assert separation.nn1_accuracy(x, labels) == pytest.approx(brute_force_nn1(x, labels))
     assert 0.3 < separation.nn1_accuracy(x, labels) < 1.0  # neither trivial case
 

@@ -1,0 +1,136 @@
+"""Each rule the layers share has one home (``fruits_spark.limits``, the model registry):
+the trigger form, the settings, ``validate_params`` and the jobs' arguments accept and
+refuse exactly the same values."""
+
+from __future__ import annotations
+
+import pytest
+
+from fruits.config import ConfigError, load_settings, model_names
+from fruits.params import ParamError, trigger_form, validate
+from fruits_spark import limits
+from fruits_spark.models import MODELS as REGISTRY
+
+SIZE_LOW, SIZE_HIGH = limits.IMAGE_SIZE_RANGE
+FEATURIZE_BASE = ["--input", "in", "--output", "out", "--rejected", "rej", "--batch-size", "1"]
+
+
+def _accepts_setting(name: str, value: object) -> bool:
+    try:
+        load_settings({name: str(value)})
+    except ConfigError:
+        return False
+    return True
+
+
+def _accepts_param(name: str, value: object, tmp_path) -> bool:
+    (tmp_path / "2026-11-24").mkdir(exist_ok=True)
+    settings = load_settings({"FRUITS_INCOMING": str(tmp_path)})
+    try:
+        validate({name: value, "batch_date": "2026-11-24"}, logical_date=None, settings=settings)
+    except ParamError:
+        return False
+    return True
+
+
+def _accepts_featurize(size: int) -> bool:
+    import featurize
+
+    try:
+        featurize.parse_args([*FEATURIZE_BASE, "--image-size", str(size)])
+    except SystemExit:
+        return False
+    return True
+
+
+def _accepts_reduce(variance: float) -> bool:
+    import reduce
+
+    from fruits_spark.jobs import JobError
+
+    try:
+        reduce.parse_args(
+            ["--input", "i", "--output", "o", "--report", "r", "--variance", str(variance)]
+        )
+    except JobError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(
+    "size, ok",
+    [(SIZE_LOW - 1, False), (SIZE_LOW, True), (SIZE_HIGH, True), (SIZE_HIGH + 1, False)],
+)
+def test_every_layer_bounds_the_image_size_alike(size, ok, tmp_path):
+    form = trigger_form(load_settings({}))["image_size"].schema
+    assert (form["minimum"] <= size <= form["maximum"]) is ok
+    assert _accepts_setting("FRUITS_IMAGE_SIZE", size) is ok
+    assert _accepts_param("image_size", size, tmp_path) is ok
+    assert _accepts_featurize(size) is ok
+
+
+@pytest.mark.parametrize("variance, ok", [(0.0, False), (1e-6, True), (1.0, True), (1.01, False)])
+def test_every_layer_bounds_the_variance_alike(variance, ok, tmp_path):
+    form = trigger_form(load_settings({}))["variance"].schema
+    assert (form["exclusiveMinimum"] < variance <= form["maximum"]) is ok
+    assert _accepts_setting("FRUITS_VARIANCE", variance) is ok
+    assert _accepts_param("variance", variance, tmp_path) is ok
+    assert _accepts_reduce(variance) is ok
+    if ok:
+        from fruits_spark import pca
+
+        assert pca.choose_k([0.5, 0.5], variance=variance) in (1, 2)
+    else:
+        from fruits_spark import pca
+        from fruits_spark.jobs import JobError
+
+        with pytest.raises(JobError, match="--variance"):
+            pca.choose_k([0.5, 0.5], variance=variance)
+
+
+def test_the_defaults_are_the_jobs_defaults():
+    import featurize
+    import reduce
+
+    settings = load_settings({})
+    args = featurize.parse_args(FEATURIZE_BASE[:-2])
+    assert settings.image_size == args.image_size == limits.IMAGE_SIZE_DEFAULT
+    assert args.batch_size == limits.BATCH_SIZE_DEFAULT
+    assert settings.variance == limits.VARIANCE_DEFAULT
+    assert reduce.parse_args(["--input", "i", "--output", "o", "--report", "r"]).variance == (
+        limits.VARIANCE_DEFAULT
+    )
+
+
+def test_the_form_the_settings_and_the_jobs_know_the_same_models(tmp_path):
+    """One model registry (fruits_spark.models.MODELS)."""
+    import featurize
+
+    assert model_names() == tuple(REGISTRY)
+    form = trigger_form(load_settings({}))
+    assert form["model"].schema["enum"] == list(REGISTRY)
+    for name in REGISTRY:
+        assert load_settings({"FRUITS_MODEL": name}).model == name
+        assert _accepts_param("model", name, tmp_path)
+        assert featurize.parse_args([*FEATURIZE_BASE, "--model", name]).model == name
+    assert not _accepts_setting("FRUITS_MODEL", "resnet50")
+    assert not _accepts_param("model", "resnet50", tmp_path)
+
+
+def test_the_plugins_read_the_registry_without_numpy_or_tensorflow():
+    """The DAG file is parsed often: reading the model list must stay cheap."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fruits.config import model_names; model_names(); "
+        "print(sorted(m for m in ('numpy', 'tensorflow', 'keras') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_batch_size_bounds_name_the_memory_reason():
+    assert limits.batch_size_error(limits.BATCH_SIZE_DEFAULT, limits.IMAGE_SIZE_DEFAULT) is None
+    assert "between 1 and 4096" in limits.batch_size_error(0, 224)
+    assert "memory" in limits.batch_size_error(4096, 64)
