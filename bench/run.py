@@ -41,6 +41,7 @@ import numpy as np
 
 from bench import emr_estimate
 from bench.data import ROOT, VAR, image_batch
+from fruits.sparkenv import spark_env
 
 TARGET_FEATURIZE = 0.9  # featurize images/s >= 0.9 x raw Keras images/s
 TARGET_REDUCE = 2.0  # reduce time <= 2 x scikit-learn's
@@ -110,15 +111,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def job_env(extra: list[str]) -> dict[str, str]:
-    env = dict(os.environ)
+    """The Spark environment of the cluster and the tests, with the jobs importable
+    (the bench imports its own probes from the repository) and ``--env K=V`` on top."""
     paths = [str(ROOT / "spark_jobs"), str(ROOT / "plugins"), str(ROOT)]
-    env.update(
-        PYTHONPATH=os.pathsep.join([*paths, *filter(None, [env.get("PYTHONPATH")])]),
-        PYSPARK_PYTHON=sys.executable,
-        PYSPARK_DRIVER_PYTHON=sys.executable,
-        SPARK_LOCAL_IP="127.0.0.1",
-        TF_CPP_MIN_LOG_LEVEL="2",
-    )
+    env = spark_env({"PYTHONPATH": os.pathsep.join(paths)})
     for item in extra:
         key, _, value = item.partition("=")
         env[key] = value

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import importlib.util
 import json
 import logging
 import os
@@ -41,7 +40,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -51,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from fruits import s3sync, step_runner
+from fruits.sparkenv import free_port, spark_bin, spark_env
 from fruits.steps import localize
 
 log = logging.getLogger(__name__)
@@ -68,38 +67,6 @@ class ClusterError(RuntimeError):
 
 class StepFailed(RuntimeError):
     """A step ended in FAILED, CANCELLED or INTERRUPTED; the message carries its stderr."""
-
-
-def spark_bin(name: str) -> str:
-    """pip's pyspark ships ``bin/spark-class`` and ``bin/spark-submit`` (no sbin scripts)."""
-    spec = importlib.util.find_spec("pyspark")
-    if spec is None or not spec.submodule_search_locations:
-        raise ClusterError("pyspark is not installed on this Airflow worker")
-    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / name
-    if not path.is_file():
-        raise ClusterError(f"{path} not found")
-    return str(path)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spark_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of everything the cluster starts: loopback only, this Python, and no
-    PYTHONPATH, so the jobs import their package from ``--py-files`` as on EMR."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(
-        SPARK_LOCAL_IP="127.0.0.1",
-        PYSPARK_PYTHON=sys.executable,
-        PYSPARK_DRIVER_PYTHON=sys.executable,
-        TF_CPP_MIN_LOG_LEVEL="2",
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    )
-    env.update(extra or {})
-    return env
 
 
 # --- process bookkeeping: end exactly what we started -------------------------------

@@ -1,0 +1,49 @@
+"""How this host starts Spark: pip's pyspark scripts, free loopback ports, and the one
+environment every Spark process we start gets (the local cluster, the jobs' tests, the
+benchmark), so a fix to it reaches all of them."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+
+class SparkNotFound(RuntimeError):
+    """pyspark, or one of its scripts, is not installed here."""
+
+
+def spark_bin(name: str) -> str:
+    """pip's pyspark ships ``bin/spark-class`` and ``bin/spark-submit`` (no sbin scripts)."""
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or not spec.submodule_search_locations:
+        raise SparkNotFound("pyspark is not installed on this Airflow worker")
+    path = Path(next(iter(spec.submodule_search_locations))) / "bin" / name
+    if not path.is_file():
+        raise SparkNotFound(f"{path} not found")
+    return str(path)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spark_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of everything the cluster starts: loopback only, this Python, and no
+    PYTHONPATH, so the jobs import their package from ``--py-files`` as on EMR."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(
+        SPARK_LOCAL_IP="127.0.0.1",
+        PYSPARK_PYTHON=sys.executable,
+        PYSPARK_DRIVER_PYTHON=sys.executable,
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
+    env.update(extra or {})
+    return env
