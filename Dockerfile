@@ -1,5 +1,7 @@
-# The project image for docker-compose.yaml: Airflow 3 + Java (for Spark) + the pinned
-# requirements, installed at build time (never at container start).
+# The project image for docker-compose.yaml: Airflow 3 + Java (for Spark) + what Airflow
+# and the local backend's jobs run (requirements/airflow.txt, which includes
+# spark_jobs/requirements.txt), installed at build time (never at container start).
+# No test or development tool: those are requirements/dev.txt.
 #   docker compose build
 FROM apache/airflow:3.3.2-python3.11
 
@@ -11,5 +13,7 @@ RUN apt-get update \
 ENV JAVA_HOME=/usr/lib/jvm/default-java
 
 USER airflow
-COPY --chown=airflow:root requirements.txt constraints.txt /opt/fruits/
-RUN pip install --no-cache-dir -r /opt/fruits/requirements.txt -c /opt/fruits/constraints.txt
+COPY --chown=airflow:root constraints.txt /opt/fruits/
+COPY --chown=airflow:root requirements/airflow.txt /opt/fruits/requirements/
+COPY --chown=airflow:root spark_jobs/requirements.txt /opt/fruits/spark_jobs/
+RUN pip install --no-cache-dir -r /opt/fruits/requirements/airflow.txt -c /opt/fruits/constraints.txt

@@ -18,10 +18,12 @@ export SPARK_LOCAL_IP := 127.0.0.1
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt constraints.txt
+# requirements/dev.txt includes Airflow's (requirements/airflow.txt), which includes the
+# jobs' (spark_jobs/requirements.txt); constraints.txt locks them together.
+$(STAMP): requirements/dev.txt requirements/airflow.txt spark_jobs/requirements.txt constraints.txt
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
+	$(BIN)/pip install --quiet -r requirements/dev.txt -c constraints.txt
 	@touch $(STAMP)
 
 tools: $(TOOLS_STAMP)

@@ -18,23 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fruits.config import EMR_DIR, Settings, jobs_module
+from fruits.config import EMR_DIR, Settings, jobs_module, load_settings
 
 JOB_SCRIPTS = ("featurize.py", "reduce.py")
 PACKAGE = "fruits_spark"
 ZIP_NAME = f"{PACKAGE}.zip"
 # What the jobs import on the cluster, besides Spark itself (EMR brings its own Spark,
 # so never pyspark). Pinned to the versions installed here: one install for all.
-JOB_REQUIREMENTS = (
-    "tensorflow-cpu",
-    "keras",
-    "h5py",
-    "numpy",
-    "pandas",
-    "pyarrow",
-    "pillow",
-    "matplotlib",
-)
+REQUIREMENTS = "requirements.txt"  # in the jobs' folder: the pins every node's Python needs
+NODE_EXTRAS = ("pyspark", "boto3")  # what ec2 nodes add: their own Spark, the node program's S3
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same zip
 
 
@@ -63,20 +55,25 @@ def build_zip(jobs_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def job_requirements() -> str:
-    """requirements.txt for the cluster's Python: the job packages, as installed here."""
-    lines = ["# Installed by bootstrap.sh on every EMR node; generated from the Airflow worker."]
-    for name in JOB_REQUIREMENTS:
-        lines.append(f"{name}=={importlib.metadata.version(name)}")
-    return "\n".join(lines) + "\n"
+def pinned(path: Path) -> list[str]:
+    """The ``name==version`` lines of a requirements file (comments and blanks dropped)."""
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
 
 
-def node_requirements() -> str:
-    """requirements.txt for nodes that run their own Spark (``ec2``): the job packages,
-    the same pyspark as the local backend, and boto3 for the node program."""
-    lines = ["# Installed by the ec2 nodes' user data; generated from the Airflow worker."]
-    for name in (*JOB_REQUIREMENTS, "pyspark", "boto3"):
-        lines.append(f"{name}=={importlib.metadata.version(name)}")
+def job_requirements(jobs_dir: Path) -> str:
+    """The EMR nodes' requirements: the jobs' own file, shipped as it is pinned."""
+    lines = ["# Installed by bootstrap.sh on every EMR node (spark_jobs/requirements.txt)."]
+    return "\n".join([*lines, *pinned(jobs_dir / REQUIREMENTS)]) + "\n"
+
+
+def node_requirements(jobs_dir: Path | None = None) -> str:
+    """The ec2 nodes' requirements: the jobs' file, plus the Airflow worker's own pyspark
+    (the local backend's, so both run the same Spark) and boto3 for the node program."""
+    folder = jobs_dir or load_settings().jobs_dir
+    lines = ["# Installed by the ec2 nodes' user data (spark_jobs/requirements.txt + Spark)."]
+    lines += pinned(folder / REQUIREMENTS)
+    lines += [f"{name}=={importlib.metadata.version(name)}" for name in NODE_EXTRAS]
     return "\n".join(lines) + "\n"
 
 
@@ -95,7 +92,7 @@ def build_bundle(
         (folder / script).write_bytes(src.read_bytes())
         files.append(script)
     (folder / "bootstrap.sh").write_bytes((EMR_DIR / "bootstrap.sh").read_bytes())
-    (folder / "requirements.txt").write_text(job_requirements())
+    (folder / "requirements.txt").write_text(job_requirements(jobs_dir))
     files += ["bootstrap.sh", "requirements.txt"]
     for name, content in sorted((extra_files or {}).items()):
         (folder / name).write_bytes(content)

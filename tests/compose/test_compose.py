@@ -84,11 +84,12 @@ def test_images_are_pinned(compose):
 
 def test_the_image_is_built_from_the_pinned_requirements(compose):
     dockerfile = (ROOT / "Dockerfile").read_text()
-    pinned = re.search(r"^apache-airflow==(\S+)$", (ROOT / "requirements.txt").read_text(), re.M)
+    airflow = (ROOT / "requirements" / "airflow.txt").read_text()
+    pinned = re.search(r"^apache-airflow==(\S+)$", airflow, re.M)
     base = re.search(r"^FROM apache/airflow:(\S+?)-python3\.11$", dockerfile, re.M)
     assert base and pinned and base.group(1) == pinned.group(1)
     assert compose["services"]["airflow-apiserver"]["image"].endswith(":" + pinned.group(1))
-    assert "-r /opt/fruits/requirements.txt -c /opt/fruits/constraints.txt" in dockerfile
+    assert "-r /opt/fruits/requirements/airflow.txt -c /opt/fruits/constraints.txt" in dockerfile
     assert "jre" in dockerfile  # Spark needs Java
     for name, svc in compose["services"].items():  # nothing installed at container start
         assert "pip install" not in json.dumps(svc.get("command", "")), name

@@ -146,7 +146,7 @@ def test_code_bundle_is_reproducible_and_versioned_by_content(tmp_path):
     (jobs / "fruits_spark").mkdir(parents=True)
     for p in sources:
         (jobs / "fruits_spark" / p.name).write_bytes(p.read_bytes())
-    for script in ("featurize.py", "reduce.py"):
+    for script in ("featurize.py", "reduce.py", "requirements.txt"):
         (jobs / script).write_bytes((ROOT / "spark_jobs" / script).read_bytes())
     assert build_bundle(jobs, tmp_path / "c").version == a.version
     (jobs / "fruits_spark" / "jobs.py").write_text("# changed\n")
