@@ -14,7 +14,7 @@ export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 # Keep Spark and everything it starts on loopback.
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: venv tools weights check-java system-deps test lint demo ui bench clean
+.PHONY: venv tools weights check-java system-deps check test lint demo ui bench clean
 
 venv: $(STAMP)
 
@@ -45,6 +45,13 @@ check-java:
 system-deps:
 	@bash scripts/system-deps.sh
 
+# The fast tier while working: no Spark, no Airflow database, no spark-submit, no
+# cluster processes, no browser (tests/conftest.py marks them); a few minutes.
+check: venv tools weights
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m fast
+
+# Every test (the README's test command; CI runs it).
 test: venv tools weights system-deps check-java
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest

@@ -1,4 +1,7 @@
-"""Shared fixtures: one local SparkSession for the whole session, sample batches, paths."""
+"""Shared fixtures (one local SparkSession for the whole session, sample batches) and the
+test tiers: each test is marked from the costly things it uses, so that ``make check``
+(``-m fast``) runs everything that needs no Spark, no Airflow database, no spark-submit,
+no cluster processes and no browser, and ``make test`` runs every test."""
 
 from __future__ import annotations
 
@@ -20,6 +23,29 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# What a fixture costs -> the marker of every test that uses it (directly or through
+# other fixtures). Tests that use none of them are the fast tier.
+FIXTURE_TIERS = {
+    "spark": "spark",  # a SparkSession in this process (a JVM, Python workers)
+    "airflow_db": "airflow",  # Airflow's metadata database: DAG runs, `airflow` commands
+    "py_files": "spark_submit",  # the jobs' zip for spark-submit processes
+    "cluster": "cluster",  # Spark master and worker processes (tests/dag/test_ec2_node.py)
+    "processes": "cluster",
+    "ui": "browser",  # Airflow's API server and Chromium
+}
+HEAVY = ("slow", "memory", *sorted(set(FIXTURE_TIERS.values())))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, tier in FIXTURE_TIERS.items():
+            if fixture in used:
+                item.add_marker(tier)
+        if not any(item.get_closest_marker(name) for name in HEAVY):
+            item.add_marker("fast")
 
 
 @pytest.fixture(scope="session")
