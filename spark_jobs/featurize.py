@@ -171,7 +171,9 @@ def empty_rejections(spark: SparkSession, empty: list[str]) -> DataFrame:
 
 
 @dataclass(frozen=True)
-class Summary:
+class FeaturizeCounts:
+    """What a run did with the images it listed, for its one-line report."""
+
     featurized: int
     rejected: int
     skipped: int
@@ -212,7 +214,7 @@ def prepare_weights(
     return weights, config
 
 
-def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
+def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
     """The whole job on an existing session: list, featurize once, write every output."""
     use_few_input_partitions(spark)
     tf_threads = args.tf_threads or int(spark.conf.get("spark.task.cpus", "1"))
@@ -262,7 +264,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> Summary:
         result.unpersist()
         weights_bc.unpersist()
     featurized = sum(row.ok for row in outcome)
-    return Summary(
+    return FeaturizeCounts(
         featurized=featurized,
         rejected=len(outcome) - featurized + len(empty),
         skipped=listing.skipped,

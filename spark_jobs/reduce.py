@@ -11,7 +11,7 @@ Reads Parquet ``path, label, features`` (as featurize.py writes it) and writes P
 components whose cumulative explained variance reaches ``--variance``, or ``--k``).
 Under ``--report``: ``report.json``, ``cumulative_variance.png``, ``pca_scatter.png``.
 Components follow scikit-learn's sign convention (largest-|value| entry positive); see
-``fruits_spark.pca``. Exit status 2 on bad arguments or unusable input.
+``fruits_spark.pca_math``. Exit status 2 on bad arguments or unusable input.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruits_spark import fsio, limits, localparquet, pca, report, separation
+from fruits_spark import feature_summary, fsio, limits, localparquet, pca_passes, report, separation
 from fruits_spark.jobs import JobError, run_job
+from fruits_spark.pca_math import PCAModel, choose_k
 
 MAX_SCATTER_POINTS = 20_000  # rows drawn in pca_scatter.png (a seeded sample beyond that)
 REQUIRED_COLUMNS = ("path", "label", "features")
@@ -78,7 +79,7 @@ def features_metadata(df: DataFrame) -> dict:
     return dict(df.schema["features"].metadata or {})
 
 
-def output_metadata(source: dict, model: pca.PCAModel, k: int) -> dict:
+def output_metadata(source: dict, model: PCAModel, k: int) -> dict:
     kept = {key: source[key] for key in METADATA_KEYS if source.get(key) is not None}
     return {**kept, "n_features": model.n_features, "k": k, "pca_of": "features"}
 
@@ -131,14 +132,14 @@ def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
     local = localparquet.local_parquet(features, REQUIRED_COLUMNS)  # None: Spark reads
     try:
         # One pass: validation, rows per label and moments; the second pass projects.
-        fitted = pca.summarize(features, "features", count_by="label", local=local)
-        model = pca.fit_summary(fitted, "features")
+        fitted = pca_passes.summarize(features, "features", count_by="label", local=local)
+        model = feature_summary.fit_summary(fitted, "features")
     except JobError as exc:
         raise JobError(f"--input {args.input}: {exc}") from exc
-    k = pca.choose_k(model.explained_variance_ratio, variance=args.variance, k=args.k)
+    k = choose_k(model.explained_variance_ratio, variance=args.variance, k=args.k)
 
     source_meta = features_metadata(features)
-    projected = pca.project(
+    projected = pca_passes.project(
         features, model, k, metadata=output_metadata(source_meta, model, k), local=local
     )
     projected.write.mode("overwrite").parquet(args.output)

@@ -7,7 +7,8 @@ import pytest
 from pyspark.sql import functions as F
 from test_reduce import LABELS, low_rank_features
 
-from fruits_spark import localparquet, pca
+from fruits_spark import localparquet, pca_passes
+from fruits_spark.feature_summary import fit_summary
 from fruits_spark.localparquet import Piece, local_path, plan_tasks
 
 
@@ -61,16 +62,16 @@ def test_local_reader_plans_every_row_group_of_every_file(parquet_input):
 def test_local_reader_gives_spark_s_summary_and_projection(spark, parquet_input):
     df, x = parquet_input
     local = localparquet.local_parquet(df, ["path", "label", "features"])
-    ours = pca.summarize(df, "features", count_by="label", local=local)
-    spark_s = pca.summarize(df, "features", count_by="label")
+    ours = pca_passes.summarize(df, "features", count_by="label", local=local)
+    spark_s = pca_passes.summarize(df, "features", count_by="label")
     assert ours.stats == spark_s.stats
     assert ours.counts == spark_s.counts == {label: 240 for label in LABELS}
     np.testing.assert_allclose(ours.moments.mean, x.astype(np.float64).mean(axis=0), rtol=1e-9)
     np.testing.assert_allclose(ours.moments.m2, spark_s.moments.m2, rtol=1e-9, atol=1e-6)
 
-    model = pca.fit_summary(ours)
-    a = pca.project(df, model, 3, local=local).orderBy("path").collect()
-    b = pca.project(df, model, 3).orderBy("path").collect()
+    model = fit_summary(ours)
+    a = pca_passes.project(df, model, 3, local=local).orderBy("path").collect()
+    b = pca_passes.project(df, model, 3).orderBy("path").collect()
     assert [r.path for r in a] == [r.path for r in b] and len(a) == 1200
     assert [r.label for r in a] == [r.label for r in b]
     np.testing.assert_allclose([r.pca for r in a], [r.pca for r in b], rtol=1e-6)

@@ -1,5 +1,5 @@
-"""fruits_spark.pca's numpy and Arrow core, without Spark: checked against numpy and
-scikit-learn."""
+"""The PCA's numpy core, Arrow columns and feature summaries, without Spark: checked
+against numpy and scikit-learn."""
 
 from __future__ import annotations
 
@@ -8,22 +8,23 @@ import pyarrow as pa
 import pytest
 from sklearn.decomposition import PCA
 
-from fruits_spark.jobs import JobError
-from fruits_spark.pca import (
+from fruits_spark.arrow_vectors import matrix_to_vectors, vectors_to_matrix
+from fruits_spark.feature_summary import (
     ColumnStats,
+    FeatureSummary,
+    fit_summary,
+    summarize_batch,
+    vector_stats,
+)
+from fruits_spark.jobs import JobError
+from fruits_spark.pca_math import (
     Moments,
-    Summary,
     choose_k,
     fit_from_covariance,
-    fit_summary,
-    matrix_to_vectors,
     merge_moments,
     merge_pair,
     partition_moments,
     project_array,
-    summarize_batch,
-    vector_stats,
-    vectors_to_matrix,
 )
 
 
@@ -270,10 +271,10 @@ def test_summaries_of_batches_merge_to_the_whole_in_any_order():
     pieces = [(0, 1), (1, 40), (40, 41), (41, 120)]
     parts = [summarize_batch(batch(x[a:b], labels[a:b]), "features", "label") for a, b in pieces]
     rng = np.random.default_rng(5)
-    total = Summary()
+    total = FeatureSummary()
     for i in rng.permutation(len(parts)):
         # through the row Spark carries between stages
-        total = Summary.from_row(total.merge(parts[i]).to_row())
+        total = FeatureSummary.from_row(total.merge(parts[i]).to_row())
 
     assert total.stats == ColumnStats(120, 0, 8, 8, 0)
     assert total.counts == {label: labels.count(label) for label in set(labels)}  # None too
@@ -299,4 +300,4 @@ def test_a_summary_with_unusable_rows_has_no_moments_and_fails_the_fit():
             assert merged.moments is None
             with pytest.raises(JobError, match=message):
                 fit_summary(merged)
-    assert good.merge(Summary()) == good and Summary().merge(good) == good
+    assert good.merge(FeatureSummary()) == good and FeatureSummary().merge(good) == good

@@ -19,8 +19,9 @@ from PIL import Image
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
-from fruits_spark import pca, report
+from fruits_spark import pca_passes, report
 from fruits_spark.jobs import JobError
+from fruits_spark.pca_math import choose_k
 
 pytestmark = pytest.mark.spark
 
@@ -147,7 +148,7 @@ def assert_png(data: bytes, min_size=(300, 200)) -> tuple[int, int]:
 
 def test_fit_pca_matches_numpy_svd(synthetic_df, synthetic, reference):
     # 5 partitions merged 2 at a time: two rounds of merges on the executors.
-    model = pca.fit_pca(synthetic_df, fan_in=2)
+    model = pca_passes.fit_pca(synthetic_df, fan_in=2)
 
     assert (model.n_rows, model.n_features) == (200, 50)
     np.testing.assert_allclose(model.mean, synthetic.astype(np.float64).mean(axis=0), rtol=1e-10)
@@ -163,8 +164,8 @@ def test_fit_pca_matches_numpy_svd(synthetic_df, synthetic, reference):
 
 
 def test_fit_is_the_same_for_any_partitioning(spark, synthetic):
-    one = pca.fit_pca(features_df(spark, synthetic, partitions=1))
-    many = pca.fit_pca(features_df(spark, synthetic, partitions=11), fan_in=3)
+    one = pca_passes.fit_pca(features_df(spark, synthetic, partitions=1))
+    many = pca_passes.fit_pca(features_df(spark, synthetic, partitions=11), fan_in=3)
     np.testing.assert_allclose(
         many.explained_variance, one.explained_variance, rtol=1e-9, atol=1e-12
     )
@@ -172,8 +173,8 @@ def test_fit_is_the_same_for_any_partitioning(spark, synthetic):
 
 
 def test_project_matches_numpy_svd(synthetic_df, reference):
-    model = pca.fit_pca(synthetic_df)
-    projected = pca.project(synthetic_df, model, 6)
+    model = pca_passes.fit_pca(synthetic_df)
+    projected = pca_passes.project(synthetic_df, model, 6)
 
     assert projected.columns == ["path", "label", "pca"]
     assert projected.schema["pca"].dataType.simpleString() == "array<float>"
@@ -181,7 +182,7 @@ def test_project_matches_numpy_svd(synthetic_df, reference):
 
 
 def test_project_uses_the_documented_sign_convention(spark, synthetic_df, synthetic, reference):
-    model = pca.fit_pca(synthetic_df)
+    model = pca_passes.fit_pca(synthetic_df)
     k = 4
     expected_values = reference.centred @ reference.flipped_components()[:k].T
     paths = [f"file:/in/{LABELS[i % 5]}/{i:04d}.jpg" for i in range(len(synthetic))]
@@ -194,7 +195,7 @@ def test_project_uses_the_documented_sign_convention(spark, synthetic_df, synthe
     )
     scale = float(np.abs(expected_values).max())
     assertDataFrameEqual(
-        pca.project(synthetic_df, model, k), expected, rtol=1e-3, atol=1e-4 * scale
+        pca_passes.project(synthetic_df, model, k), expected, rtol=1e-3, atol=1e-4 * scale
     )
 
 
@@ -202,15 +203,15 @@ def test_fewer_rows_than_features(spark):
     x = low_rank_features(10, 1280, rank=3, seed=11)
     df = features_df(spark, x, partitions=3)
     ref = SVDReference(x)
-    model = pca.fit_pca(df)
+    model = pca_passes.fit_pca(df)
 
     assert model.components.shape == (10, 1280)  # min(n_rows, n_features) components
     np.testing.assert_allclose(model.explained_variance_ratio, ref.ratios, atol=1e-6)
     assert model.explained_variance_ratio[-1] < 1e-8  # centring removes one dimension
-    k = pca.choose_k(model.explained_variance_ratio, variance=0.95)
+    k = choose_k(model.explained_variance_ratio, variance=0.95)
     assert k == ref.k_for(0.95)
     assert_equal_up_to_column_sign(
-        pca_matrix(pca.project(df, model, 9)), ref.scores[:, :9], rel=1e-3
+        pca_matrix(pca_passes.project(df, model, 9)), ref.scores[:, :9], rel=1e-3
     )
 
 
@@ -368,7 +369,7 @@ def test_rejects_unusable_features(spark, tmp_path, features, message):
         "path string, label string, features array<float>",
     )
     with pytest.raises(JobError, match=message):
-        pca.fit_pca(df)
+        pca_passes.fit_pca(df)
     input_uri = write_parquet(df, tmp_path / "features")
     with pytest.raises(JobError, match=rf"^--input .*features: .*{message}"):
         reduce_job.reduce_features(spark, job_args(tmp_path, input_uri))
@@ -377,8 +378,8 @@ def test_rejects_unusable_features(spark, tmp_path, features, message):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--variance", "0"], r"--variance must be in \(0, 1\], got 0.0"),
-        (["--variance", "1.5"], r"--variance must be in \(0, 1\], got 1.5"),
+        (["--variance", "0"], "--variance must be > 0 and <= 1, got 0.0"),
+        (["--variance", "1.5"], "--variance must be > 0 and <= 1, got 1.5"),
         (["--variance", "nan"], "--variance"),
         (["--k", "0"], "--k must be at least 1, got 0"),
     ],
