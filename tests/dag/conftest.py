@@ -17,6 +17,7 @@ import tempfile
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dag_support import (
@@ -170,12 +171,13 @@ def load_dag(monkeypatch) -> Callable:
     return load
 
 
-@pytest.fixture
-def emr_steps(aws) -> Iterator[Callable[[str], EmrStepDriver]]:
-    drivers: list[EmrStepDriver] = []
+def _drivers(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
+    """``start(...)``: a driver made by ``make(...)``, its thread started; at the end of
+    the test every driver is stopped and its errors fail the test."""
+    drivers = []
 
-    def start(policy: str) -> EmrStepDriver:
-        driver = EmrStepDriver(aws.s3, policy)
+    def start(*args: Any, **kwargs: Any) -> Any:
+        driver = make(*args, **kwargs)
         driver.thread.start()
         drivers.append(driver)
         return driver
@@ -185,26 +187,21 @@ def emr_steps(aws) -> Iterator[Callable[[str], EmrStepDriver]]:
         driver.stop.set()
         driver.thread.join(timeout=5)
         assert not driver.errors, driver.errors
+
+
+@pytest.fixture
+def emr_steps(aws) -> Iterator[Callable[[str], EmrStepDriver]]:
+    """Play EMR's steps (moto never finishes one): ``emr_steps(policy)``."""
+    yield from _drivers(lambda policy: EmrStepDriver(aws.s3, policy))
 
 
 @pytest.fixture
 def ec2_nodes(aws) -> Iterator[Callable[..., Ec2NodeDriver]]:
-    """Play the ec2 backend's nodes (moto boots nothing); the nodes' instance profile
-    exists in moto's IAM, as infra/fruits-pipeline.yaml makes it."""
+    """Play the ec2 backend's nodes (moto boots nothing): ``ec2_nodes(policy, steps)``;
+    the nodes' instance profile exists in moto's IAM, as infra/fruits-pipeline.yaml
+    makes it."""
     aws.iam.create_instance_profile(InstanceProfileName="fruits-ec2-node-role")
-    drivers: list[Ec2NodeDriver] = []
-
-    def start(policy: str, steps: str = "complete") -> Ec2NodeDriver:
-        driver = Ec2NodeDriver(aws, policy, steps)
-        driver.thread.start()
-        drivers.append(driver)
-        return driver
-
-    yield start
-    for driver in drivers:
-        driver.stop.set()
-        driver.thread.join(timeout=5)
-        assert not driver.errors, driver.errors
+    yield from _drivers(lambda policy, steps="complete": Ec2NodeDriver(aws, policy, steps))
 
 
 @pytest.fixture

@@ -33,6 +33,14 @@ def task_states(dag_run) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
 
+def failed_at(dag_run, task_id: str) -> dict[str, str]:
+    """The run's task states, once it is asserted that the run failed, at ``task_id``."""
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert states[task_id] == "failed", states
+    return states
+
+
 # --- moto's EMR never finishes a step: the tests play the cluster ----------------------
 
 

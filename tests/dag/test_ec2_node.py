@@ -27,7 +27,7 @@ from dag_support import BUCKET, REGION, ROOT
 from fruits import ec2
 
 PYTHON = sys.executable
-START_DEADLINE = 180  # seconds: JVMs start slowly on a loaded 2-core machine
+START_DEADLINE = 180  # seconds: JVMs can start slowly on a loaded host
 CLUSTER_ID = "ec2-test-0001"
 LOG = f"s3://{BUCKET}/logs/ec2/{CLUSTER_ID}/"
 LOG_KEY = f"logs/ec2/{CLUSTER_ID}/"
@@ -466,6 +466,20 @@ spark.stop()
 """
 
 
+def _run_steps(
+    processes, aws, steps: list[dict], tmp_path: Path, mirror_interval: float
+) -> tuple[subprocess.Popen, Path]:
+    """``node.py run-steps`` on ``steps`` (written to LOG/steps.json first, as
+    add_steps does); the runner and the file its output goes to."""
+    aws.s3.put_object(Bucket=BUCKET, Key=LOG_KEY + "steps.json", Body=json.dumps(steps))
+    out = tmp_path / "run-steps.out"
+    runner = processes.node(
+        "run-steps", "--log-prefix", LOG, "--mirror-interval", str(mirror_interval),
+        work=tmp_path / "steps", log=out,
+    )  # fmt: skip
+    return runner, out
+
+
 def _states(aws, ids: list[str]) -> dict[str, dict]:
     states = {}
     for sid in ids:
@@ -493,12 +507,7 @@ def test_run_steps_runs_in_order_and_mirrors_to_s3(cluster, moto, aws, processes
         {"id": "s-3NEVER", "name": "never", "argv": [PYTHON, "-c", f"open({str(marker)!r}, 'w')"]},
     ]  # fmt: skip
     ids = [s["id"] for s in steps]
-    aws.s3.put_object(Bucket=BUCKET, Key=LOG_KEY + "steps.json", Body=json.dumps(steps))
-    out = tmp_path / "run-steps.out"
-    runner = processes.node(
-        "run-steps", "--log-prefix", LOG, "--mirror-interval", "2",
-        work=tmp_path / "steps", log=out,
-    )  # fmt: skip
+    runner, out = _run_steps(processes, aws, steps, tmp_path, mirror_interval=2)
     assert _wait_exit(runner, 600, out) == 1
     states = _states(aws, ids)
     assert [states[sid]["state"] for sid in ids] == ["COMPLETED", "FAILED", "CANCELLED"], (
@@ -527,12 +536,7 @@ def test_sigterm_marks_the_running_step_interrupted_and_ends_it(moto, aws, proce
             "bash", "-c", "echo 'waiting for the fruit' >&2; exec sleep 300"]},
         {"id": "s-2LATER", "name": "later", "argv": ["true"]},
     ]  # fmt: skip
-    aws.s3.put_object(Bucket=BUCKET, Key=LOG_KEY + "steps.json", Body=json.dumps(steps))
-    out = tmp_path / "run-steps.out"
-    runner = processes.node(
-        "run-steps", "--log-prefix", LOG, "--mirror-interval", "1",
-        work=tmp_path / "steps", log=out,
-    )  # fmt: skip
+    runner, out = _run_steps(processes, aws, steps, tmp_path, mirror_interval=1)
     deadline = time.monotonic() + 120
     sleeper = None
     while sleeper is None:  # RUNNING in S3, its stderr mirrored while it runs

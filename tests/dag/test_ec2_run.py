@@ -18,6 +18,7 @@ from dag_support import (
     FAKE_REPORT,
     NODE_ERROR,
     STEP_ERROR,
+    failed_at,
     logical,
     snapshot,
     task_states,
@@ -152,9 +153,7 @@ def test_a_failed_step_fails_the_run_with_its_stderr_and_terminates(
     ec2_nodes("ready", steps="fail")
     dag_run = run(load_dag("ec2"))
 
-    states = task_states(dag_run)
-    assert str(dag_run.state) == "failed", states
-    assert states["wait_for_step"] == "failed"
+    states = failed_at(dag_run, "wait_for_step")
     assert states["remove_cluster"] == "success"  # the teardown ran...
     assert states["summarize_run"] == "upstream_failed"  # ...and the run still failed
     assert_all_terminated(aws)
@@ -172,9 +171,7 @@ def test_a_node_whose_bootstrap_fails_fails_the_run_at_once_and_terminates(
     ec2_nodes("bootstrap_fails")
     dag_run = run(load_dag("ec2"))
 
-    states = task_states(dag_run)
-    assert str(dag_run.state) == "failed", states
-    assert states["create_job_flow"] == "failed"
+    states = failed_at(dag_run, "create_job_flow")
     assert states["add_steps"] == "upstream_failed"
     assert_all_terminated(aws)  # create_job_flow ended what it had launched
     out = capfd.readouterr().out
@@ -190,9 +187,7 @@ def test_a_cluster_that_never_becomes_ready_times_out_and_terminates(
     ec2_nodes("never_ready")
     dag_run = run(load_dag("ec2"))
 
-    states = task_states(dag_run)
-    assert str(dag_run.state) == "failed", states
-    assert states["create_job_flow"] == "failed"
+    failed_at(dag_run, "create_job_flow")
     assert_all_terminated(aws)
     out = capfd.readouterr().out
     assert "not ready within 10s" in out and "get-console-output" in out
@@ -216,9 +211,7 @@ def test_an_ssm_error_fails_the_run_and_terminates(
     ec2_nodes("ready")
     dag_run = run(load_dag("ec2"))
 
-    states = task_states(dag_run)
-    assert str(dag_run.state) == "failed", states
-    assert states["add_steps"] == "failed"
+    states = failed_at(dag_run, "add_steps")
     assert states["remove_cluster"] == "success"
     assert_all_terminated(aws)
     assert "Instances not in a valid state" in capfd.readouterr().out

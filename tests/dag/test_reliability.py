@@ -22,6 +22,7 @@ from dag_support import (
     FAKE_TABLES,
     STEP_ERROR,
     emr_clusters,
+    failed_at,
     logical,
     snapshot,
     task_states,
@@ -64,9 +65,7 @@ def test_steps_over_their_timeout_fail_the_run_and_the_cluster_is_terminated(
     monkeypatch.setenv("FRUITS_STEP_SECONDS_PER_IMAGE", "0")
     dag_run = run(load_dag("emr"))
 
-    states = task_states(dag_run)
-    assert str(dag_run.state) == "failed", states
-    assert states["wait_for_step"] == "failed"
+    states = failed_at(dag_run, "wait_for_step")
     assert try_number(dag_run, "wait_for_step") == 1  # a timeout is not retried
     assert states["remove_cluster"] == "success"
     assert states["summarize_run"] == "upstream_failed"
@@ -82,9 +81,7 @@ def test_a_cluster_that_fails_to_start_fails_the_run_at_once_with_emrs_reason(
     emr_steps("cluster_fails")
     dag_run = run(load_dag("emr"))
 
-    states = task_states(dag_run)
-    assert str(dag_run.state) == "failed", states
-    assert states["wait_for_step"] == "failed"
+    states = failed_at(dag_run, "wait_for_step")
     assert states["remove_cluster"] == "success"  # terminating an ended cluster is fine
     (cluster,) = aws.clusters()
     assert cluster["Status"]["State"].startswith("TERMINATED")
@@ -118,9 +115,7 @@ def test_a_cluster_that_stops_under_running_steps_is_noticed_before_the_timeout(
     dag_run = run(dag)
     assert time.monotonic() - started < 300  # the sensor's timeout is 600 s
 
-    states = task_states(dag_run)
-    assert str(dag_run.state) == "failed", states
-    assert states["wait_for_step"] == "failed"
+    states = failed_at(dag_run, "wait_for_step")
     assert states["remove_cluster"] == "success"
     assert snapshot(aws) == earlier_outputs
 
@@ -140,9 +135,7 @@ def test_a_refused_cluster_request_fails_the_run_and_the_teardown_copes(
     monkeypatch.setattr(EmrHook, "create_job_flow", refuse)
     dag_run = run(load_dag("emr"))
 
-    states = task_states(dag_run)
-    assert str(dag_run.state) == "failed", states
-    assert states["create_job_flow"] == "failed"
+    states = failed_at(dag_run, "create_job_flow")
     assert try_number(dag_run, "create_job_flow") == 1  # never a second cluster
     assert states["add_steps"] == "upstream_failed"
     assert states["remove_cluster"] in ("skipped", "upstream_failed")  # nothing to remove
@@ -174,9 +167,7 @@ def test_an_s3_error_on_upload_fails_the_run_before_any_cluster(
     monkeypatch.setattr(S3Hook, "load_file", load_file)
     dag_run = run(load_dag("emr"))
 
-    states = task_states(dag_run)
-    assert str(dag_run.state) == "failed", states
-    assert states["upload_batch"] == "failed"
+    states = failed_at(dag_run, "upload_batch")
     assert try_number(dag_run, "upload_batch") == 1  # AccessDenied: retrying cannot help
     assert states["plan_run"] == "upstream_failed"
     assert states["create_job_flow"] == "upstream_failed"
@@ -285,9 +276,7 @@ def test_a_local_cluster_that_fails_to_start_fails_the_run_and_keeps_earlier_out
     monkeypatch.setattr(local_cluster, "start_cluster", no_master)
     dag_run = run(load_dag("local"))
 
-    states = task_states(dag_run)
-    assert str(dag_run.state) == "failed", states
-    assert states["create_job_flow"] == "failed"
+    states = failed_at(dag_run, "create_job_flow")
     assert try_number(dag_run, "create_job_flow") == 1
     assert states["remove_cluster"] in ("skipped", "upstream_failed")
     assert "the Spark master did not come up" in capfd.readouterr().out
