@@ -4,8 +4,8 @@
         --input s3://bucket/raw/batch=2026-11-24/ \\
         --output s3://bucket/runs/batch=2026-11-24/features/ \\
         --rejected s3://bucket/runs/batch=2026-11-24/rejected/ \\
-        [--model mobilenetv2|vgg16] [--weights imagenet|random|URI] \\
-        [--image-size 224] [--batch-size 64] [--csv URI]
+        [--model mobilenetv2|mobilenet|vgg16] [--weights imagenet|random|URI] \\
+        [--image-size 224] [--batch-size 64] [--csv URI] [--tf-threads N]
 
 Writes Parquet ``path, label, features`` (``features``: array<float>; the column's
 metadata names the model and weights) and Parquet ``path, label, error`` for every

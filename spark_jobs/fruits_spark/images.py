@@ -1,6 +1,8 @@
 """Image decoding, kept free of Spark and TensorFlow so it is testable on its own.
 
-The contract (DESIGN.md): ``Image.open(f).convert("RGB").resize((N, N), BILINEAR)``.
+The decoding the job promises: ``Image.open(f).convert("RGB").resize((N, N), BILINEAR)``;
+the tests and the bench compare the job's features with a plain ``model.predict`` of
+arrays decoded by this very function.
 Anything Pillow cannot decode raises :class:`ImageRejected` with a readable reason,
 so the job lists the file as rejected instead of stopping or emitting zeros.
 """

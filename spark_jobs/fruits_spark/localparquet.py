@@ -1,9 +1,9 @@
 """Local Parquet input read by the Python tasks themselves, with pyarrow.
 
 A ``mapInArrow`` over a Parquet DataFrame gets its rows from the JVM: Spark decodes the
-file, then writes every value into an Arrow batch for the Python worker. For 20,000 x 1280
-floats that costs ~2.2 s a pass on this machine before a task sees its first batch
-(``make bench``'s reduce profile), twice per reduce. When every input file is local
+file, then writes every value into an Arrow batch for the Python worker, and a task waits
+for all that before it sees its first batch (``make bench``'s reduce profile shows how
+long), in both passes of a reduce. When every input file is local
 (``file:``), each task can instead read its share of the row groups with pyarrow, straight
 into Arrow. Spark still lists the files (its file index, hidden files left out), runs the
 tasks and writes the results; any other URI (``s3://`` on EMR, ``hdfs://``) keeps Spark's

@@ -95,8 +95,8 @@ def import_tensorflow() -> Any:
 
     Keras imports scikit-learn, where it is installed (this venv has it for the tests and
     the bench), only for its ``keras.wrappers`` sklearn estimators, which the jobs never
-    use: about 1.3 s of every Python worker's start-up on this machine (the import took
-    5.0 s against 6.3 s, four runs each). While Keras is imported ``import sklearn``
+    use, and every Python worker would pay that import at start-up (``make bench``'s
+    worker start-up line shows it). While Keras is imported ``import sklearn``
     fails, which Keras handles by leaving the wrappers unusable; scikit-learn itself stays
     importable afterwards.
     """
