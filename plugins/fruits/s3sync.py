@@ -1,4 +1,6 @@
-"""Many files between a folder and S3 in one task, through the Amazon provider's S3Hook.
+"""Many files between a folder and S3 in one task, through the Amazon provider's S3Hook;
+and the S3 rules the other modules share: an s3:// URI's parts (:func:`split_uri`), the
+markers a reader waits for (:data:`MARKERS`).
 
 Only new or changed files are sent: a local file is unchanged when S3 holds an object
 of the same size whose ETag equals the file's MD5 (or, for multipart uploads, the
@@ -10,6 +12,7 @@ the file counts as unchanged, as ``aws s3 sync`` decides.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +25,7 @@ log = logging.getLogger(__name__)
 # Written last when publishing a folder, deleted first: a reader that waits for them
 # never sees a half-published output.
 MARKERS = ("_SUCCESS", "report.json")
+S3_SCHEMES = ("s3://", "s3a://", "s3n://")
 UPLOAD_THREADS = 8
 COPY_LIMIT = 5 * 1024**3  # CopyObject's limit; larger objects need a multipart copy
 # S3 error codes a retry cannot fix (rights, bucket, credentials): fail the task at once
@@ -75,10 +79,26 @@ def is_permanent(exc: BaseException) -> bool:
 
 
 def split_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
+    """``s3://bucket/key`` -> ``("bucket", "key")``. Hadoop's ``s3a://`` and ``s3n://``
+    name the same objects (an EMR LogUri, the ec2 nodes' steps); ValueError for others."""
+    scheme = next((s for s in S3_SCHEMES if uri.startswith(s)), None)
+    if scheme is None:
         raise ValueError(f"not an s3:// URI: {uri}")
-    bucket, _, key = uri[len("s3://") :].partition("/")
+    bucket, _, key = uri[len(scheme) :].partition("/")
     return bucket, key
+
+
+def is_marker(key: str) -> bool:
+    """The object is one of :data:`MARKERS`, which readers wait for."""
+    return key.rsplit("/", 1)[-1] in MARKERS
+
+
+def read_json(hook: Any, uri: str) -> Any:
+    """The JSON document at ``uri``, or None if there is no such object."""
+    bucket, key = split_uri(uri)
+    if not hook.check_for_key(key, bucket_name=bucket):
+        return None
+    return json.loads(hook.read_key(key, bucket_name=bucket))
 
 
 def local_etag(path: Path, threshold: int, chunk: int) -> str:
@@ -161,8 +181,8 @@ def sync_up(
     remote = list_objects(hook, bucket, prefix)
     wanted = {prefix + rel: path for rel, path in files.items()}
 
-    def is_marker(key: str) -> bool:
-        return markers_last and key.rsplit("/", 1)[-1] in MARKERS
+    def last(key: str) -> bool:
+        return markers_last and is_marker(key)
 
     changed = {
         key: path
@@ -170,16 +190,16 @@ def sync_up(
         if not _unchanged(path, remote.get(key), threshold, chunk)
     }
     stale = sorted(k for k in remote if k not in wanted) if delete_stale else []
-    if markers_last and any(not is_marker(k) for k in [*changed, *stale]):
+    if markers_last and any(not last(k) for k in [*changed, *stale]):
         # The data changes: take the markers down first, put them back last.
-        present = [k for k in remote if is_marker(k)]
+        present = [k for k in remote if last(k)]
         if present:
             hook.delete_objects(bucket=bucket, keys=present)
-        changed.update({k: p for k, p in wanted.items() if is_marker(k)})
-    uploaded = _upload(hook, bucket, ((p, k) for k, p in changed.items() if not is_marker(k)))
+        changed.update({k: p for k, p in wanted.items() if last(k)})
+    uploaded = _upload(hook, bucket, ((p, k) for k, p in changed.items() if not last(k)))
     if stale:
         hook.delete_objects(bucket=bucket, keys=stale)
-    uploaded += _upload(hook, bucket, ((p, k) for k, p in changed.items() if is_marker(k)))
+    uploaded += _upload(hook, bucket, ((p, k) for k, p in changed.items() if last(k)))
     result = SyncResult(uploaded, len(wanted) - len(changed), len(stale))
     log.info("s3://%s/%s: %s", bucket, prefix, result.as_dict())
     return result

@@ -53,13 +53,34 @@ def read_state(folder: Path) -> dict:
         return {"state": "PENDING"}
 
 
-def _end(proc: subprocess.Popen, own_group: bool, grace: float) -> None:
-    """End a step's process (its whole group if it has one of its own) and collect it."""
-    if proc.poll() is not None and not own_group:
+def start_session(
+    argv: list[str], log_path: Path, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.Popen:
+    """Start ``argv`` in a session (process group) of its own, its output appended to
+    ``log_path``: it outlives the process that started it, and one ``killpg`` ends it
+    with everything it started. Spark daemons and this runner start so, locally and on
+    the ec2 nodes."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+
+def end_process(proc: subprocess.Popen, *, group: bool, grace: float) -> None:
+    """SIGTERM the process (its whole process group with ``group``), SIGKILL it after
+    ``grace`` seconds, and collect it."""
+    if proc.poll() is not None and not group:
         return
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
         with contextlib.suppress(ProcessLookupError):
-            if own_group:
+            if group:
                 os.killpg(proc.pid, sig)
             else:
                 proc.send_signal(sig)
@@ -121,7 +142,7 @@ def run(
                 try:
                     code = _wait(proc, sid, folder, on_wait, interval)
                 except BaseException as exc:
-                    _end(proc, own_session, grace)
+                    end_process(proc, group=own_session, grace=grace)
                     reason = str(exc) or type(exc).__name__
                     change(sid, folder, state="INTERRUPTED", reason=reason, ended=now())
                     raise

@@ -11,16 +11,16 @@ upload.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fruits.config import raw_prefix, run_uris
+from fruits.s3sync import split_uri
 
 ACTION_ON_FAILURE = "CANCEL_AND_WAIT"  # a failed step cancels the later ones, keeps the cluster
 OUTPUT_FLAGS = ("--output", "--rejected", "--report", "--csv")
-INPUT_FLAGS = ("--input", "--weights", "--py-files")
 
 
 def spark_submit_step(name: str, py_files: str, script: str, args: list[str]) -> dict[str, Any]:
@@ -85,7 +85,38 @@ def build_steps(
     return [featurize, reduce]
 
 
-# --- the local backend's reading of the same steps ------------------------------------
+# --- the same steps on a standalone master (local and ec2 backends) --------------------
+
+
+def _client_mode(
+    step: Mapping[str, Any],
+    *,
+    master_url: str,
+    spark_submit: str,
+    conf: Mapping[str, str],
+    rewrite: Callable[[str, str], str],
+    where: str,
+) -> list[str]:
+    """The step's ``spark-submit`` argv for ``master_url`` in client mode (the only mode
+    for Python apps on a standalone master), with ``conf``; every other argument goes
+    through ``rewrite(flag, argument)`` (``flag``: the argument before it). ``where``
+    names the backend in the error for a step that is no ``spark-submit``."""
+    args = list(step["HadoopJarStep"]["Args"])
+    if not args or args[0] != "spark-submit":
+        raise ValueError(f"step {step.get('Name')!r}: only spark-submit steps run {where}")
+    argv = [spark_submit, "--master", master_url]
+    for key, value in conf.items():
+        argv += ["--conf", f"{key}={value}"]
+    rest = args[1:]
+    i = 0
+    while i < len(rest):
+        if rest[i] == "--deploy-mode":
+            argv += ["--deploy-mode", "client"]
+            i += 2
+            continue
+        argv.append(rewrite(rest[i - 1] if i else "", rest[i]))
+        i += 1
+    return argv
 
 
 @dataclass
@@ -100,7 +131,7 @@ class LocalSteps:
 
 def local_path(uri: str, root: Path) -> Path:
     """``s3://bucket/a/b/`` -> ``<root>/bucket/a/b`` (the scratch mirror of the bucket)."""
-    bucket, _, key = uri[len("s3://") :].partition("/")
+    bucket, key = split_uri(uri)
     return root.joinpath(bucket, *[part for part in key.split("/") if part])
 
 
@@ -119,41 +150,33 @@ def localize(
     ``s3://`` arguments are inputs to stage first, unless an earlier step writes them.
     """
     result = LocalSteps(commands=[], names=[])
+
+    def to_local(flag: str, arg: str) -> str:
+        if not arg.startswith("s3://"):
+            return arg
+        path = local_path(arg, s3_root)
+        if arg in result.outputs:
+            pass  # an earlier step's output (reduce reads featurize's)
+        elif flag in OUTPUT_FLAGS:
+            result.outputs[arg] = path
+        else:
+            result.inputs[arg] = path
+        return str(path)
+
     conf = {"spark.driver.host": "127.0.0.1", **(extra_conf or {})}
     for step in steps:
-        args = list(step["HadoopJarStep"]["Args"])
-        if not args or args[0] != "spark-submit":
-            raise ValueError(f"step {step.get('Name')!r}: only spark-submit steps run locally")
-        argv = [spark_submit, "--master", master_url]
-        for key, value in conf.items():
-            argv += ["--conf", f"{key}={value}"]
-        rest = args[1:]
-        i = 0
-        while i < len(rest):
-            arg = rest[i]
-            if arg == "--deploy-mode":  # Python apps on a standalone master: client mode only
-                argv += ["--deploy-mode", "client"]
-                i += 2
-                continue
-            if arg.startswith("s3://"):
-                path = local_path(arg, s3_root)
-                flag = rest[i - 1] if i else ""
-                if arg in result.outputs:
-                    pass  # an earlier step's output (reduce reads featurize's)
-                elif flag in OUTPUT_FLAGS:
-                    result.outputs[arg] = path
-                else:
-                    result.inputs[arg] = path
-                argv.append(str(path))
-            else:
-                argv.append(arg)
-            i += 1
-        result.commands.append(argv)
+        result.commands.append(
+            _client_mode(
+                step,
+                master_url=master_url,
+                spark_submit=spark_submit,
+                conf=conf,
+                rewrite=to_local,
+                where="locally",
+            )
+        )
         result.names.append(step["Name"])
     return result
-
-
-# --- the ec2 backend's reading of the same steps --------------------------------------
 
 
 def for_standalone(
@@ -164,30 +187,26 @@ def for_standalone(
     code_prefix: str,
     code_dir: str,
 ) -> list[list[str]]:
-    """Rewrite EMR steps for ``spark-submit --master spark://<primary>:7077`` on a node
-    that has Spark and the s3a connector: client mode (Python apps on a standalone
-    master), the job code from the node's copy of ``code_prefix`` (in ``code_dir``), and
-    every other ``s3://`` URI read and written through ``s3a://``."""
-    commands = []
-    for step in steps:
-        args = list(step["HadoopJarStep"]["Args"])
-        if not args or args[0] != "spark-submit":
-            raise ValueError(f"step {step.get('Name')!r}: only spark-submit steps run on ec2")
-        argv = [spark_submit, "--master", master_url]
-        rest = args[1:]
-        i = 0
-        while i < len(rest):
-            arg = rest[i]
-            if arg == "--deploy-mode":
-                argv += ["--deploy-mode", "client"]
-                i += 2
-                continue
-            if arg.startswith(code_prefix):
-                argv.append(f"{code_dir.rstrip('/')}/{arg[len(code_prefix) :]}")
-            elif arg.startswith("s3://"):
-                argv.append("s3a://" + arg[len("s3://") :])
-            else:
-                argv.append(arg)
-            i += 1
-        commands.append(argv)
-    return commands
+    """Rewrite EMR steps for ``spark-submit --master spark://<primary>:7077`` on an ec2
+    node that has Spark and the s3a connector: client mode, the job code from the node's
+    copy of ``code_prefix`` (in ``code_dir``), and every other ``s3://`` URI read and
+    written through ``s3a://``."""
+
+    def on_node(_flag: str, arg: str) -> str:
+        if arg.startswith(code_prefix):
+            return f"{code_dir.rstrip('/')}/{arg[len(code_prefix) :]}"
+        if arg.startswith("s3://"):
+            return "s3a://" + arg[len("s3://") :]
+        return arg
+
+    return [
+        _client_mode(
+            step,
+            master_url=master_url,
+            spark_submit=spark_submit,
+            conf={},
+            rewrite=on_node,
+            where="on ec2",
+        )
+        for step in steps
+    ]

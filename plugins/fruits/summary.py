@@ -138,18 +138,16 @@ def publish_batch(
     record = {**record, "run_key": run_key, **summary}
     sizes = {key: int(meta.get("Size", 0)) for key, meta in staged.items()}
     copies = {final + key[len(staging) :]: key for key in staged if key != staging + REPORT}
-
-    def is_marker(key: str) -> bool:
-        return key.rsplit("/", 1)[-1] in s3sync.MARKERS
-
+    markers = {d: s for d, s in copies.items() if s3sync.is_marker(d)}
+    data = {d: s for d, s in copies.items() if d not in markers}
     # The switch: unmarked from here until the new marker is written.
     hook.delete_objects(bucket=bucket, keys=[marker])
-    s3sync.copy_objects(hook, bucket, {d: s for d, s in copies.items() if not is_marker(d)}, sizes)
+    s3sync.copy_objects(hook, bucket, data, sizes)
     keep = {*copies, final + REPORT}
     stale = sorted(k for k in hook.list_keys(bucket_name=bucket, prefix=final) if k not in keep)
     if stale:
         hook.delete_objects(bucket=bucket, keys=stale)
-    s3sync.copy_objects(hook, bucket, {d: s for d, s in copies.items() if is_marker(d)}, sizes)
+    s3sync.copy_objects(hook, bucket, markers, sizes)
     # report.json names its input and output: the staged ones, which are about to go
     report = hook.read_key(staging + REPORT, bucket_name=bucket)
     report = report.replace(f"s3://{bucket}/{staging}", f"s3://{bucket}/{final}")

@@ -6,10 +6,11 @@ import datetime as dt
 import gzip
 import io
 import json
-import re
 import threading
 import uuid
 from pathlib import Path
+
+from fruits.s3sync import split_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "fruits-test"
@@ -54,11 +55,6 @@ def emr_clusters():
 
 def _arg(args: list[str], flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args else None
-
-
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = re.sub(r"^s3[an]?://", "", uri).partition("/")
-    return bucket, key
 
 
 FAKE_REPORT = {
@@ -134,7 +130,7 @@ class EmrStepDriver:
                 step.state = "COMPLETED"
 
     def write_stderr(self, cluster, step) -> None:
-        bucket, prefix = _split(cluster.log_uri)
+        bucket, prefix = split_uri(cluster.log_uri)
         key = f"{prefix.rstrip('/')}/{cluster.id}/steps/{step.id}/stderr.gz"
         text = "26/11/24 21:40:01 INFO SparkContext: Running Spark\n" + STEP_ERROR + "\n"
         self.s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(text.encode()))
@@ -148,7 +144,7 @@ class EmrStepDriver:
                 self.write_parquet(_arg(args, flag), FAKE_TABLES[name]())
         report = _arg(args, "--report")
         if report:
-            bucket, key = _split(report)
+            bucket, key = split_uri(report)
             body = json.dumps(FAKE_REPORT).encode()
             self.s3.put_object(Bucket=bucket, Key=f"{key}report.json", Body=body)
 
@@ -156,7 +152,7 @@ class EmrStepDriver:
         """As Spark's ``df.write.mode("overwrite").parquet(uri)``: the folder replaced."""
         import pyarrow.parquet as pq
 
-        bucket, prefix = _split(uri)
+        bucket, prefix = split_uri(uri)
         old = self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
         if old:
             self.s3.delete_objects(

@@ -197,9 +197,8 @@ def test_a_cluster_that_never_becomes_ready_times_out_and_terminates(
 def test_an_ssm_error_fails_the_run_and_terminates(
     load_dag, batch, aws, ec2_nodes, earlier_outputs, monkeypatch, capfd
 ):
+    from airflow.providers.amazon.aws.operators.ssm import SsmRunCommandOperator
     from botocore.exceptions import ClientError
-
-    from fruits.backends import ec2
 
     def refuse(self, context):
         raise ClientError(
@@ -207,7 +206,7 @@ def test_an_ssm_error_fails_the_run_and_terminates(
             "SendCommand",
         )
 
-    monkeypatch.setattr(ec2.SsmRunCommandOperator, "execute", refuse)
+    monkeypatch.setattr(SsmRunCommandOperator, "execute", refuse)
     ec2_nodes("ready")
     dag_run = run(load_dag("ec2"))
 

@@ -14,7 +14,8 @@ import psutil
 import pytest
 from dag_support import BUCKET
 
-from fruits import local_cluster, step_runner
+from fruits import local_cluster, local_steps, process_groups, step_runner
+from fruits.sparkenv import spark_env
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(300)"]
 # a process group: a leader and a child (as spark-submit -> driver, worker -> executors)
@@ -37,7 +38,7 @@ def fake_cluster(scratch: Path, processes: dict, cluster_id="local-test-1") -> P
 
 
 def spawn(argv, folder: Path, name: str) -> dict:
-    return local_cluster._spawn(argv, folder / f"{name}.log", local_cluster.spark_env())
+    return process_groups.spawn(argv, folder / f"{name}.log", spark_env())
 
 
 def test_teardown_ends_exactly_the_recorded_process_groups(tmp_path):
@@ -88,8 +89,8 @@ def test_steps_left_running_by_a_dead_runner_are_interrupted(tmp_path):
         (folder / "steps" / sid).mkdir(parents=True)
         step_runner.write_state(folder / "steps" / sid, state=state)
     (folder / "steps" / "s-2" / "stderr").write_text("26/11/24 10:00:00 INFO noise\nboom\n")
-    with pytest.raises(local_cluster.StepFailed) as err:
-        local_cluster.wait_for_steps(tmp_path, "local-test-1", ["s-1", "s-2"], timeout=5)
+    with pytest.raises(local_steps.StepFailed) as err:
+        local_steps.wait_for_steps(tmp_path, "local-test-1", ["s-1", "s-2"], timeout=5)
     assert "step s-2 INTERRUPTED" in str(err.value)
     assert "boom" in str(err.value) and "noise" not in str(err.value)
 
@@ -123,7 +124,7 @@ def test_uploading_without_local_outputs_never_wipes_s3(tmp_path, moto, aws):
     uri = f"s3://{BUCKET}/runs/batch=2026-11-24/features/"
     (folder / "outputs.json").write_text(json.dumps({uri: str(folder / "s3" / "gone")}))
     with pytest.raises(local_cluster.ClusterError, match="nothing uploaded"):
-        local_cluster.upload_outputs(tmp_path, "local-test-1", S3Hook(aws_conn_id="aws_default"))
+        local_steps.upload_outputs(tmp_path, "local-test-1", S3Hook(aws_conn_id="aws_default"))
     assert aws.read(key) == b"earlier run"
 
 
@@ -146,7 +147,7 @@ def test_published_outputs_name_images_by_their_s3_uri(tmp_path):
     pq.write_table(table.replace_schema_metadata(meta), out / "part-0.parquet")
     (out / "report.json").write_text(json.dumps({"inputs": {"input": f"{root}/{BUCKET}/x"}}))
 
-    local_cluster.rewrite_paths(out, root)
+    local_steps.rewrite_paths(out, root)
 
     rewritten = pq.read_table(out / "part-0.parquet")
     assert rewritten["path"].to_pylist() == [f"s3://{BUCKET}/raw/batch=1/Pêche/a b.jpg"]
@@ -186,10 +187,8 @@ def test_steps_over_their_timeout_fail_and_the_teardown_ends_them(tmp_path):
     (folder / "steps" / "s-1").mkdir(parents=True)
     step_runner.write_state(folder / "steps" / "s-1", state="RUNNING")
     started = time.monotonic()
-    with pytest.raises(local_cluster.StepFailed, match=r"did not finish within 1s"):
-        local_cluster.wait_for_steps(
-            tmp_path, "local-test-1", ["s-1"], timeout=1, poke_interval=0.2
-        )
+    with pytest.raises(local_steps.StepFailed, match=r"did not finish within 1s"):
+        local_steps.wait_for_steps(tmp_path, "local-test-1", ["s-1"], timeout=1, poke_interval=0.2)
     assert time.monotonic() - started < 30
     assert local_cluster.stop_cluster(tmp_path, "local-test-1")["steps"] == "stopped"
     assert (
@@ -220,7 +219,7 @@ def test_the_next_run_reaps_clusters_whose_owner_is_gone(tmp_path):
                                            "master": "stopped"}}  # fmt: skip
         assert local_cluster.reap_abandoned(tmp_path) == {}  # TERMINATED now
         owned = json.loads((folders["local-owned"] / "cluster.json").read_text())
-        assert local_cluster._alive(owned["processes"]["master"])
+        assert process_groups.alive(owned["processes"]["master"])
     finally:
         local_cluster.stop_all(tmp_path)
 
@@ -270,12 +269,12 @@ def test_a_leader_that_dies_late_after_sigkill_is_collected(tmp_path, monkeypatc
             real_killpg(pgid, sig)
 
     proc = spawn_ready(STUBBORN, tmp_path)
-    monkeypatch.setattr(local_cluster.os, "killpg", late_kill)
-    assert local_cluster._end_group("worker", proc, grace=0.5) == "killed"
+    monkeypatch.setattr(process_groups.os, "killpg", late_kill)
+    assert process_groups.end_group("worker", proc, grace=0.5) == "killed"
     assert_collected(proc["pid"])
 
 
 def test_a_leader_that_exits_some_time_after_sigterm_is_collected(tmp_path):
     proc = spawn_ready(SLOW_TO_EXIT, tmp_path)
-    assert local_cluster._end_group("worker", proc, grace=20) == "stopped"
+    assert process_groups.end_group("worker", proc, grace=20) == "stopped"
     assert_collected(proc["pid"])

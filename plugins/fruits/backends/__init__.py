@@ -13,7 +13,7 @@ backend module provides:
 - ``cluster_tasks(settings, plan) -> ClusterTasks``: ``create_job_flow`` -> ``add_steps``
   -> ``wait_for_step``, and ``remove_cluster``, which the DAG makes the teardown of
   ``create_job_flow``. ``plan`` is ``plan_run``'s output (``job_flow``, ``steps``,
-  ``timeout``).
+  ``timeout``). Their ``wait_for_step`` sensors take :func:`step_sensor_args`.
 
 Adding a backend adds a module here and its tests; the DAG file does not change.
 """
@@ -50,3 +50,17 @@ def backend(compute: str) -> ModuleType:
     if compute not in COMPUTE_BACKENDS:
         raise ConfigError(f"no cluster backend {compute!r}: choose one of {COMPUTE_BACKENDS}")
     return importlib.import_module(f"{__name__}.{compute}")
+
+
+def step_sensor_args(settings: Any, plan: Any, create_job_flow: Any, add_steps: Any) -> dict:
+    """What every backend's ``wait_for_step`` sensor is given: the cluster and the step
+    ids from the tasks before it, the batch's timeout from ``plan``, and reschedule mode
+    (no worker slot held while the steps run)."""
+    return {
+        "job_flow_id": create_job_flow.output,
+        "step_ids": add_steps.output,
+        "timeout_seconds": plan["timeout"],
+        "poke_interval": settings.poke_interval,
+        "mode": "reschedule",
+        "aws_conn_id": settings.aws_conn_id,
+    }

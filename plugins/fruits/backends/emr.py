@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fruits.backends import ClusterTasks
+from fruits.backends import ClusterTasks, step_sensor_args
 from fruits.config import Settings
 
 REMOTE = True  # the nodes read code and weights from code/<version>/
@@ -56,13 +56,8 @@ def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:
     )
     wait_for_step = StepSensor(
         task_id="wait_for_step",
-        job_flow_id=create_job_flow.output,
-        step_ids=add_steps.output,
-        timeout_seconds=plan["timeout"],
-        poke_interval=settings.poke_interval,
-        mode="reschedule",
         log_wait=settings.emr.log_wait,
-        aws_conn_id=settings.aws_conn_id,
+        **step_sensor_args(settings, plan, create_job_flow, add_steps),
     )
     remove_cluster = EmrTerminateJobFlowOperator(
         task_id="remove_cluster",

@@ -1,8 +1,9 @@
 """The ``local`` backend: a Spark standalone cluster on the Airflow worker, on loopback.
 
-Operators around :mod:`fruits.local_cluster` (which holds the mechanics and says why the
-cluster lives where it does). Inputs are staged from S3 to a scratch folder and the
-outputs uploaded to the run's staging prefix, since local Spark has no s3a connector here.
+Operators around :mod:`fruits.local_cluster` (the cluster's life cycle; it says why the
+cluster lives where it does) and :mod:`fruits.local_steps` (the steps). Inputs are
+staged from S3 to a scratch folder and the outputs uploaded to the run's staging
+prefix, since local Spark has no s3a connector here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from airflow.sdk import BaseOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException
 
-from fruits.backends import ClusterTasks
+from fruits.backends import ClusterTasks, step_sensor_args
 from fruits.backends.sensor import StepsSensor
 from fruits.config import Settings, load_settings
 
@@ -72,11 +73,11 @@ class LocalAddStepsOperator(BaseOperator):
     def execute(self, context: Any) -> list[str]:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from fruits import local_cluster
+        from fruits.local_steps import add_steps
         from fruits.s3sync import stage_down
 
         hook = S3Hook(self.aws_conn_id)
-        return local_cluster.add_steps(
+        return add_steps(
             load_settings().scratch,
             self.job_flow_id,
             list(self.steps),
@@ -95,25 +96,29 @@ class LocalStepSensor(StepsSensor):
     def poke(self, context: Any) -> PokeReturnValue | bool:
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from fruits import local_cluster
+        from fruits.local_cluster import ClusterError
+        from fruits.local_steps import StepFailed, check_steps, upload_outputs
 
         scratch = load_settings().scratch
         try:
-            states = local_cluster.check_steps(scratch, self.job_flow_id, self.step_ids)
+            states = check_steps(scratch, self.job_flow_id, self.step_ids)
             if states is None:
                 return False
-            hook = S3Hook(self.aws_conn_id)
-            uploaded = local_cluster.upload_outputs(scratch, self.job_flow_id, hook)
-        except (local_cluster.StepFailed, local_cluster.ClusterError) as exc:
+            uploaded = upload_outputs(scratch, self.job_flow_id, S3Hook(self.aws_conn_id))
+        except (StepFailed, ClusterError) as exc:
             raise AirflowFailException(str(exc)) from None  # a retry cannot fix these
         steps = {sid: state["state"] for sid, state in states.items()}
         return PokeReturnValue(is_done=True, xcom_value={"steps": steps, **uploaded})
 
-    def late_report(self) -> str:
-        from fruits import local_cluster
+    def step_states(self) -> dict[str, dict]:
+        from fruits.local_steps import step_states
 
-        scratch = load_settings().scratch
-        return local_cluster.timeout_report(scratch, self.job_flow_id, self.step_ids, self.timeout)
+        return step_states(load_settings().scratch, self.job_flow_id, self.step_ids)
+
+    def step_report(self, step_id: str, state: Mapping[str, Any]) -> str:
+        from fruits.local_steps import failure_report
+
+        return failure_report(load_settings().scratch, self.job_flow_id, step_id, state)
 
 
 class LocalTerminateClusterOperator(BaseOperator):
@@ -145,13 +150,7 @@ def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:
         retries=0,  # a retry would run the steps twice
     )
     wait_for_step = LocalStepSensor(
-        task_id="wait_for_step",
-        job_flow_id=create_job_flow.output,
-        step_ids=add_steps.output,
-        timeout_seconds=plan["timeout"],
-        poke_interval=settings.poke_interval,
-        mode="reschedule",
-        aws_conn_id=settings.aws_conn_id,
+        task_id="wait_for_step", **step_sensor_args(settings, plan, create_job_flow, add_steps)
     )
     remove_cluster = LocalTerminateClusterOperator(
         task_id="remove_cluster", job_flow_id=create_job_flow.output

@@ -2,21 +2,38 @@
 
 EMR's sensor (``fruits.emr.StepSensor``) is the provider's; these watch steps whose
 states the cluster writes as files (local folder, or S3 under the cluster's log prefix).
+All three take their timeout the same way (:func:`start_waiting`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
+from fruits.step_reports import late_report
+
+
+def start_waiting(sensor: Any) -> list[str]:
+    """The step ids ``sensor`` waits for (AirflowFailException if there are none); its
+    ``timeout_seconds`` (templated: it comes from the batch's image count) replaces its
+    timeout, since a sensor's own timeout is fixed when the DAG is parsed."""
+    if not sensor.step_ids:
+        raise AirflowFailException("no step ids to wait for")
+    step_ids = list(sensor.step_ids)
+    if sensor.timeout_seconds not in (None, ""):
+        sensor.timeout = float(sensor.timeout_seconds)
+    sensor.log.info(
+        "Waiting up to %.0fs for steps %s on %s", sensor.timeout, step_ids, sensor.job_flow_id
+    )
+    return step_ids
+
 
 class StepsSensor(BaseSensorOperator):
-    """Waits for the last of ``step_ids``; ``timeout_seconds`` (templated: it comes from
-    the batch's image count) replaces the sensor's timeout at run time. On a timeout,
-    :meth:`late_report` says which step was running and shows its stderr."""
+    """Waits for the last of ``step_ids``, whose states :meth:`step_states` reads. On a
+    timeout, the running step's :meth:`step_report` (its state and stderr) comes with it."""
 
     template_fields: Sequence[str] = ("job_flow_id", "step_ids", "timeout_seconds")
 
@@ -29,22 +46,22 @@ class StepsSensor(BaseSensorOperator):
         self.timeout_seconds = timeout_seconds
 
     def execute(self, context: Any) -> Any:
-        if not self.step_ids:
-            raise AirflowFailException("no step ids to wait for")
-        self.step_ids = list(self.step_ids)
-        if self.timeout_seconds not in (None, ""):
-            self.timeout = float(self.timeout_seconds)
-        self.log.info(
-            "Waiting up to %.0fs for steps %s on %s", self.timeout, self.step_ids, self.job_flow_id
-        )
+        self.step_ids = start_waiting(self)
         try:
             return super().execute(context)
         except AirflowSensorTimeout as exc:
             try:
-                report = self.late_report()
+                report = late_report(
+                    self.step_ids, self.step_states(), self.timeout, self.step_report
+                )
             except Exception as detail:  # never hide the timeout behind ours
                 report = f"(no details: {detail})"
             raise AirflowSensorTimeout(f"{exc}\n{report}") from None
 
-    def late_report(self) -> str:
+    def step_states(self) -> dict[str, dict]:
+        """Step id -> its state (``state.json``: state, returncode, reason)."""
+        raise NotImplementedError
+
+    def step_report(self, step_id: str, state: Mapping[str, Any]) -> str:
+        """What a failed or late step says: its headline and the tail of its stderr."""
         raise NotImplementedError

@@ -23,7 +23,10 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from fruits.backends.sensor import start_waiting
 from fruits.config import Settings
+from fruits.s3sync import split_uri
+from fruits.step_reports import log_tail
 
 TEMPLATE = Path(__file__).with_name("job_flow.json")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
@@ -82,19 +85,9 @@ def job_flow(settings: Settings, *, name: str, code: Mapping[str, str]) -> dict[
 
 def step_log_key(log_uri: str, cluster_id: str, step_id: str, name: str = "stderr.gz") -> tuple:
     """(bucket, key) of a step's log file under the cluster's LogUri (s3:// or s3n://)."""
-    rest = re.sub(r"^s3[an]?://", "", log_uri)
-    bucket, _, prefix = rest.partition("/")
+    bucket, prefix = split_uri(log_uri)
     prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
     return bucket, f"{prefix}{cluster_id}/steps/{step_id}/{name}"
-
-
-def tail_lines(text: str, lines: int = 60) -> str:
-    kept = [
-        line
-        for line in text.splitlines()
-        if line.strip() and not re.match(r"^\d{2}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} INFO ", line)
-    ]
-    return "\n".join(kept[-lines:])
 
 
 class StepSensor(EmrStepSensor):
@@ -121,14 +114,7 @@ class StepSensor(EmrStepSensor):
         self.log_wait = log_wait
 
     def execute(self, context: Any) -> None:
-        if not self.step_ids:
-            raise AirflowFailException("no step ids to wait for")
-        self.step_id = list(self.step_ids)[-1]
-        if self.timeout_seconds not in (None, ""):
-            self.timeout = float(self.timeout_seconds)
-        self.log.info(
-            "Waiting up to %.0fs for steps %s on %s", self.timeout, self.step_ids, self.job_flow_id
-        )
+        self.step_id = start_waiting(self)[-1]
         super().execute(context)
 
     def poke(self, context: Any) -> bool:
@@ -203,4 +189,4 @@ class StepSensor(EmrStepSensor):
             text = gzip.decompress(data).decode("utf-8", errors="replace")
         except OSError:
             text = data.decode("utf-8", errors="replace")
-        return f"--- s3://{bucket}/{key} (tail) ---\n{tail_lines(text)}"
+        return f"--- s3://{bucket}/{key} (tail) ---\n{log_tail(text, 60)}"
