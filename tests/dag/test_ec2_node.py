@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from dag_support import BUCKET, REGION, ROOT
+from dag_support import BUCKET, REGION
 
 from fruits import ec2
 
@@ -228,6 +228,30 @@ def test_hadoop_version_says_when_it_cannot_tell(tmp_path, monkeypatch):
         ec2.hadoop_aws_coordinate()
 
 
+# --- the node program ships alone ---------------------------------------------------
+
+
+def test_the_node_program_imports_only_the_standard_library_boto3_and_its_bundle():
+    """The nodes get the files of ``node_program()`` and a venv with boto3: no ``fruits``
+    package, so every import of those files is of one of them or of those libraries."""
+    import ast
+
+    bundle = {path.stem for path in ec2.node_program()}
+    assert {"node", "step_runner"} <= bundle
+    allowed = set(sys.stdlib_module_names) | {"boto3", "botocore"} | bundle
+    for path in ec2.node_program():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{path.name}: a relative import fails on the node"
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
 # --- node.py for real: Spark on 127.0.0.1, moto's S3 -----------------------------------
 
 
@@ -314,11 +338,11 @@ class Processes:
 
 @pytest.fixture(scope="module")
 def code(tmp_path_factory) -> Path:
-    """The parts of the job code bundle the nodes run: node.py and step_runner.py,
-    side by side as the bundle has them."""
+    """The parts of the job code bundle the nodes run (node.py, its modules and
+    step_runner.py), side by side as the bundle has them."""
     folder = tmp_path_factory.mktemp("code")
-    shutil.copy(ROOT / "plugins" / "fruits" / "ec2" / "node.py", folder)
-    shutil.copy(ROOT / "plugins" / "fruits" / "step_runner.py", folder)
+    for path in ec2.node_program():
+        shutil.copy(path, folder)
     return folder
 
 

@@ -132,13 +132,16 @@ def test_ec2_run_launches_runs_the_steps_over_ssm_and_terminates(
     assert featurize[featurize.index("--py-files") + 1] == "/opt/fruits/code/fruits_spark.zip"
     assert not [a for a in featurize + spec[1]["argv"] if a.startswith("s3://")]
 
-    # the code the nodes fetch: the node program, its runner, the same pyspark as here
+    # the code the nodes fetch: the node program, its modules and runner, the same
+    # pyspark as here
     import importlib.metadata
 
     (code_prefix,) = {k.rsplit("/", 1)[0] for k in aws.keys("code/") if k.endswith("node.py")}
     requirements = aws.read(f"{code_prefix}/node-requirements.txt").decode()
     assert f"pyspark=={importlib.metadata.version('pyspark')}" in requirements
-    assert f"{code_prefix}/step_runner.py" in aws.keys(code_prefix)
+    shipped = aws.keys(code_prefix)
+    for name in ("node.py", "node_report.py", "node_daemons.py", "node_steps.py", "step_runner.py"):
+        assert f"{code_prefix}/{name}" in shipped, name
 
     out = capfd.readouterr().out
     assert (

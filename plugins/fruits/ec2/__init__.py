@@ -6,11 +6,11 @@ instance into a Spark standalone node, and the program the nodes run (``node.py`
   the primary (Spark master, driver of the steps), one for the workers.
 - :func:`hadoop_aws_coordinate` names the s3a connector (``spark.jars.packages``) of
   the Hadoop version the installed pyspark bundles: the two must match.
-- ``node.py`` (standard library + boto3, with ``step_runner.py`` next to it in the code
-  bundle) starts the master or a worker, reports ``<log>/ready.json`` or
-  ``<log>/failed/...``, and runs the steps (``run-steps``), mirroring their state and
-  output to ``<log>/steps/<id>/``. :func:`run_steps_command` is the SSM command that
-  starts it.
+- ``node.py`` (standard library + boto3; its modules and ``step_runner.py`` sit next
+  to it in the code bundle, :func:`node_program`) starts the master or a worker,
+  reports ``<log>/ready.json`` or ``<log>/failed/...``, and runs the steps
+  (``run-steps``), mirroring their state and output to ``<log>/steps/<id>/``.
+  :func:`run_steps_command` is the SSM command that starts it.
 
 Light on purpose: no boto3, Airflow or pyspark import here.
 """
@@ -24,7 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 USER_DATA_TEMPLATE = Path(__file__).with_name("user_data.sh")
-NODE_SCRIPT = Path(__file__).with_name("node.py")
+# the node program: node.py and the modules it imports from its own folder
+NODE_MODULES = ("node.py", "node_report.py", "node_daemons.py", "node_steps.py")
 HADOOP_AWS_PACKAGE = "org.apache.hadoop:hadoop-aws"
 
 # where user_data.sh puts things on a node (run_steps_command relies on them)
@@ -54,6 +55,13 @@ KEYS = frozenset(
 ROLES = ("primary", "worker")
 _UNSAFE = re.compile(r"['\n\r\x00]")
 _VERSION = r"\d+(?:\.\d+)+(?:[-.][0-9A-Za-z]+)*"
+
+
+def node_program() -> list[Path]:
+    """The files of the node program, shipped side by side in the code bundle:
+    :data:`NODE_MODULES` and the step runner the local backend runs too."""
+    here = Path(__file__).parent
+    return [*(here / name for name in NODE_MODULES), here.parent / "step_runner.py"]
 
 
 class HadoopVersionError(RuntimeError):

@@ -1,5 +1,6 @@
-"""The program of an ``ec2`` cluster node: Python's standard library, boto3, and
-``step_runner.py`` from its own folder (both sit in the job code bundle).
+"""The program of an ``ec2`` cluster node: Python's standard library, boto3, and the
+modules next to it in the code bundle (``fruits.ec2.node_program``): ``node_report``,
+``node_daemons``, ``node_steps`` and ``step_runner``.
 
     node.py primary --host H --log-prefix LOG --workers N --timeout S --cluster-id ID
     node.py worker --host H --master spark://M:7077
@@ -17,161 +18,52 @@ starts ``run-steps`` on the primary, detached (``fruits.ec2.run_steps_command``)
 - ``worker`` waits for the master's port, starts a worker (all cores, RAM less 1 GiB by
   default) and returns once it has registered; exit 1, saying why, if it exits or does
   not register in time.
-- ``run-steps`` runs ``LOG/steps.json`` (``[{"id", "name", "argv"}]``) in order with
-  ``step_runner`` (a failed step cancels the rest), each step in a session of its own,
-  and mirrors ``steps/<id>/state.json`` after every state change (stdout and stderr
-  with it; the running step's output every ``--mirror-interval`` seconds) to
-  ``LOG/steps/<id>/``. Exit 0 if every step completed. On SIGTERM the running step is
-  ended and marked INTERRUPTED, steps not started CANCELLED, all mirrored, exit 1.
-
-S3 goes through ``boto3.client("s3")``: region and endpoint from the environment or
-``~/.aws/config`` (``AWS_ENDPOINT_URL`` points it at a local S3 in tests).
+- ``run-steps`` (``node_steps``) runs ``LOG/steps.json`` (``[{"id", "name", "argv"}]``)
+  in order, each step in a session of its own, and mirrors ``steps/<id>/state.json``
+  after every state change (stdout and stderr with it; the running step's output every
+  ``--mirror-interval`` seconds) to ``LOG/steps/<id>/``. Exit 0 if every step
+  completed. On SIGTERM the running step is ended and marked INTERRUPTED, steps not
+  started CANCELLED, all mirrored, exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime as dt
-import fcntl
-import importlib.util
-import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # step_runner.py sits next to us
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bundle's modules sit next to us
 
-MASTER_CLASS = "org.apache.spark.deploy.master.Master"
-WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
+from node_daemons import (  # noqa: E402
+    MASTER_CLASS,
+    REGISTERED,
+    WORKER_CLASS,
+    default_memory,
+    master_status,
+    port_open,
+    spark_class,
+    spark_env,
+    spawn,
+    stop,
+    tail,
+)
+from node_report import LogPrefix, say  # noqa: E402
+from node_steps import cmd_run_steps  # noqa: E402
+from step_runner import now  # noqa: E402
+
 WORK_DIR = Path("/opt/fruits/work")
-REGISTERED = "Successfully registered with master"
-TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "INTERRUPTED")
 
 
-def say(message: str) -> None:
-    stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
-    print(f"{stamp} node: {message}", flush=True)
-
-
-def now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-# --- S3 ------------------------------------------------------------------------------
-
-
-class LogPrefix:
-    """``s3://bucket/prefix/``: where the node reports (objects written whole, JSON)."""
-
-    def __init__(self, uri: str):
-        m = re.fullmatch(r"s3://([^/]+)/(.*/)?", uri)
-        if not m:
-            raise SystemExit(f"node: not an s3://bucket/prefix/ (ending with /): {uri!r}")
-        self.uri = uri
-        self.bucket, self.prefix = m.group(1), m.group(2) or ""
-        self._client = None
-
-    @property
-    def s3(self):
-        if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            self._client = boto3.client(
-                "s3", config=Config(retries={"mode": "standard", "max_attempts": 8})
-            )
-        return self._client
-
-    def put(self, name: str, body: bytes, content_type: str = "text/plain") -> None:
-        self.s3.put_object(
-            Bucket=self.bucket, Key=self.prefix + name, Body=body, ContentType=content_type
-        )
-
-    def put_json(self, name: str, value: Any) -> None:
-        self.put(name, json.dumps(value, indent=1).encode(), "application/json")
-
-    def get_json(self, name: str) -> Any:
-        body = self.s3.get_object(Bucket=self.bucket, Key=self.prefix + name)["Body"]
-        return json.loads(body.read())
-
-
-# --- Spark daemons ---------------------------------------------------------------------
-
-
-def spark_class(spark_home: str | None) -> str:
-    """``bin/spark-class`` of ``--spark-home``, ``$SPARK_HOME`` or this Python's pyspark."""
-    home = spark_home or os.environ.get("SPARK_HOME")
-    if not home:
-        spec = importlib.util.find_spec("pyspark")
-        if spec is None or not spec.submodule_search_locations:
-            raise SystemExit("node: no --spark-home, no SPARK_HOME and no pyspark installed")
-        home = next(iter(spec.submodule_search_locations))
-    path = Path(home) / "bin" / "spark-class"
-    if not path.is_file():
-        raise SystemExit(f"node: {path} not found")
-    return str(path)
-
-
-def spark_env(host: str) -> dict[str, str]:
-    """The daemons' environment: bound to ``host``, this Python for PySpark."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["SPARK_LOCAL_IP"] = host
-    env.setdefault("PYSPARK_PYTHON", sys.executable)
-    return env
-
-
-def spawn(argv: list[str], log_path: Path, env: dict[str, str], record: Path) -> subprocess.Popen:
-    """Start a daemon in a session of its own (it outlives us), output to ``log_path``;
-    its pid goes to ``record`` (the process group to end, by the same id)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("ab") as out:
-        proc = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=log_path.parent,
-            start_new_session=True,
-        )
-    record.write_text(json.dumps({"pid": proc.pid, "log": str(log_path), "argv": argv}))
-    say(f"started {' '.join(argv)} (pid {proc.pid}, log {log_path})")
-    return proc
-
-
-def stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
-    """End the daemon's process group (SIGTERM, then SIGKILL) and collect it."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 30.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return f"({path} does not exist)"
-
-
-def master_status(host: str, ui_port: int) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://{host}:{ui_port}/json/", timeout=3) as r:
-            return json.load(r)
-    except (OSError, ValueError):
-        return None
+def daemon_argv(args: argparse.Namespace, main_class: str, *operands: str) -> list[str]:
+    """``spark-class <main_class> [operands] --host --port --webui-port`` from the
+    command's options."""
+    return [
+        spark_class(args.spark_home), main_class, *operands,
+        "--host", args.host, "--port", str(args.port), "--webui-port", str(args.ui_port),
+    ]  # fmt: skip
 
 
 def cmd_primary(args: argparse.Namespace) -> int:
@@ -184,16 +76,7 @@ def cmd_primary(args: argparse.Namespace) -> int:
     proc = None
     alive = 0
     try:
-        argv = [
-            spark_class(args.spark_home),
-            MASTER_CLASS,
-            "--host",
-            args.host,
-            "--port",
-            str(args.port),
-            "--webui-port",
-            str(args.ui_port),
-        ]
+        argv = daemon_argv(args, MASTER_CLASS)
         proc = spawn(argv, log_path, spark_env(args.host), work / "master.json")
         say(f"waiting up to {args.timeout:g}s for {args.workers} worker(s) at {ui}/json/")
         deadline = time.monotonic() + args.timeout
@@ -252,24 +135,6 @@ def cmd_primary(args: argparse.Namespace) -> int:
     return 1
 
 
-def default_memory() -> str:
-    """The worker's memory for executors: total RAM less 1 GiB (at least 512 MiB)."""
-    try:
-        text = Path("/proc/meminfo").read_text()
-        total_mib = int(re.search(r"^MemTotal:\s+(\d+) kB", text, re.M).group(1)) // 1024
-    except (OSError, AttributeError):
-        total_mib = 2048
-    return f"{max(512, total_mib - 1024)}m"
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=3):
-            return True
-    except OSError:
-        return False
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     m = re.fullmatch(r"spark://([^:/]+):(\d+)", args.master)
     if not m:
@@ -288,22 +153,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     memory = args.memory or default_memory()
     log_path = work / "worker.log"
     argv = [
-        spark_class(args.spark_home),
-        WORKER_CLASS,
-        args.master,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-        "--webui-port",
-        str(args.ui_port),
-        "--cores",
-        str(cores),
-        "--memory",
-        memory,
-        "--work-dir",
-        str(work / "executors"),
-    ]
+        *daemon_argv(args, WORKER_CLASS, args.master),
+        "--cores", str(cores), "--memory", memory, "--work-dir", str(work / "executors"),
+    ]  # fmt: skip
     proc = spawn(argv, log_path, spark_env(args.host), work / "worker.json")
     while True:
         code = proc.poll()
@@ -321,137 +173,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
             stop(proc)
             return 1
         time.sleep(1)
-
-
-# --- steps -----------------------------------------------------------------------------
-
-
-class Interrupted(BaseException):
-    """SIGTERM or SIGINT: not an Exception, so nothing on the way swallows it."""
-
-
-def _on_signal(signum: int, _frame: Any) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: clean up in peace
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise Interrupted(
-        f"run-steps got {signal.Signals(signum).name} (stopped by hand or the "
-        "instance is shutting down)"
-    )
-
-
-class Mirror:
-    """Copies a step's local files to ``LOG/steps/<id>/``; never lets an S3 error stop
-    the steps (the next change, or the final mirror, copies again)."""
-
-    def __init__(self, log: LogPrefix):
-        self.log = log
-
-    def _copy(self, sid: str, folder: Path, names: tuple[str, ...]) -> None:
-        for name in names:
-            path = folder / name
-            if not path.exists():
-                continue
-            kind = "application/json" if name.endswith(".json") else "text/plain"
-            try:
-                self.log.put(f"steps/{sid}/{name}", path.read_bytes(), kind)
-            except Exception as exc:  # S3 unreachable for a while
-                say(f"could not copy {path} to {self.log.uri}steps/{sid}/{name}: {exc}")
-
-    def changed(self, sid: str, folder: Path) -> None:
-        state = json.loads((folder / "state.json").read_text())
-        say(
-            f"step {sid}: {state['state']}" + (f" ({state['reason']})" if "reason" in state else "")
-        )
-        if state["state"] in TERMINAL:  # output first: who sees FAILED finds the stderr
-            self._copy(sid, folder, ("stdout", "stderr"))
-        self._copy(sid, folder, ("state.json",))
-
-    def progress(self, sid: str, folder: Path) -> None:
-        self._copy(sid, folder, ("stdout", "stderr"))
-
-    def everything(self, sid: str, folder: Path) -> None:
-        self._copy(sid, folder, ("stdout", "stderr", "state.json"))
-
-
-def _checked_steps(steps: Any) -> list[dict[str, Any]]:
-    ok = isinstance(steps, list) and all(
-        isinstance(s, dict)
-        and isinstance(s.get("id"), str)
-        and re.fullmatch(r"[0-9A-Za-z][\w.-]*", s["id"])
-        and isinstance(s.get("argv"), list)
-        and s["argv"]
-        and all(isinstance(a, str) for a in s["argv"])
-        for s in steps
-    )
-    if not ok or len({s["id"] for s in steps}) != len(steps):
-        raise ValueError('steps.json is not [{"id": "...", "name": "...", "argv": [...]}, ...]')
-    return steps
-
-
-def cmd_run_steps(args: argparse.Namespace) -> int:
-    import step_runner
-
-    log = LogPrefix(args.log_prefix)
-    work = Path(args.work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    lock = (work / ".lock").open("w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        say(f"another run-steps is running in {work}: not starting a second one")
-        return 1
-    try:
-        steps = _checked_steps(log.get_json("steps.json"))
-    except Exception as exc:
-        say(f"cannot read {log.uri}steps.json: {exc}")
-        return 1
-    (work / "steps.json").write_text(json.dumps(steps, indent=1))
-    say(f"{len(steps)} step(s) from {log.uri}steps.json, working in {work}")
-    mirror = Mirror(log)
-    for step in steps:
-        folder = work / "steps" / step["id"]
-        folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / "state.json").exists():
-            step_runner.write_state(folder, state="PENDING", name=step.get("name", ""))
-        mirror.everything(step["id"], folder)
-    # the steps find spark-submit and PySpark's Python in this venv
-    bin_dir = str(Path(sys.executable).parent)
-    os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.pop("PYTHONPATH", None)
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    try:
-        code = step_runner.run(
-            work,
-            on_change=mirror.changed,
-            on_wait=mirror.progress,
-            interval=args.mirror_interval,
-            own_session=True,
-        )
-    except BaseException as exc:  # Interrupted, or a bug: leave nothing RUNNING
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        reason = str(exc) if isinstance(exc, Interrupted) else f"run-steps failed: {exc!r}"
-        say(reason)
-        for step in steps:
-            folder = work / "steps" / step["id"]
-            state = step_runner.read_state(folder).get("state")
-            if state == "RUNNING":
-                step_runner.write_state(folder, state="INTERRUPTED", reason=reason, ended=now())
-            elif state not in TERMINAL:
-                step_runner.write_state(
-                    folder, state="CANCELLED", reason=f"not started: {reason}", ended=now()
-                )
-        code = 1
-    for step in steps:  # the last word in S3 is the final state of every step
-        mirror.everything(step["id"], work / "steps" / step["id"])
-    states = {s["id"]: step_runner.read_state(work / "steps" / s["id"])["state"] for s in steps}
-    say(f"steps done: {states}")
-    return code
-
-
-# --- command line ----------------------------------------------------------------------
 
 
 def parser() -> argparse.ArgumentParser:

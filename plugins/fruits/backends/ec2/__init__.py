@@ -28,7 +28,6 @@ in the user data end the instances if Airflow never does.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fruits.backends import ClusterTasks, step_sensor_args
@@ -44,14 +43,13 @@ REMOTE = True  # the nodes read code and weights from code/<version>/
 
 
 def code_files() -> dict[str, bytes]:
-    """The node program, its step runner and the nodes' requirements, in code/<version>/."""
-    from fruits import step_runner
-    from fruits.ec2 import NODE_SCRIPT
+    """The node program (its modules and the step runner, side by side as node.py finds
+    them) and the nodes' requirements, in code/<version>/."""
+    from fruits.ec2 import node_program
     from fruits.jobcode import node_requirements
 
     return {
-        "node.py": NODE_SCRIPT.read_bytes(),
-        "step_runner.py": Path(step_runner.__file__).read_bytes(),
+        **{path.name: path.read_bytes() for path in node_program()},
         "node-requirements.txt": node_requirements().encode(),
     }
 
