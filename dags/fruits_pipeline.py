@@ -224,7 +224,7 @@ def fruits_pipeline():
         run needs them."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from fruits.summary import clear_staging
+        from fruits.publish import clear_staging
 
         settings = load_settings()
         hook = S3Hook(settings.aws_conn_id)
@@ -241,7 +241,7 @@ def fruits_pipeline():
 
     @task(outlets=[PCA_ASSET])
     def publish_batch(batch: str, run_key: str, **context) -> dict:
-        """Switch the run's staged outputs in as the batch's outputs (fruits.summary):
+        """Switch the run's staged outputs in as the batch's outputs (fruits.publish):
         checked first (features, pca, report.json, row counts), _SUCCESS down, objects
         copied, stale ones deleted, _SUCCESS (run id, counts) written last, staging
         deleted. Then announces the batch to the DAGs scheduled on PCA_ASSET."""
@@ -249,7 +249,7 @@ def fruits_pipeline():
         from airflow.sdk.exceptions import AirflowFailException
 
         from fruits.config import run_prefix
-        from fruits.summary import BatchNotPublished, publish_batch
+        from fruits.publish import BatchNotPublished, publish_batch
 
         settings = load_settings()
         hook = S3Hook(settings.aws_conn_id)
@@ -275,7 +275,7 @@ def fruits_pipeline():
         back from S3 as a reader would (its _SUCCESS required)."""
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-        from fruits.summary import format_summary, run_summary
+        from fruits.publish import format_summary, run_summary
 
         settings = load_settings()
         hook = S3Hook(settings.aws_conn_id)

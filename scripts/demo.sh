@@ -56,7 +56,7 @@ grep -oE "\[DAG TEST\] end task task_id=[a-z_]+" "$DEMO_DIR/dags-test.log" |
 # --- where the results are -------------------------------------------------------------
 say "Results in S3 (moto) and the run summary"
 export AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING  # the summary only, not the hooks' chatter
-python -m fruits.summary "$DATE"
+python -m fruits.publish "$DATE"
 COPY="$DEMO_DIR/s3/$FRUITS_BUCKET"
 python - "$DATE" "$COPY" <<'PY'
 import sys

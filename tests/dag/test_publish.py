@@ -10,7 +10,7 @@ import json
 import pytest
 from dag_support import BUCKET, FAKE_REPORT
 
-from fruits import summary
+from fruits import publish
 from fruits.config import staging_prefix
 
 DATE = "2026-11-24"
@@ -97,7 +97,7 @@ def test_publish_replaces_the_batch_removes_stale_objects_marks_it_last(hook, aw
 
         monkeypatch.setattr(hook, name, spy)
 
-    record = summary.publish_batch(hook, BUCKET, DATE, KEY, {"run_id": "manual__new"})
+    record = publish.publish_batch(hook, BUCKET, DATE, KEY, {"run_id": "manual__new"})
 
     after = snapshot(aws, FINAL)
     expected = {FINAL + k.removeprefix(STAGING) for k in staged} | {MARKER}
@@ -125,7 +125,7 @@ def test_publish_replaces_the_batch_removes_stale_objects_marks_it_last(hook, aw
     assert aws.keys("runs/_staging/") == [staging_prefix(DATE, "other-run") + "features/x.parquet"]
 
     # a retry of the task after it got to the end: nothing to do, same record
-    assert summary.publish_batch(hook, BUCKET, DATE, KEY, {"run_id": "manual__new"}) == record
+    assert publish.publish_batch(hook, BUCKET, DATE, KEY, {"run_id": "manual__new"}) == record
     assert snapshot(aws, FINAL) == after
 
 
@@ -148,8 +148,8 @@ def test_incomplete_staged_outputs_leave_the_published_batch_untouched(hook, aws
     staged = staged_run()
     spoil(staged)
     put(aws, staged)
-    with pytest.raises(summary.BatchNotPublished, match=reason.replace("*", r"\*")):
-        summary.publish_batch(hook, BUCKET, DATE, KEY, {"run_id": "manual__new"})
+    with pytest.raises(publish.BatchNotPublished, match=reason.replace("*", r"\*")):
+        publish.publish_batch(hook, BUCKET, DATE, KEY, {"run_id": "manual__new"})
     assert snapshot(aws, FINAL) == EARLIER  # marker included, byte for byte
 
 
@@ -161,10 +161,10 @@ def test_clear_staging_deletes_other_runs_leftovers_of_the_batch_only(hook, aws)
         staging_prefix("2026-11-23", "other-batch") + "features/c.parquet": b"c",
         **EARLIER,
     })  # fmt: skip
-    assert summary.clear_staging(hook, BUCKET, DATE, keep=KEY) == ["killed-1", "killed-2"]
+    assert publish.clear_staging(hook, BUCKET, DATE, keep=KEY) == ["killed-1", "killed-2"]
     assert sorted(aws.keys("runs/_staging/")) == [
         staging_prefix("2026-11-23", "other-batch") + "features/c.parquet",
         staging_prefix(DATE, KEY) + "features/mine.parquet",
     ]
     assert snapshot(aws, FINAL) == EARLIER
-    assert summary.clear_staging(hook, BUCKET, DATE, keep=KEY) == []
+    assert publish.clear_staging(hook, BUCKET, DATE, keep=KEY) == []

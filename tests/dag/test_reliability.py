@@ -1,6 +1,6 @@
 """Faults and reruns of whole ``emr`` runs (``dag.test()`` on moto's server).
 
-The rule they check (``fruits.summary``): the steps write the run's staging prefix
+The rule they check (``fruits.publish``): the steps write the run's staging prefix
 ``runs/_staging/batch=<date>/<run key>/``; only ``publish_batch``, after both steps
 succeeded and their outputs checked out, switches them in as ``runs/batch=<date>/`` and
 writes ``_SUCCESS`` last. So any fault -- an S3 error on upload, a step over its
@@ -213,7 +213,7 @@ def test_a_failed_reduce_after_featurize_leaves_the_published_batch_as_it_was(
     still get it. The next good run clears that staging and publishes."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from fruits.summary import run_summary
+    from fruits.publish import run_summary
 
     driver = emr_steps("complete")
     dag = load_dag("emr")

@@ -1,4 +1,5 @@
-"""Publication of a batch, its ``_SUCCESS`` marker, and the run summary read from S3.
+"""Publication of a batch: a run's staged outputs switched in, its ``_SUCCESS`` marker,
+staging left by other runs cleared, and the run summary read back from S3.
 
 A run's steps write a staging prefix of their own, ``runs/_staging/batch=<date>/
 <run-key>/`` (:func:`fruits.config.staging_prefix`); only :func:`publish_batch`, once
@@ -17,7 +18,7 @@ such runs is deleted by the batch's next run (:func:`clear_staging`) or expires.
 ``report.json`` (written by reduce.py) gives rows, features, k and the explained
 variance; the rejected Parquet gives how many images could not be decoded.
 
-    python -m fruits.summary 2026-11-24 [--bucket B] [--conn-id aws_default] [--any]
+    python -m fruits.publish 2026-11-24 [--bucket B] [--conn-id aws_default] [--any]
 """
 
 from __future__ import annotations
