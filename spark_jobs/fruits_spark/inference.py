@@ -28,7 +28,6 @@ from fruits_spark import models, profiling
 from fruits_spark.images import ImageRejected, decode_image, label_from_path
 
 PROFILE_ENV = "FRUITS_INFERENCE_PROFILE"
-PREFETCH_ENV = "FRUITS_INFERENCE_PREFETCH"  # "0": decode in line, for side-by-side runs
 
 _MODELS: dict[tuple[str, int, str], object] = {}
 _PREDICTORS: dict[int, tuple[object, object]] = {}  # id(net) -> (net, its compiled forward pass)
@@ -81,7 +80,7 @@ def predictor(net, image_size: int):
     """``net``'s forward pass as one ``tf.function`` traced once for any batch size.
 
     ``predict_on_batch`` traces once per new batch shape and once more with a relaxed
-    shape (~1.5 s each for MobileNetV2 on one core); the last, smaller batch of every
+    shape, and a trace costs as much as many batches; the last, smaller batch of every
     partition would pay that. A ``None`` batch dimension in the signature traces once.
     """
     entry = _PREDICTORS.get(id(net))
@@ -92,11 +91,6 @@ def predictor(net, image_size: int):
         entry = (net, tf.function(lambda x: net(x, training=False), input_signature=[spec]))
         _PREDICTORS[id(net)] = entry
     return entry[1]
-
-
-def models_built() -> int:
-    """How many models this process has built (tests check the once-per-worker promise)."""
-    return len(_MODELS)
 
 
 @dataclass
@@ -147,13 +141,6 @@ def embed_decoded(
     return pd.DataFrame({"label": decoded.labels, "features": features, "error": decoded.errors})
 
 
-def featurize_batch(
-    net, model: str, image_size: int, paths: Iterable[str], contents: Iterable[bytes | None]
-) -> pd.DataFrame:
-    """Decode, preprocess and embed one batch; undecodable rows get an error, never a vector."""
-    return embed_decoded(net, model, image_size, decode_batch(image_size, paths, contents))
-
-
 def _read_and_decode(image_size: int, batches: Iterator[tuple[pd.Series, pd.Series]]):
     """``(read_s, decoded)`` for the next batch from Spark, or None at the end."""
     start = time.perf_counter()
@@ -166,17 +153,10 @@ def _read_and_decode(image_size: int, batches: Iterator[tuple[pd.Series, pd.Seri
 
 
 def _decoded(
-    image_size: int, batches: Iterator[tuple[pd.Series, pd.Series]], prefetch: bool
+    image_size: int, batches: Iterator[tuple[pd.Series, pd.Series]]
 ) -> Iterator[tuple[float, float, Decoded]]:
-    """``(stall_s, read_s, decoded)`` per batch; with ``prefetch``, the next batch is read
-    and decoded in a background thread while the caller predicts the current one."""
-    if not prefetch:
-        while True:
-            t0 = time.perf_counter()
-            item = _read_and_decode(image_size, batches)
-            if item is None:
-                return
-            yield time.perf_counter() - t0, *item
+    """``(stall_s, read_s, decoded)`` per batch: the next batch is read and decoded in a
+    background thread while the caller predicts the current one."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
         pending = pool.submit(_read_and_decode, image_size, batches)
         while True:
@@ -198,8 +178,7 @@ def featurize_batches(
     net = get_model(config, weights)
     folder = profiling.folder_from(PROFILE_ENV)
     profile = profiling.Profile(folder) if folder else None
-    prefetch = os.environ.get(PREFETCH_ENV, "1") != "0"
-    for stall_s, read_s, decoded in _decoded(config.image_size, iter(batches), prefetch):
+    for stall_s, read_s, decoded in _decoded(config.image_size, iter(batches)):
         start = time.time() - stall_s
         timings: dict = {}
         frame = embed_decoded(net, config.model, config.image_size, decoded, timings)
