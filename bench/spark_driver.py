@@ -73,14 +73,11 @@ def run_reduce(spark, argv: list[str]) -> dict:
     for module_name, names in REDUCE_TIMED.items():
         module = importlib.import_module(module_name)
         for name in names:
-            if hasattr(module, name):  # the job may change; time what is there
-                setattr(module, name, timed(name, getattr(module, name)))
+            setattr(module, name, timed(name, getattr(module, name)))
 
     args = reduce.parse_args(argv)
-    runner = getattr(reduce, "run", None) or reduce.reduce_features
-    report = runner(spark, args)
-    keys = ("n_rows", "n_features", "k")
-    return {k: report[k] for k in keys if k in report} if isinstance(report, dict) else {}
+    report = reduce.reduce_features(spark, args)
+    return {k: report[k] for k in ("n_rows", "n_features", "k")}
 
 
 JOBS = {"featurize": run_featurize, "reduce": run_reduce}
