@@ -125,7 +125,7 @@ def fruits_pipeline():
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from airflow.sdk.exceptions import AirflowFailException
 
-        from fruits.config import raw_prefix
+        from fruits.layout import raw_prefix
         from fruits.s3sync import is_permanent, upload_folder
 
         settings = load_settings()
@@ -171,7 +171,7 @@ def fruits_pipeline():
         """The cluster request, the steps (EMR's format, for both backends), the timeout,
         and the run key: the steps write runs/_staging/batch=<date>/<run key>/, never the
         published outputs, so nothing before publish_batch can spoil those."""
-        from fruits.config import new_run_key, staging_prefix
+        from fruits.layout import new_run_key, staging_prefix
         from fruits.steps import build_steps
 
         settings = load_settings()
@@ -248,7 +248,7 @@ def fruits_pipeline():
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from airflow.sdk.exceptions import AirflowFailException
 
-        from fruits.config import run_prefix
+        from fruits.layout import run_prefix
         from fruits.publish import BatchNotPublished, publish_batch
 
         settings = load_settings()

@@ -64,7 +64,8 @@ from pathlib import Path
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-from fruits.config import load_settings, run_prefix
+from fruits.config import load_settings
+from fruits.layout import run_prefix
 
 date, dest = sys.argv[1], Path(sys.argv[2])
 prefix = run_prefix(date)

@@ -2,7 +2,7 @@
 staging left by other runs cleared, and the run summary read back from S3.
 
 A run's steps write a staging prefix of their own, ``runs/_staging/batch=<date>/
-<run-key>/`` (:func:`fruits.config.staging_prefix`); only :func:`publish_batch`, once
+<run-key>/`` (:func:`fruits.layout.staging_prefix`); only :func:`publish_batch`, once
 both steps succeeded, touches the published ``runs/batch=<date>/``. It checks the
 staged outputs (features/ and pca/ Parquet with as many rows as report.json counts),
 deletes the batch's ``_SUCCESS``, copies the staged objects over the published ones
@@ -30,13 +30,8 @@ import logging
 from typing import Any
 
 from fruits import s3sync
-from fruits.config import (
-    batch_marker_key,
-    load_settings,
-    run_prefix,
-    run_uris,
-    staging_prefix,
-)
+from fruits.config import load_settings
+from fruits.layout import batch_marker_key, run_prefix, run_uris, staging_prefix
 
 log = logging.getLogger(__name__)
 

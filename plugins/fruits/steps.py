@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fruits.config import raw_prefix, run_uris
+from fruits.layout import raw_prefix, run_uris
 from fruits.s3sync import split_uri
 
 ACTION_ON_FAILURE = "CANCEL_AND_WAIT"  # a failed step cancels the later ones, keeps the cluster
@@ -52,7 +52,7 @@ def build_steps(
 ) -> list[dict[str, Any]]:
     """featurize then reduce for one batch, writing the run's staging prefix.
 
-    ``run_key``: the run's staging name (plan_run's :func:`fruits.config.new_run_key`).
+    ``run_key``: the run's staging name (plan_run's :func:`fruits.layout.new_run_key`).
     ``code``: URIs of ``py_files``, ``featurize``, ``reduce`` and ``weights`` (the
     weights URI, or ``random``). ``run``: ``model``, ``image_size``, ``variance``.
     """

@@ -11,7 +11,7 @@ import pytest
 from dag_support import BUCKET, FAKE_REPORT
 
 from fruits import publish
-from fruits.config import staging_prefix
+from fruits.layout import staging_prefix
 
 DATE = "2026-11-24"
 FINAL = f"runs/batch={DATE}/"

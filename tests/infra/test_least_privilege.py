@@ -143,7 +143,7 @@ def test_airflow_may_take_down_and_write_the_batch_marker(template):
     under runs/, and nothing broader is needed."""
     from fnmatch import fnmatch
 
-    from fruits.config import batch_marker_key, staging_prefix
+    from fruits.layout import batch_marker_key, staging_prefix
 
     st = statement(template, "AirflowPolicy", "PublishAndReadRuns")
     assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= set(st["Action"])
@@ -155,7 +155,7 @@ def test_emr_nodes_may_write_the_staging_prefix(template):
     """The steps write runs/_staging/...: the nodes' existing runs/ grants cover it."""
     from fnmatch import fnmatch
 
-    from fruits.config import staging_prefix
+    from fruits.layout import staging_prefix
 
     key = staging_prefix("2026-11-24", "manual__x-0a1b2c3d") + "features/part-0.parquet"
     write = statement(template, "EmrInstanceRole", "WriteRuns")
@@ -165,7 +165,7 @@ def test_emr_nodes_may_write_the_staging_prefix(template):
 
 
 def test_abandoned_staging_expires(template):
-    from fruits.config import STAGING_ROOT
+    from fruits.layout import STAGING_ROOT
 
     rules = template["Resources"]["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
     (rule,) = [r for r in rules if r.get("Prefix") == STAGING_ROOT]
@@ -222,7 +222,7 @@ def test_ec2_nodes_read_code_and_raw_and_write_only_runs_and_their_state(templat
 def test_ec2_nodes_may_write_the_staging_prefix_and_their_state_files(template):
     from fnmatch import fnmatch
 
-    from fruits.config import staging_prefix
+    from fruits.layout import staging_prefix
 
     key = staging_prefix("2026-11-24", "manual__x-0a1b2c3d") + "features/part-0.parquet"
     assert fnmatch(
