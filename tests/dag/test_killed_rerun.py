@@ -2,9 +2,12 @@
 shell, SIGKILLed while featurize runs on the local Spark cluster, then the same command
 again (it replaces the killed run of that logical date).
 
-The published batch must not notice the killed run at all, and the rerun must publish
-exactly what the first run did, leaving no staging and none of the killed run's Spark
-processes behind (its cluster outlives it: the rerun's ``clear_leftovers`` reaps it).
+The batch's earlier publication must not notice the killed run at all, and the rerun
+must replace it with the batch's complete outputs, leaving no staging and none of the
+killed run's Spark processes behind (its cluster outlives it: the rerun's
+``clear_leftovers`` reaps it). The earlier publication is written directly (as
+``publish_batch`` leaves one): a whole first run would prove nothing more than
+``test_local_run.py`` does, and costs a Spark cluster.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -22,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
-from dag_support import ROOT
+from dag_support import BUCKET, ROOT
 
 from fruits.sample_batch import write_batch
 
@@ -51,11 +53,6 @@ def run_to_the_end(env: dict[str, str], log: Path) -> None:
 
 def snapshot(aws, prefix: str = RUN) -> dict[str, bytes]:
     return {key: aws.read(key) for key in aws.keys(prefix)}
-
-
-def layout(keys: list[str]) -> list[str]:
-    """Spark names Parquet parts afresh on every run."""
-    return sorted(re.sub(r"part-\d+-[0-9a-f-]+", "part-*", k) for k in keys)
 
 
 def read_parquet(aws, prefix: str) -> pd.DataFrame:
@@ -108,7 +105,8 @@ def test_a_run_killed_during_featurize_changes_nothing_and_a_rerun_completes(
     fruits_env, aws, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("FRUITS_COMPUTE", "local")
-    write_batch(fruits_env / DATE, per_label=2, labels=["Banana", "Kiwi"])
+    batch = fruits_env / DATE
+    images = write_batch(batch, per_label=2, labels=["Banana", "Kiwi"])
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "spark_jobs")]),
@@ -116,12 +114,18 @@ def test_a_run_killed_during_featurize_changes_nothing_and_a_rerun_completes(
     }
     scratch = tmp_path / "scratch"
 
-    # 1. the batch, published once
-    run_to_the_end(env, tmp_path / "first.log")
+    # 1. the batch as an earlier run published it: its marker last, and objects the
+    # rerun must replace or delete (a part file name Spark never reuses)
+    aws.s3.create_bucket(Bucket=BUCKET)
+    earlier = {
+        RUN + "features/part-00000-earlier.snappy.parquet": b"earlier features",
+        RUN + "report/report.json": json.dumps({"n_rows": 99}).encode(),
+        RUN + "_SUCCESS": json.dumps({"run_id": "earlier", "run_key": "earlier"}).encode(),
+    }
+    for key, body in earlier.items():
+        aws.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
     published = snapshot(aws)
-    first_marker = json.loads(published[RUN + "_SUCCESS"])
-    first_features = read_parquet(aws, RUN + "features/")
-    assert aws.keys("runs/_staging/") == []
+    assert published == earlier
 
     # 2. a second run of the batch, SIGKILLed (its whole process group) during featurize
     known = set(clusters(scratch))
@@ -145,20 +149,22 @@ def test_a_run_killed_during_featurize_changes_nothing_and_a_rerun_completes(
     assert snapshot(aws) == published  # byte for byte, _SUCCESS included
     assert aws.keys("runs/_staging/") == []  # featurize writes locally first: nothing yet
 
-    # 3. the same command again: it replaces the killed run and completes
+    # 3. the same command again: it replaces the killed run and the earlier publication
     run_to_the_end(env, tmp_path / "rerun.log")
     marker = json.loads(aws.read(RUN + "_SUCCESS"))
-    assert (
-        marker["run_id"] != first_marker["run_id"] and marker["run_key"] != first_marker["run_key"]
-    )
-    assert (marker["rows"], marker["rejected"], marker["k"]) == (
-        first_marker["rows"], first_marker["rejected"], first_marker["k"],
-    )  # fmt: skip
-    assert layout(aws.keys(RUN)) == layout(list(published))
+    assert marker["run_id"] != "earlier"
+    keys = aws.keys(RUN)
+    assert RUN + "features/part-00000-earlier.snappy.parquet" not in keys  # stale: deleted
+    assert {k[len(RUN) :].split("/")[0] for k in keys} == {
+        "features", "pca", "rejected", "report", "_SUCCESS",
+    }  # fmt: skip
+    assert (marker["rows"], marker["rejected"]) == (len(images), 0)
     features = read_parquet(aws, RUN + "features/")
-    assert sorted(features.path) == sorted(first_features.path)  # same images, each once
-    assert features.path.is_unique and len(features) == marker["rows"]
+    raw = f"s3://{BUCKET}/raw/batch={DATE}/"
+    assert sorted(features.path) == sorted(raw + p.relative_to(batch).as_posix() for p in images)
+    assert features.path.is_unique  # each image once
     assert len(read_parquet(aws, RUN + "pca/")) == marker["rows"]
+    assert json.loads(aws.read(RUN + "report/report.json"))["n_rows"] == len(images)
     assert aws.keys("runs/_staging/") == []
     # the killed run's cluster: reaped by the rerun, nothing of it still running
     info = clusters(scratch)[killed["id"]]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -121,21 +120,7 @@ def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd):
     assert json.loads(aws.read(run + "_SUCCESS"))["run_id"] == dag_run.run_id
     assert aws.keys("runs/_staging/") == []
     assert "_staging" not in json.dumps(report)  # report.json names the published outputs
-
-    # a rerun of the batch replaces its outputs: same files, same rows, no duplicates
-    def layout() -> list[str]:  # Spark names Parquet parts afresh on every run
-        return sorted(re.sub(r"part-\d+-[0-9a-f-]+", "part-*", k) for k in aws.keys(run))
-
-    first = layout()
-    rerun = load_dag("local").test(logical_date=logical(DATE), run_conf=CONF)
-    assert str(rerun.state) == "success", task_states(rerun)
-    assert layout() == first
-    again = read_parquet(aws, run + "features/")
-    assert sorted(again.path) == sorted(features.path)  # each image once
-    assert len(read_parquet(aws, run + "pca/")) == len(pca)
-    assert len(read_parquet(aws, run + "rejected/")) == len(rejected)
-    assert json.loads(aws.read(run + "_SUCCESS"))["run_id"] == rerun.run_id
-    assert aws.keys("runs/_staging/") == []
+    # (a rerun replacing these outputs: test_killed_rerun.py, after a killed run)
 
 
 def test_local_failed_step_fails_the_run_and_stops_the_cluster(

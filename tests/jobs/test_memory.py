@@ -8,12 +8,12 @@ summed RSS is compared with a bound. Peaks and durations go to
 
 Sizes: the 200 photos run at the default ``--image-size 224`` and ``--batch-size 64``,
 the production setting, so the model's activations at full size are in the peak.
-The 20,000 small images run at ``--image-size 64``: what grows with the number of
-images (Spark tasks, the cached result, the written Parquet, the Python workers'
-heaps) does not depend on the CNN's input size, and at 224 the CNN alone takes
-~14 minutes on this 2-core machine (measured 853 s) against ~3 minutes at 64.
+The 20,000 small images run at ``--image-size 32``, the smallest the CNNs take: what
+grows with the number of images (Spark tasks, the cached result, the written Parquet,
+the Python workers' heaps) does not depend on the CNN's input size, while the CNN's
+time grows with its square.
 
-Run only these: ``pytest -m memory``. Expect ~6 minutes on 2 cores.
+Run only these: ``pytest -m memory``.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ LARGE_SIZES = ((4000, 3000), (3000, 4000), (6000, 4000))
 #        + one Arrow batch about three times (Arrow buffer, pandas copy, the next batch
 #        prefetched) + the CNN's activations for one batch + one decoded photo
 #        (a 24 Mpx image is ~100 MB in Pillow, twice during convert)  ~0.85 / ~1.25 GiB
-# Measured peaks, small @64 / large @224: 3552 / 5116 MiB with Spark's default
+# Measured peaks, small @64 (now run @32, less) / large @224: 3552 / 5116 MiB with Spark's default
 # spark.sql.files.openCostInBytes, 3555 / 5194 MiB with openCostInBytes=65536
 # (fewer, bigger partitions), 3692 / 4782 MiB in earlier runs. The bounds leave
 # ~20-30 % for noise. None of the terms grows with the number of images; what breaks
@@ -315,7 +315,7 @@ def test_20000_small_images_stay_within_the_bound(py_files, tmp_path):
     start = time.monotonic()
     written = write_small_images(tmp_path / "in")
     generate_s = time.monotonic() - start
-    measured, log = run_featurize(py_files, tmp_path / "in", tmp_path / "out", "--image-size", "64")
+    measured, log = run_featurize(py_files, tmp_path / "in", tmp_path / "out", "--image-size", "32")
     measured.generate_s, measured.bound_mib = round(generate_s, 1), SMALL_BOUND_MIB
     record("small_20000", measured)
     check(measured, log, written, tmp_path / "out", SMALL_BOUND_MIB)
