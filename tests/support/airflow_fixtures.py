@@ -1,5 +1,7 @@
-"""DAG test fixtures: an Airflow home of our own (SQLite), moto's server on loopback,
-the AWS connection from ``AIRFLOW_CONN_AWS_DEFAULT``, and the DAG parsed per backend.
+"""Fixtures of the tests that need Airflow or AWS: an Airflow home of our own (SQLite),
+moto's server on loopback, the AWS connection from ``AIRFLOW_CONN_AWS_DEFAULT``, an S3
+hook, and the DAG parsed per backend. The conftest.py of tests/plugins, tests/dags and
+tests/e2e import them (``FIXTURES``).
 
 Airflow reads its configuration when first imported, so the environment is set here,
 at import time, before any test module imports Airflow.
@@ -30,6 +32,12 @@ from dag_support import (
     EmrStepDriver,
     snapshot,
 )
+
+# what a conftest.py gets with ``from airflow_fixtures import *``
+__all__ = [
+    "airflow_db", "aws", "earlier_outputs", "ec2_nodes", "emr_steps", "fruits_env", "hook",
+    "load_dag", "moto", "moto_server",
+]  # fmt: skip
 
 _AIRFLOW_WAS_IMPORTED = "airflow" in sys.modules  # then our AIRFLOW_HOME comes too late
 
@@ -126,7 +134,9 @@ def aws(moto):
 def airflow_db() -> Path:
     """A migrated SQLite metadata database in the session's Airflow home."""
     if _AIRFLOW_WAS_IMPORTED:
-        pytest.fail("Airflow was imported before tests/dag/conftest.py set AIRFLOW_HOME")
+        pytest.fail(
+            "Airflow was imported before tests/support/airflow_fixtures.py set AIRFLOW_HOME"
+        )
     done = subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"],
         capture_output=True,
@@ -219,3 +229,12 @@ def earlier_outputs(aws) -> dict[str, bytes]:
     }.items():
         aws.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
     return snapshot(aws)
+
+
+@pytest.fixture
+def hook(moto, aws):
+    """Airflow's S3Hook on moto, with the test bucket."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    aws.s3.create_bucket(Bucket=BUCKET)
+    return S3Hook(aws_conn_id="aws_default")

@@ -61,14 +61,6 @@ EARLIER = {
 }
 
 
-@pytest.fixture
-def hook(moto, aws):
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-    aws.s3.create_bucket(Bucket=BUCKET)
-    return S3Hook(aws_conn_id="aws_default")
-
-
 def put(aws, objects: dict[str, bytes]) -> None:
     for key, body in objects.items():
         aws.s3.put_object(Bucket=BUCKET, Key=key, Body=body)

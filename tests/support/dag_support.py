@@ -15,6 +15,15 @@ from fruits.s3sync import split_uri
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "fruits-test"
 REGION = "us-east-1"
+# the URIs upload_code returns, for a code version "v1"
+CODE = {
+    "py_files": f"s3://{BUCKET}/code/v1/fruits_spark.zip",
+    "featurize": f"s3://{BUCKET}/code/v1/featurize.py",
+    "reduce": f"s3://{BUCKET}/code/v1/reduce.py",
+    "bootstrap": f"s3://{BUCKET}/code/v1/bootstrap.sh",
+    "requirements": f"s3://{BUCKET}/code/v1/requirements.txt",
+    "weights": f"s3://{BUCKET}/code/v1/weights/w.weights.h5",
+}
 
 
 def logical(date: str) -> dt.datetime:
