@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fruits.config import Settings, jobs_module, limits, model_names
+from fruits.s3sync import split_uri
 
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 WEIGHTS_KEYWORDS = ("imagenet", "random")
@@ -152,7 +153,7 @@ def parse_weights(value: Any) -> str:
     if value.startswith("file://"):
         value = value[len("file://") :]
     if value.startswith("s3://"):
-        bucket, _, key = value[len("s3://") :].partition("/")
+        bucket, key = split_uri(value)
         if not bucket or not key:
             raise ParamError("weights", f"{value!r} is not an s3://bucket/key URI")
     elif not value.startswith("/"):
@@ -199,7 +200,7 @@ def check_weights_readable(weights: str, model: str, s3_hook: Any) -> None:
             raise ParamError("weights", str(exc)) from None
         return
     if weights.startswith("s3://"):
-        bucket, _, key = weights[len("s3://") :].partition("/")
+        bucket, key = split_uri(weights)
         try:
             found = s3_hook.head_object(key=key, bucket_name=bucket) is not None
         except Exception as exc:  # 403, no such bucket, bad endpoint: all "cannot read"
