@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ from PIL import Image
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
+from fruits.sparkenv import spark_bin, spark_env
 from fruits_spark import pca_passes, report
 from fruits_spark.jobs import JobError
 from fruits_spark.pca_math import choose_k
@@ -26,7 +25,6 @@ from fruits_spark.pca_math import choose_k
 pytestmark = pytest.mark.spark
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV_BIN = ROOT / ".venv" / "bin"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LABELS = ["Apple Braeburn", "Banana", "Kiwi", "Pitahaya Red", "Äpfel"]  # as on disk
 METADATA = {
@@ -437,13 +435,9 @@ def test_plots_render_many_labels_and_one_component():
 
 
 def spark_submit(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    env["PATH"] = os.pathsep.join([str(VENV_BIN), env.get("PATH", "")])
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "plugins"), str(ROOT / "spark_jobs")])
-    env["SPARK_LOCAL_IP"] = "127.0.0.1"
-    env["PYSPARK_PYTHON"] = sys.executable
+    env = spark_env({"PYTHONPATH": str(ROOT / "spark_jobs")})  # the job imports its package
     cmd = [
-        str(VENV_BIN / "spark-submit"),
+        spark_bin("spark-submit"),
         "--master",
         "local[2]",
         "--conf",
