@@ -12,6 +12,8 @@ export AIRFLOW_HOME="$ROOT/var/airflow"
 export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
+# SQLite: wait for a lock (a busy host, a backfill beside the scheduler) instead of failing
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=fruits.sqlite_db.CONNECT_ARGS
 export FRUITS_COMPUTE=local
 # real ImageNet features (MobileNet v1, staged offline by `make weights`); random on request
 export FRUITS_MODEL="${FRUITS_MODEL:-mobilenet}"
