@@ -89,8 +89,7 @@ def jobs_module(name: str, jobs_dir: Path | None = None) -> ModuleType:
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError:
-        default = os.environ.get("FRUITS_JOBS_DIR", "").strip() or "spark_jobs"
-        folder = str(jobs_dir or _path(default))
+        folder = str(jobs_dir or _jobs_dir(os.environ))
         if folder not in sys.path:
             sys.path.append(folder)
         return importlib.import_module(name)
@@ -109,6 +108,10 @@ def _path(value: str) -> Path:
     """Relative paths are relative to the project root, not to whatever the cwd is."""
     p = Path(value).expanduser()
     return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def _jobs_dir(env: Mapping[str, str]) -> Path:
+    return _path(env.get("FRUITS_JOBS_DIR", "").strip() or "spark_jobs")
 
 
 limits = jobs_module("fruits_spark.limits")
@@ -274,7 +277,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         bucket=bucket,
         incoming=_path(env.get("FRUITS_INCOMING", "") or "data/incoming"),
         scratch=_path(env.get("FRUITS_SCRATCH", "") or "var/scratch"),
-        jobs_dir=_path(env.get("FRUITS_JOBS_DIR", "") or "spark_jobs"),
+        jobs_dir=_jobs_dir(env),
         aws_conn_id=env.get("FRUITS_AWS_CONN_ID", "") or "aws_default",
         model=model,
         weights=env.get("FRUITS_WEIGHTS", "").strip() or "imagenet",

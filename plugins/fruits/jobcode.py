@@ -23,8 +23,6 @@ from fruits.config import EMR_DIR, Settings, jobs_module, load_settings
 JOB_SCRIPTS = ("featurize.py", "reduce.py")
 PACKAGE = "fruits_spark"
 ZIP_NAME = f"{PACKAGE}.zip"
-# What the jobs import on the cluster, besides Spark itself (EMR brings its own Spark,
-# so never pyspark). Pinned to the versions installed here: one install for all.
 REQUIREMENTS = "requirements.txt"  # in the jobs' folder: the pins every node's Python needs
 NODE_EXTRAS = ("pyspark", "boto3")  # what ec2 nodes add: their own Spark, the node program's S3
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same zip

@@ -7,11 +7,13 @@ import subprocess
 import threading
 import time
 
+import pytest
 from dag_support import ROOT
 
 from fruits.sqlite_db import CONNECT_ARGS, LOCK_TIMEOUT_S
 
 
+@pytest.mark.airflow  # an `airflow` command: not the fast tier
 def test_the_scripts_point_airflow_at_the_connect_args():
     shown = subprocess.run(
         ["bash", "-c", f"source {ROOT}/scripts/lib.sh && airflow config get-value "
