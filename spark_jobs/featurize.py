@@ -1,4 +1,4 @@
-"""Featurize a tree of fruit photos with a Keras CNN (transfer learning, no top).
+"""Featurize a tree of fruit photos with a CNN (transfer learning, no top).
 
     spark-submit --py-files fruits_spark.zip spark_jobs/featurize.py \\
         --input s3://bucket/raw/batch=2026-11-24/ \\
@@ -8,7 +8,7 @@
         [--image-size 224] [--batch-size 64] [--csv URI] [--tf-threads N]
 
 Writes Parquet ``path, label, features`` (``features``: array<float>; the column's
-metadata names the model and weights) and Parquet ``path, label, error`` for every
+metadata names the model, weights and runtime) and Parquet ``path, label, error`` for every
 image that could not be decoded. Exit status 2 on bad arguments or an input
 without images.
 """
@@ -27,21 +27,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fruits_spark import fsio, limits, models
+from fruits_spark import driver_model, fsio, limits, models, runtimes
 from fruits_spark.images import (
     IMAGE_EXTENSIONS,
     glob_for_extensions,
     label_from_path,
 )
-from fruits_spark.inference import ModelConfig, featurize_batches, get_model
+from fruits_spark.inference import ModelConfig, featurize_batches
 from fruits_spark.jobs import JobError, run_job
-
-
-@dataclass(frozen=True)
-class Weights:
-    data: bytes
-    suffix: str  # how Keras must name the file to pick the right loader
-
 
 RESULT_TYPE = T.StructType(
     [
@@ -65,10 +58,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--csv", default=None, help="also write path,label,feat_0..feat_n as CSV")
     p.add_argument(
+        "--runtime",
+        default=runtimes.DEFAULT_RUNTIME,
+        choices=runtimes.RUNTIMES,
+        help="what runs the CNN: litert (a converted model, fastest) or keras",
+    )
+    p.add_argument(
+        "--threads",
         "--tf-threads",
+        dest="threads",
         type=int,
         default=None,
-        help="TensorFlow intra-op threads per task (default: spark.task.cpus)",
+        help="the runtime's threads per task (default: spark.task.cpus)",
     )
     args = p.parse_args(argv)
     error = limits.image_size_error(args.image_size)
@@ -78,41 +79,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if error:
         p.error(f"--batch-size {error} (tests/jobs/test_memory.py)")
     return args
-
-
-def resolve_weights(spark: SparkSession, model: str, image_size: int, weights: str) -> Weights:
-    """The weights file, read once on the driver and broadcast to the workers."""
-    if weights == "random":
-        return Weights(models.random_weights_bytes(model, image_size), ".weights.h5")
-    if weights == "imagenet":
-        try:
-            return Weights(models.imagenet_weights_path(model).read_bytes(), ".h5")
-        except models.WeightsUnavailable as exc:
-            raise JobError(str(exc)) from exc
-    try:
-        return Weights(fsio.read_bytes(spark, weights), models.weights_suffix(weights))
-    except Exception as exc:  # py4j wraps Hadoop's errors; the message is what matters
-        raise JobError(f"--weights {weights}: cannot read the file: {exc}") from exc
-
-
-def model_config(model: str, image_size: int, weights: Weights, tf_threads: int) -> ModelConfig:
-    return ModelConfig(
-        model=model,
-        image_size=image_size,
-        weights_sha256=models.sha256(weights.data),
-        weights_suffix=weights.suffix,
-        tf_threads=tf_threads,
-    )
-
-
-def check_weights(config: ModelConfig, weights: Weights, source: str) -> None:
-    """Fail on the driver, once, if the weights do not fit the model (not in every task)."""
-    try:
-        get_model(config, weights.data)
-    except Exception as exc:
-        raise JobError(
-            f"--weights {source} do not fit {config.model}@{config.image_size}: {exc}"
-        ) from exc
 
 
 @dataclass(frozen=True)
@@ -141,12 +107,12 @@ def list_images(spark: SparkSession, input_uri: str) -> Listing:
     return Listing(images.select("path", "content"), paths, everything - len(paths))
 
 
-def featurize(images: DataFrame, config: ModelConfig, weights_broadcast, counter=None) -> DataFrame:
+def featurize(images: DataFrame, config: ModelConfig, payload_broadcast, counter=None) -> DataFrame:
     """``path, content`` -> ``path, label, features, error`` (features null where error is set)."""
 
     @F.pandas_udf(RESULT_TYPE)
     def embed(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
-        for frame in featurize_batches(config, weights_broadcast.value, batches):
+        for frame in featurize_batches(config, payload_broadcast.value, batches):
             if counter is not None:
                 counter.add(len(frame))
             yield frame
@@ -183,7 +149,8 @@ class FeaturizeCounts:
         return (
             f"featurize: {self.featurized} featurized, {self.rejected} rejected, "
             f"{self.skipped} skipped (model {args.model}@{args.image_size}, "
-            f"weights {args.weights}, {self.through_cnn} images through the CNN)"
+            f"weights {args.weights}, runtime {args.runtime}, "
+            f"{self.through_cnn} images through the CNN)"
         )
 
 
@@ -201,34 +168,27 @@ def use_few_input_partitions(spark: SparkSession) -> None:
         spark.conf.set(OPEN_COST_KEY, str(OPEN_COST_BYTES))
 
 
-def prepare_weights(
-    spark: SparkSession, args: argparse.Namespace, tf_threads: int
-) -> tuple[Weights, ModelConfig]:
-    """The driver's share of the model: TensorFlow's thread pools, the weights, and their
-    check (not for ``random``: those were just saved from this very network)."""
-    models.configure_threads(tf_threads)
-    weights = resolve_weights(spark, args.model, args.image_size, args.weights)
-    config = model_config(args.model, args.image_size, weights, tf_threads)
-    if args.weights != "random":
-        check_weights(config, weights, args.weights)
-    return weights, config
-
-
 def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
     """The whole job on an existing session: list, featurize once, write every output."""
     use_few_input_partitions(spark)
-    tf_threads = args.tf_threads or int(spark.conf.get("spark.task.cpus", "1"))
-    # The driver's TensorFlow import and model build (seconds of Python) overlap the JVM's
-    # file listing; an input error is still reported before a weights error.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-weights") as pool:
-        weights_ready = pool.submit(prepare_weights, spark, args, tf_threads)
+    threads = args.threads or int(spark.conf.get("spark.task.cpus", "1"))
+    # The driver's model (a cache read, or seconds of TensorFlow) overlaps the JVM's file
+    # listing; an input error is still reported before a weights error.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-model") as pool:
+        model_ready = pool.submit(
+            driver_model.prepare,
+            spark, args.model, args.image_size, args.weights, args.runtime, threads,
+        )  # fmt: skip
         listing = list_images(spark, args.input)
         if not listing.paths:
             raise JobError(
                 f"--input {args.input}: no image files found (looked for "
                 f"{', '.join(IMAGE_EXTENSIONS)}; {listing.skipped} other files skipped)"
             )
-        weights, config = weights_ready.result()
+        prepared = model_ready.result()
+    config = prepared.config
+    if prepared.conversion:
+        print(f"featurize: {args.runtime} model {prepared.conversion}")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     n_features = models.spec(args.model).n_features
     metadata = {
@@ -237,11 +197,12 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
         "weights_sha256": config.weights_sha256,
         "image_size": args.image_size,
         "n_features": n_features,
+        "runtime": args.runtime,
     }
 
     counter = spark.sparkContext.accumulator(0)
-    weights_bc = spark.sparkContext.broadcast(weights.data)
-    result = featurize(listing.images, config, weights_bc, counter)
+    payload_bc = spark.sparkContext.broadcast(prepared.payload)
+    result = featurize(listing.images, config, payload_bc, counter)
     result = result.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         features = with_metadata(
@@ -262,7 +223,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
             csv.option("header", True).csv(args.csv)
     finally:
         result.unpersist()
-        weights_bc.unpersist()
+        payload_bc.unpersist()
     featurized = sum(row.ok for row in outcome)
     return FeaturizeCounts(
         featurized=featurized,

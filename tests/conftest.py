@@ -48,6 +48,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker("fast")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_cache(tmp_path_factory) -> Path:
+    """The tests' own converted-model cache (fruits_spark.converted): shared by every job
+    and pipeline run of the session, never the user's."""
+    folder = tmp_path_factory.mktemp("model-cache")
+    os.environ["FRUITS_MODEL_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def spark():
     from pyspark.sql import SparkSession

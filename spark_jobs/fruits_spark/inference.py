@@ -1,13 +1,14 @@
 """Worker-side featurization: one model per Python worker, reused by every batch and task.
 
 Spark reuses Python workers between tasks (``spark.python.worker.reuse``), so a
-module-level cache makes the expensive model build happen once per worker process.
+module-level cache makes the model build (a LiteRT interpreter, or Keras' network)
+happen once per worker process. Workers that run LiteRT never import TensorFlow.
 
 Profiling: with ``FRUITS_INFERENCE_PROFILE=<folder>`` in the workers' environment, every
 worker appends one JSON line per Arrow batch to ``<folder>/<pid>.jsonl``: wall-clock
 start and end, rows, and the seconds spent reading the batch from Spark, decoding,
 preprocessing, predicting, and suspended in ``yield`` (Spark serialising the result);
-one line when the model is built (TensorFlow import and build times) and one per task
+one line when the model is built (its build time) and one per task
 (start, end, the process's CPU seconds so far).
 ``bench.run`` uses it to say where the time goes; unset, it costs nothing.
 """
@@ -17,20 +18,19 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from fruits_spark import models, profiling
+from fruits_spark import models, profiling, runtimes
 from fruits_spark.images import ImageRejected, decode_image, label_from_path
 
 PROFILE_ENV = "FRUITS_INFERENCE_PROFILE"
 
-_MODELS: dict[tuple[str, int, str], object] = {}
-_PREDICTORS: dict[int, tuple[object, object]] = {}  # id(net) -> (net, its compiled forward pass)
+_MODELS: dict[tuple[str, int, str], Callable[[np.ndarray], np.ndarray]] = {}
 _IMPORTED = time.time()
 
 
@@ -40,57 +40,48 @@ class ModelConfig:
 
     model: str
     image_size: int
+    runtime: str  # fruits_spark.runtimes: "litert" (payload: .tflite) or "keras" (weights)
+    payload_sha256: str  # of what the workers receive
     weights_sha256: str
-    weights_suffix: str
-    tf_threads: int
+    weights_suffix: str  # keras: how the weights file must be named to load
+    threads: int  # the runtime's intra-op threads: the task's cores
 
 
-def get_model(config: ModelConfig, weights: bytes):
-    """The cached model for this config, built (and its weights loaded) on first use."""
-    key = (config.model, config.image_size, config.weights_sha256)
-    net = _MODELS.get(key)
-    if net is None:
+def get_model(config: ModelConfig, payload: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    """The cached forward pass for this config, built on first use."""
+    key = (config.runtime, config.image_size, config.payload_sha256)
+    model = _MODELS.get(key)
+    if model is None:
         start = time.time()
-        models.configure_threads(config.tf_threads)
-        imported = time.time()
-        fd, path = tempfile.mkstemp(suffix=config.weights_suffix)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(weights)
-            net = models.build_model(config.model, config.image_size, path)
-        finally:
-            os.unlink(path)
-        _MODELS[key] = net
+        model = _build(config, payload)
+        _MODELS[key] = model
         folder = profiling.folder_from(PROFILE_ENV)
         if folder:
             profiling.Profile(folder).write(
                 {
                     "event": "model",
+                    "runtime": config.runtime,
                     "process_start": profiling.process_start(),
                     "module_import": _IMPORTED,
                     "start": start,
-                    "tf_import_s": imported - start,
                     "end": time.time(),
                 }
             )
-    return net
+    return model
 
 
-def predictor(net, image_size: int):
-    """``net``'s forward pass as one ``tf.function`` traced once for any batch size.
-
-    ``predict_on_batch`` traces once per new batch shape and once more with a relaxed
-    shape, and a trace costs as much as many batches; the last, smaller batch of every
-    partition would pay that. A ``None`` batch dimension in the signature traces once.
-    """
-    entry = _PREDICTORS.get(id(net))
-    if entry is None or entry[0] is not net:
-        import tensorflow as tf
-
-        spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
-        entry = (net, tf.function(lambda x: net(x, training=False), input_signature=[spec]))
-        _PREDICTORS[id(net)] = entry
-    return entry[1]
+def _build(config: ModelConfig, payload: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    if config.runtime == runtimes.LITERT:
+        return runtimes.LiteRTModel(payload, config.threads)
+    models.configure_threads(config.threads)
+    fd, path = tempfile.mkstemp(suffix=config.weights_suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        net = models.build_model(config.model, config.image_size, path)
+    finally:
+        os.unlink(path)
+    return runtimes.KerasModel(net, config.image_size)
 
 
 @dataclass
@@ -121,7 +112,10 @@ def decode_batch(
 
 
 def embed_decoded(
-    net, model: str, image_size: int, decoded: Decoded, timings: dict | None = None
+    forward: Callable[[np.ndarray], np.ndarray],
+    model: str,
+    decoded: Decoded,
+    timings: dict | None = None,
 ) -> pd.DataFrame:
     """Preprocess and embed the decoded rows of one batch."""
     arrays = decoded.arrays
@@ -131,7 +125,7 @@ def embed_decoded(
         t0 = time.perf_counter()
         batch = models.preprocess(model, np.stack([arrays[i] for i in good]))
         t1 = time.perf_counter()
-        out = np.asarray(predictor(net, image_size)(batch), dtype=np.float32)
+        out = np.asarray(forward(batch), dtype=np.float32)
         t2 = time.perf_counter()
         for row, i in enumerate(good):
             features[i] = out[row]
@@ -170,18 +164,18 @@ def _decoded(
 
 
 def featurize_batches(
-    config: ModelConfig, weights: bytes, batches: Iterator[tuple[pd.Series, pd.Series]]
+    config: ModelConfig, payload: bytes, batches: Iterator[tuple[pd.Series, pd.Series]]
 ) -> Iterator[pd.DataFrame]:
     """Embed every batch; the next batch is read and decoded in a background thread while
-    the current one is predicted (Pillow and TensorFlow both release the GIL)."""
+    the current one is predicted (Pillow, LiteRT and TensorFlow all release the GIL)."""
     task_start = time.time()
-    net = get_model(config, weights)
+    forward = get_model(config, payload)
     folder = profiling.folder_from(PROFILE_ENV)
     profile = profiling.Profile(folder) if folder else None
     for stall_s, read_s, decoded in _decoded(config.image_size, iter(batches)):
         start = time.time() - stall_s
         timings: dict = {}
-        frame = embed_decoded(net, config.model, config.image_size, decoded, timings)
+        frame = embed_decoded(forward, config.model, decoded, timings)
         t1 = time.perf_counter()
         yield frame
         if profile is not None:

@@ -28,6 +28,7 @@ class ModelSpec:
     module: str  # keras.applications submodule holding preprocess_input
     n_features: int
     imagenet_file: str  # name Keras caches the no-top ImageNet weights under
+    preprocess_mode: str  # keras.applications' preprocess_input mode: "tf" or "caffe"
     offline_source: str = ""  # how to stage those weights with no internet, if we can
 
 
@@ -38,6 +39,7 @@ MODELS: dict[str, ModelSpec] = {
         "mobilenet_v2",
         1280,
         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        "tf",
     ),
     # MobileNet v1 1.0: real ImageNet weights offline via `make weights` (its README section)
     "mobilenet": ModelSpec(
@@ -46,6 +48,7 @@ MODELS: dict[str, ModelSpec] = {
         "mobilenet",
         1024,
         "mobilenet_1_0_224_tf_no_top.h5",
+        "tf",
         "`make weights` (python -m fruits.imagenet_mobilenet) stages them offline",
     ),
     "vgg16": ModelSpec(
@@ -54,6 +57,7 @@ MODELS: dict[str, ModelSpec] = {
         "vgg16",
         512,
         "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "caffe",
     ),
 }
 
@@ -147,15 +151,30 @@ def build_model(model: str, image_size: int, weights_file: str | Path | None = N
     return net
 
 
-def preprocess(model: str, batch: np.ndarray) -> np.ndarray:
-    """The model's own keras.applications preprocess_input, on a float32 copy."""
-    import importlib
+# keras.applications.imagenet_utils' "caffe" mode: ImageNet's mean pixel, BGR order
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
+
+def preprocess(model: str, batch: np.ndarray) -> np.ndarray:
+    """The model's keras.applications ``preprocess_input``, in numpy on a float32 copy.
+
+    The same float32 operations in the same order as Keras (a test holds them equal), so
+    workers that run a converted model never import TensorFlow for this.
+    """
     import numpy as np
 
-    import_tensorflow()
-    module = importlib.import_module(f"keras.applications.{spec(model).module}")
-    return module.preprocess_input(batch.astype(np.float32))
+    x = batch.astype(np.float32)
+    mode = spec(model).preprocess_mode
+    if mode == "tf":
+        x /= 127.5
+        x -= 1.0
+    elif mode == "caffe":
+        x = x[..., ::-1].copy()
+        for channel, mean in enumerate(CAFFE_MEAN_BGR):
+            x[..., channel] -= np.float32(mean)
+    else:  # pragma: no cover - the registry holds only these
+        raise ValueError(f"unknown preprocess mode {mode!r}")
+    return x
 
 
 def random_weights_bytes(model: str, image_size: int) -> bytes:
