@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.data import ROOT
+from bench.data import ROOT, VAR
 from bench.worker_profiles import featurize_profile, reduce_profile
 from fruits.sparkenv import spark_env
 
@@ -33,6 +33,8 @@ def job_env(extra: list[str]) -> dict[str, str]:
     (the bench imports its own probes from the repository) and ``--env K=V`` on top."""
     paths = [str(ROOT / "spark_jobs"), str(ROOT / "plugins"), str(ROOT)]
     env = spark_env({"PYTHONPATH": os.pathsep.join(paths)})
+    # the bench's converted models (fruits_spark.converted), not the user's cache
+    env["FRUITS_MODEL_CACHE"] = str(VAR / "model-cache")
     for item in extra:
         key, _, value = item.partition("=")
         env[key] = value

@@ -1,5 +1,6 @@
-"""The featurize measurements: raw Keras in two halves around the job (once per job
-configuration), and the job's time against the number of images (a linear fit)."""
+"""The featurize measurements: raw Keras and raw LiteRT, each in two halves around the
+job (once per job configuration), and the job's time against the number of images (a
+linear fit)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.baselines import PARITY_ROWS, parity, raw_keras
+from bench.baselines import PARITY_ROWS, convert, parity, raw_keras
 from bench.data import VAR, image_batch
 from bench.launch import log, spark_submit
 
@@ -33,8 +34,32 @@ def featurize_args(folder: Path, out: Path, model: str, size: int, args) -> list
     if args.batch_size:
         a += ["--batch-size", str(args.batch_size)]
     if args.tf_threads:
-        a += ["--tf-threads", str(args.tf_threads)]
+        a += ["--threads", str(args.tf_threads)]
     return a
+
+
+def raw_summary(a: dict, b: dict) -> dict:
+    """Two halves of one raw reference as one: its loop rate, and as one process over the
+    whole batch would run (its start-up once: the mean of the halves', then both loops)."""
+    images = a["images"] + b["images"]
+    loops = a["loop_s"] + b["loop_s"]
+    fixed_s = sum(h["startup_s"] + h["warmup_s"] for h in (a, b)) / 2
+    # the whole process from outside: interpreter start and imports included
+    process_fixed_s = sum(h["process_s"] - h["loop_s"] for h in (a, b)) / 2
+    return {
+        "a": a,
+        "b": b,
+        "rate": images / loops,
+        "rate_end_to_end": images / (fixed_s + loops),
+        "rate_whole_process": images / (process_fixed_s + loops),
+        "fixed_s": fixed_s,
+        "process_fixed_s": process_fixed_s,
+        "cpu_ms_per_image": 1000 * (a["loop_cpu_s"] + b["loop_cpu_s"]) / images,
+        "stage_ms_per_image": {
+            s: 1000 * (a[s] + b[s]) / images
+            for s in ("read_s", "decode_s", "preprocess_s", "predict_s")
+        },
+    }
 
 
 def images_for(model: str, size: int, args) -> int:
@@ -56,8 +81,11 @@ def bench_featurize(model: str, size: int, args) -> list[dict]:
     work = VAR / "runs" / tag
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    log(f"{tag}: raw Keras, first half")
+    log(f"{tag}: converting the model for LiteRT (once; the job and raw LiteRT reuse it)")
+    conversion = convert(model, size, work / "convert.json")
+    log(f"{tag}: raw Keras, then raw LiteRT, first halves")
     raw_a = raw_keras(model, size, folder, "0/2", work / "raw-a.json", save=PARITY_ROWS)
+    lite_a = raw_keras(model, size, folder, "0/2", work / "lite-a.json", runtime="litert")
     jobs = {}
     for variant in args.variants.split(","):
         log(f"{tag}: featurize job, {variant} (spark-submit --master {args.master})")
@@ -65,33 +93,20 @@ def bench_featurize(model: str, size: int, args) -> list[dict]:
         jobs[variant] = spark_submit("featurize", featurize_args(folder, out, model, size, args),
                                      out / "job.json", with_variant(args, variant),
                                      out / "profile")  # fmt: skip
-    log(f"{tag}: raw Keras, second half")
+    log(f"{tag}: raw LiteRT, then raw Keras, second halves")
+    lite_b = raw_keras(model, size, folder, "1/2", work / "lite-b.json", runtime="litert")
     raw_b = raw_keras(model, size, folder, "1/2", work / "raw-b.json")
-    raw_images = raw_a["images"] + raw_b["images"]
-    raw_rate = raw_images / (raw_a["loop_s"] + raw_b["loop_s"])
-    # Raw Keras end to end, as one process over the whole batch would run: its TensorFlow
-    # import, model build and first trace once (the mean of the halves'), then both loops.
-    raw_fixed_s = sum(h["startup_s"] + h["warmup_s"] for h in (raw_a, raw_b)) / 2
-    raw_rate_e2e = raw_images / (raw_fixed_s + raw_a["loop_s"] + raw_b["loop_s"])
-    raw_cpu = (raw_a["loop_cpu_s"] + raw_b["loop_cpu_s"]) / raw_images
-    raw = {
-        "a": raw_a,
-        "b": raw_b,
-        "rate": raw_rate,
-        "rate_end_to_end": raw_rate_e2e,
-        "fixed_s": raw_fixed_s,
-        "cpu_ms_per_image": 1000 * raw_cpu,
-        "stage_ms_per_image": {
-            s: 1000 * (raw_a[s] + raw_b[s]) / raw_images
-            for s in ("read_s", "decode_s", "preprocess_s", "predict_s")
-        },
-    }
+    raw, lite = raw_summary(raw_a, raw_b), raw_summary(lite_a, lite_b)
+    raw_rate, raw_rate_e2e = raw["rate"], raw["rate_end_to_end"]
+    raw_cpu = raw["cpu_ms_per_image"] / 1000
     rows = []
     for variant, job in jobs.items():
         featurized = job["result"]["featurized"]
         job_cpu = job["cpu_s"] / featurized if job.get("cpu_s") else None
         end_to_end = featurized / job["job_s"]
-        steady = (job.get("profile") or {}).get("steady_rate")
+        whole = featurized / job["total_s"]  # spark-submit's process, JVM start to exit
+        profile = job.get("profile") or {}
+        steady = profile.get("steady_rate")
         row = {
             "model": model,
             "size": size,
@@ -99,6 +114,8 @@ def bench_featurize(model: str, size: int, args) -> list[dict]:
             "variant": variant,
             "variant_conf": VARIANTS[variant],
             "raw": raw,
+            "litert": lite,
+            "conversion": conversion,
             "job": job,
             "job_rate_end_to_end": end_to_end,
             "job_rate_steady": steady,
@@ -106,6 +123,17 @@ def bench_featurize(model: str, size: int, args) -> list[dict]:
             # like for like: both sides with their start-up (the job's JVM start excluded)
             "ratio_end_to_end_both": end_to_end / raw_rate_e2e,
             "ratio_steady": steady / raw_rate if steady else None,
+            # the issue's targets: whole processes against raw Keras, steady against LiteRT
+            "job_rate_whole_process": whole,
+            "ratio_whole_vs_keras": whole / raw["rate_whole_process"],
+            "ratio_whole_vs_litert": whole / lite["rate_whole_process"],
+            "ratio_steady_vs_litert": steady / lite["rate"] if steady else None,
+            # from spark-submit's launch to the first batch out of any worker
+            "first_batch_out_s": (
+                job["jvm_start_s"] + job["session_start_s"] + profile["first_batch_end_s"]
+                if "first_batch_end_s" in profile
+                else None
+            ),
             # CPU seconds per image, every thread and process: what contention moves least
             "raw_cpu_ms_per_image": 1000 * raw_cpu,
             "job_cpu_ms_per_image": 1000 * job_cpu if job_cpu else None,
@@ -113,9 +141,10 @@ def bench_featurize(model: str, size: int, args) -> list[dict]:
             "parity": parity(work / "raw-a.npz", work / variant / "features"),
         }
         log(
-            f"{tag} {variant}: raw {raw_rate:.1f} img/s, job {end_to_end:.1f} img/s end to end "
-            f"({row['ratio_end_to_end']:.2f}x), steady {steady or 0:.1f} img/s "
-            f"({row['ratio_steady'] or 0:.2f}x)"
+            f"{tag} {variant}: raw Keras {raw_rate:.1f} img/s, raw LiteRT {lite['rate']:.1f}, "
+            f"job {end_to_end:.1f} img/s end to end ({row['ratio_end_to_end']:.2f}x Keras), "
+            f"steady {steady or 0:.1f} img/s ({row['ratio_steady_vs_litert'] or 0:.2f}x LiteRT), "
+            f"whole process {row['ratio_whole_vs_keras']:.2f}x Keras'"
         )
         rows.append(row)
     return rows

@@ -1,14 +1,18 @@
-"""Raw single-process Keras: decode + preprocess + predict, one batch after the other.
+"""Raw single-process inference: decode + preprocess + predict, one batch after the other.
 
     python -m bench.raw_keras --model mobilenetv2 --size 224 --input DIR --json OUT
-        [--batch 64] [--part 0/2] [--threads 0] [--save-features N]
+        [--runtime keras|litert] [--batch 64] [--part 0/2] [--threads 0]
+        [--save-features N] [--convert-only]
 
 The same decoding (``images.decode_image``), preprocessing (``models.preprocess``),
-network and seeded random weights as ``featurize.py --weights random``. The model build
-and a warm-up (both traces of ``predict_on_batch``) are timed apart from the loop, whose
-rate is the reference the Spark job is compared with. ``--part i/n`` takes the i-th of
-n contiguous slices of the sorted file list, so a run can be split around another
-measurement. ``--threads 0`` leaves TensorFlow's thread pools at their defaults (all cores).
+network and seeded random weights as ``featurize.py --weights random``; ``keras`` runs
+``predict_on_batch`` (plain Keras), ``litert`` the job's converted model in one LiteRT
+interpreter (from the converted-model cache; ``--convert-only`` fills it and exits, so
+the conversion is timed apart). The model build and a warm-up (both traces of
+``predict_on_batch``; both interpreter sizes) are timed apart from the loop, whose rate is
+a reference the Spark job is compared with. ``--part i/n`` takes the i-th of n contiguous
+slices of the sorted file list, so a run can be split around another measurement.
+``--threads 0``: TensorFlow's default pools (all cores), or LiteRT with every core.
 """
 
 from __future__ import annotations
@@ -32,17 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--part", default="0/1", help="i/n: the i-th of n contiguous slices")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads; 0: TF default")
     p.add_argument("--save-features", type=int, default=0, help="keep the first N vectors")
+    p.add_argument("--runtime", default="keras", choices=("keras", "litert"))
+    p.add_argument("--convert-only", action="store_true", help="fill the model cache, exit")
     args = p.parse_args(argv)
+    if args.runtime == "litert":
+        return run_litert(args, time.perf_counter())
 
     t_start = time.perf_counter()
-    from bench.data import image_files
     from fruits_spark import models
-    from fruits_spark.images import decode_image
 
-    files = image_files(args.input)
-    i, n = (int(x) for x in args.part.split("/"))
-    files = files[len(files) * i // n : len(files) * (i + 1) // n]
-
+    files = part_files(args)
     tf = models.import_tensorflow()  # as the job's workers import it (scikit-learn hidden)
     if args.threads:
         models.configure_threads(args.threads, 1)
@@ -53,6 +56,49 @@ def main(argv: list[str] | None = None) -> int:
     for rows in (args.batch, max(1, args.batch - 1)):
         net.predict_on_batch(np.zeros((rows, args.size, args.size, 3), np.float32))
     t_warm = time.perf_counter()
+    result = loop(args, files, net.predict_on_batch, t_start, t_built, t_warm)
+    result.update(
+        tf_intra_op=tf.config.threading.get_intra_op_parallelism_threads(),
+        tf_inter_op=tf.config.threading.get_inter_op_parallelism_threads(),
+    )
+    return write(args, result)
+
+
+def part_files(args: argparse.Namespace) -> list[Path]:
+    """The ``--part i/n`` slice of the sorted image files."""
+    from bench.data import image_files
+
+    files = image_files(args.input)
+    i, n = (int(x) for x in args.part.split("/"))
+    return files[len(files) * i // n : len(files) * (i + 1) // n]
+
+
+def run_litert(args: argparse.Namespace, t_start: float) -> int:
+    """The job's converted model in one interpreter; TensorFlow only to convert (a miss)."""
+    from fruits_spark import driver_model, runtimes
+
+    threads = args.threads or os.cpu_count() or 1
+    t0 = time.perf_counter()
+    prepared = driver_model.prepare(None, args.model, args.size, "random", "litert", threads)
+    if args.convert_only:
+        result = {"conversion": prepared.conversion, "convert_s": time.perf_counter() - t0}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+        return 0
+    files = part_files(args)
+    forward = runtimes.LiteRTModel(prepared.payload, threads)
+    t_built = time.perf_counter()
+    for rows in (args.batch, max(1, args.batch - 1)):
+        forward(np.zeros((rows, args.size, args.size, 3), np.float32))
+    t_warm = time.perf_counter()
+    result = loop(args, files, forward, t_start, t_built, t_warm)
+    result.update(conversion=prepared.conversion, litert_threads=threads)
+    return write(args, result)
+
+
+def loop(args, files, forward, t_start: float, t_built: float, t_warm: float) -> dict:
+    from fruits_spark import models
+    from fruits_spark.images import decode_image
 
     read_s = decode_s = preprocess_s = predict_s = 0.0
     saved: list[np.ndarray] = []
@@ -67,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         c = time.perf_counter()
         x = models.preprocess(args.model, arrays)
         d = time.perf_counter()
-        out = np.asarray(net.predict_on_batch(x), dtype=np.float32)
+        out = np.asarray(forward(x), dtype=np.float32)
         e = time.perf_counter()
         read_s += b - a
         decode_s += c - b
@@ -78,15 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     loop_s = time.perf_counter() - t0
     loop_cpu_s = time.process_time() - cpu0
 
-    result = {
+    return {
         "model": args.model,
         "size": args.size,
+        "runtime": args.runtime,
         "batch": args.batch,
         "part": args.part,
         "images": len(files),
-        "threads": args.threads or "tf-default",
-        "tf_intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-        "tf_inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        "threads": args.threads or "default",
         "startup_s": t_built - t_start,
         "warmup_s": t_warm - t_built,
         "loop_s": loop_s,
@@ -96,7 +141,14 @@ def main(argv: list[str] | None = None) -> int:
         "preprocess_s": preprocess_s,
         "predict_s": predict_s,
         "loadavg": os.getloadavg(),
+        "saved": saved,
+        "files": files,
     }
+
+
+def write(args: argparse.Namespace, result: dict) -> int:
+    saved = result.pop("saved")
+    files = result.pop("files")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
     if args.save_features:

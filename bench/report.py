@@ -13,6 +13,12 @@ from bench.baselines import ATOL, RTOL
 
 TARGET_FEATURIZE = 0.9  # featurize images/s >= 0.9 x raw Keras images/s
 TARGET_REDUCE = 2.0  # reduce time <= 2 x scikit-learn's
+# The runtime's targets, at 224 on the shipped job: the whole spark-submit process against
+# a plain Keras script's process, the steady rate against raw single-process LiteRT, and
+# the fixed cost (spark-submit's launch to the first batch out).
+TARGET_WHOLE_VS_KERAS = {"mobilenetv2": 2.5, "vgg16": 1.5}
+TARGET_STEADY_VS_LITERT = 0.9
+TARGET_FIRST_BATCH_S = 8.0
 VERSIONS = ("pyspark", "tensorflow-cpu", "keras", "numpy", "scikit-learn", "pandas", "pyarrow")
 
 
@@ -54,10 +60,36 @@ def worker_startup(workers: list[dict]) -> str:
         return "/".join(f"{w.get(key) or 0:.1f}" for w in workers)
 
     return (
-        f"workers (s): process start @{each('process_start_s')}, TensorFlow import "
-        f"+{each('tf_import_s')}, model build +{each('model_build_s')}, first batch "
-        f"(incl. trace) +{each('first_batch_s')}"
+        f"workers (s): process start @{each('process_start_s')}, model build (Keras: "
+        f"TensorFlow's import too) +{each('model_build_s')}, first batch +{each('first_batch_s')}"
     )
+
+
+def targets(rows: list[dict], add) -> None:
+    """The runtime's target rows: the job against raw Keras and raw LiteRT."""
+    add("  runtimes (whole process: spark-submit launch to exit, against each raw script's "
+        "process over the same images; steady: first batch -> last batch):")  # fmt: skip
+    for r in rows:
+        if "litert" not in r:
+            continue
+        lite, raw, conv = r["litert"], r["raw"], r.get("conversion") or {}
+        add(f"  {label(r):<25} raw Keras {raw['rate']:.1f} img/s (whole process "
+            f"{raw['rate_whole_process']:.1f}), raw LiteRT {lite['rate']:.1f} img/s (whole "
+            f"process {lite['rate_whole_process']:.1f}; LiteRT / Keras "
+            f"{lite['rate'] / raw['rate']:.2f}x); conversion once: "
+            f"{conv.get('convert_s', 0):.1f} s")  # fmt: skip
+        whole_target = TARGET_WHOLE_VS_KERAS.get(r["model"]) if r["size"] == 224 else None
+        whole, steady = r["ratio_whole_vs_keras"], r["ratio_steady_vs_litert"]
+        first = r.get("first_batch_out_s")
+        whole_ok = None if whole_target is None else whole >= whole_target
+        steady_ok = None if steady is None else steady >= TARGET_STEADY_VS_LITERT
+        first_ok = None if first is None else first <= TARGET_FIRST_BATCH_S
+        add(f"  {'':<25} job whole process {r['job_rate_whole_process']:.1f} img/s = "
+            f"{whole:.2f}x raw Keras (target >= {whole_target or 'n/a'}: {verdict(whole_ok)}), "
+            f"{r['ratio_whole_vs_litert']:.2f}x raw LiteRT; steady {steady or 0:.2f}x raw "
+            f"LiteRT (target >= {TARGET_STEADY_VS_LITERT}: {verdict(steady_ok)}); first batch "
+            f"out {first or 0:.1f} s after launch (target <= {TARGET_FIRST_BATCH_S}: "
+            f"{verdict(first_ok)})")  # fmt: skip
 
 
 def table(results: dict) -> str:
@@ -96,6 +128,7 @@ def table(results: dict) -> str:
                 f"({r['parity']['feature_scale']:.1e}): "
                 f"{'ok' if r['parity']['allclose_at_scale'] else 'FAILED'}, max |diff| "
                 f"{r['parity']['max_abs_diff']:.1e}")  # fmt: skip
+        targets(results["featurize"], add)
         add("  where a task's time goes (ms per image, summed over workers; raw Keras alongside):")
         for r in results["featurize"]:
             p = r["job"].get("profile") or {}

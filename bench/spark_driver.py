@@ -46,11 +46,15 @@ def timed(name: str, fn):
 def run_featurize(spark, argv: list[str]) -> dict:
     import featurize
 
-    for name in ("list_images", "resolve_weights", "check_weights"):
-        setattr(featurize, name, timed(name, getattr(featurize, name)))
-    featurize.models.configure_threads = timed(
-        "configure_threads (imports TensorFlow)", featurize.models.configure_threads
+    from fruits_spark import driver_model, models, runtimes
+
+    featurize.list_images = timed("list_images", featurize.list_images)
+    for name in ("prepare", "resolve_weights", "build_checked"):
+        setattr(driver_model, name, timed(name, getattr(driver_model, name)))
+    models.configure_threads = timed(
+        "configure_threads (imports TensorFlow)", models.configure_threads
     )
+    runtimes.to_litert = timed("to_litert (conversion)", runtimes.to_litert)
     args = featurize.parse_args(argv)
     summary = featurize.run(spark, args)
     return dataclasses.asdict(summary)

@@ -85,8 +85,7 @@ def featurize_profile(folder: Path, run_start: float, run_end: float) -> dict:
                 process_start_s=None if started is None else started - run_start,
                 module_import_s=b["module_import"] - run_start,
                 model_start_s=b["start"] - run_start,
-                tf_import_s=b["tf_import_s"],
-                model_build_s=b["end"] - b["start"] - b["tf_import_s"],
+                model_build_s=b["end"] - b["start"],
             )
     return {
         "workers": len(per_worker),
@@ -94,6 +93,7 @@ def featurize_profile(folder: Path, run_start: float, run_end: float) -> dict:
         "rows": rows,
         "mean_rows_per_batch": rows / len(records),
         "before_first_batch_s": first - run_start,
+        "first_batch_end_s": min(r["end"] for r in records) - run_start,
         "busy_s": last - first,
         "after_last_batch_s": run_end - last,
         "steady_rate": rows / (last - first) if last > first else None,
