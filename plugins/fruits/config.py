@@ -19,6 +19,10 @@ FRUITS_MODEL                       ``mobilenetv2`` (trigger-form default; ``mobi
 FRUITS_WEIGHTS                     ``imagenet`` (trigger-form default; ``random`` for demos)
 FRUITS_IMAGE_SIZE                  ``224`` (trigger-form default)
 FRUITS_VARIANCE                    ``0.95`` (trigger-form default)
+FRUITS_RUNTIME                     ``litert`` (trigger-form default): what runs the CNN,
+                                   ``litert`` (converted once, fastest) or ``keras``
+FRUITS_MODEL_CACHE                 ``~/.cache/fruits-pipeline/models``: the Spark driver's
+                                   converted models (``off``: convert every run)
 FRUITS_POKE_INTERVAL               ``60`` seconds between two looks at the steps' state
 FRUITS_STEP_TIMEOUT_BASE           ``1800`` seconds allowed for cluster start and set-up
 FRUITS_STEP_SECONDS_PER_IMAGE      ``0.5`` seconds per image added to that allowance
@@ -98,6 +102,11 @@ def jobs_module(name: str, jobs_dir: Path | None = None) -> ModuleType:
 def model_names() -> tuple[str, ...]:
     """The models the jobs can run: the keys of ``fruits_spark.models.MODELS``."""
     return tuple(jobs_module("fruits_spark.models").MODELS)
+
+
+def runtime_names() -> tuple[str, ...]:
+    """What can run the CNN: ``fruits_spark.runtimes.RUNTIMES``, the default first."""
+    return tuple(jobs_module("fruits_spark.runtimes").RUNTIMES)
 
 
 class ConfigError(ValueError):
@@ -207,6 +216,7 @@ class Settings:
     jobs_dir: Path = PROJECT_ROOT / "spark_jobs"
     aws_conn_id: str = "aws_default"
     model: str = "mobilenetv2"
+    runtime: str = "litert"
     weights: str = "imagenet"
     image_size: int = limits.IMAGE_SIZE_DEFAULT
     variance: float = limits.VARIANCE_DEFAULT
@@ -233,6 +243,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     model = env.get("FRUITS_MODEL", "mobilenetv2").strip() or "mobilenetv2"
     if model not in model_names():
         raise ConfigError(f"FRUITS_MODEL={model!r}: choose one of {', '.join(model_names())}")
+    runtime = env.get("FRUITS_RUNTIME", "").strip() or runtime_names()[0]
+    if runtime not in runtime_names():
+        choices = ", ".join(runtime_names())
+        raise ConfigError(f"FRUITS_RUNTIME={runtime!r}: choose one of {choices}")
     bucket = env.get("FRUITS_BUCKET", "fruits-pipeline").strip() or "fruits-pipeline"
     variance = _float(env, "FRUITS_VARIANCE", limits.VARIANCE_DEFAULT)
     if error := limits.variance_error(variance):
@@ -280,6 +294,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         jobs_dir=_jobs_dir(env),
         aws_conn_id=env.get("FRUITS_AWS_CONN_ID", "") or "aws_default",
         model=model,
+        runtime=runtime,
         weights=env.get("FRUITS_WEIGHTS", "").strip() or "imagenet",
         image_size=image_size,
         variance=variance,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fruits.config import runtime_names
 from fruits.layout import raw_prefix, run_uris
 from fruits.s3sync import split_uri
 
@@ -54,7 +55,8 @@ def build_steps(
 
     ``run_key``: the run's staging name (plan_run's :func:`fruits.layout.new_run_key`).
     ``code``: URIs of ``py_files``, ``featurize``, ``reduce`` and ``weights`` (the
-    weights URI, or ``random``). ``run``: ``model``, ``image_size``, ``variance``.
+    weights URI, or ``random``). ``run``: ``model``, ``image_size``, ``variance`` and
+    ``runtime`` (default: the jobs' default).
     """
     out = run_uris(bucket, batch, run_key)
     featurize = spark_submit_step(
@@ -66,6 +68,7 @@ def build_steps(
             "--output", out["features"],
             "--rejected", out["rejected"],
             "--model", str(run["model"]),
+            "--runtime", str(run.get("runtime") or runtime_names()[0]),
             "--weights", code["weights"],
             "--image-size", str(run["image_size"]),
         ],

@@ -164,9 +164,10 @@ def test_daily_runs_cover_the_day_that_ended(load_dag):
 def test_trigger_form_has_typed_bounded_documented_params(load_dag):
     dag = load_dag("local")
     schema = {name: dag.params.get_param(name).schema for name in dag.params}
-    assert set(schema) == {"batch_date", "model", "weights", "variance", "image_size"}
+    assert set(schema) == {"batch_date", "model", "runtime", "weights", "variance", "image_size"}
     assert schema["batch_date"]["format"] == "date"
     assert schema["model"]["enum"] == ["mobilenetv2", "mobilenet", "vgg16"]
+    assert schema["runtime"]["enum"] == ["litert", "keras"]
     assert schema["variance"]["type"] == "number"
     assert schema["variance"]["exclusiveMinimum"] == 0 and schema["variance"]["maximum"] == 1
     assert schema["image_size"]["type"] == "integer"

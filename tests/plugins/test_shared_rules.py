@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from fruits.config import ConfigError, load_settings, model_names
+from fruits.config import ConfigError, load_settings, model_names, runtime_names
 from fruits.params import ParamError, trigger_form, validate
 from fruits_spark import limits
 from fruits_spark.models import MODELS as REGISTRY
@@ -113,6 +113,26 @@ def test_the_form_the_settings_and_the_jobs_know_the_same_models(tmp_path):
         assert featurize.parse_args([*FEATURIZE_BASE, "--model", name]).model == name
     assert not _accepts_setting("FRUITS_MODEL", "resnet50")
     assert not _accepts_param("model", "resnet50", tmp_path)
+
+
+def test_the_form_the_settings_and_the_jobs_know_the_same_runtimes(tmp_path):
+    """One list of runtimes (fruits_spark.runtimes.RUNTIMES), its default the jobs'."""
+    import featurize
+
+    from fruits_spark import runtimes
+
+    assert runtime_names() == runtimes.RUNTIMES
+    assert runtime_names()[0] == runtimes.DEFAULT_RUNTIME
+    assert load_settings({}).runtime == runtimes.DEFAULT_RUNTIME
+    assert featurize.parse_args(FEATURIZE_BASE).runtime == runtimes.DEFAULT_RUNTIME
+    form = trigger_form(load_settings({}))
+    assert form["runtime"].schema["enum"] == list(runtimes.RUNTIMES)
+    for name in runtimes.RUNTIMES:
+        assert load_settings({"FRUITS_RUNTIME": name}).runtime == name
+        assert _accepts_param("runtime", name, tmp_path)
+        assert featurize.parse_args([*FEATURIZE_BASE, "--runtime", name]).runtime == name
+    assert not _accepts_setting("FRUITS_RUNTIME", "onnx")
+    assert not _accepts_param("runtime", "onnx", tmp_path)
 
 
 def test_the_plugins_read_the_registry_without_numpy_or_tensorflow():

@@ -7,7 +7,7 @@ from dag_support import BUCKET, CODE
 
 from fruits.steps import build_steps, localize
 
-RUN = {"model": "vgg16", "image_size": 96, "variance": 0.9}
+RUN = {"model": "vgg16", "runtime": "keras", "image_size": 96, "variance": 0.9}
 KEY = "manual__2026-11-24T00-00-00-00-00-0a1b2c3d"  # plan_run's run key
 
 
@@ -35,9 +35,15 @@ def test_steps_run_featurize_then_reduce_on_the_batch():
         "--output", run + "features/",
         "--rejected", run + "rejected/",
         "--model", "vgg16",
+        "--runtime", "keras",
         "--weights", CODE["weights"],
         "--image-size", "96",
     ]  # fmt: skip
+    # a run without a runtime gets the jobs' default
+    default = build_steps(bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE,
+                          run={k: v for k, v in RUN.items() if k != "runtime"})  # fmt: skip
+    args = default[0]["HadoopJarStep"]["Args"]
+    assert args[args.index("--runtime") + 1] == "litert"
     assert r_args[5:] == [
         CODE["reduce"],
         "--input", run + "features/",
