@@ -46,10 +46,16 @@ def _version(dist: str) -> str:
 def to_litert(net: Any) -> bytes:
     """``net`` (a Keras model) as a ``.tflite`` flatbuffer, float32, no quantization: the
     same arithmetic as Keras, so the same features to float rounding."""
+    import contextlib
+    import io
+
     from fruits_spark.models import import_tensorflow
 
     tf = import_tensorflow()
-    return tf.lite.TFLiteConverter.from_keras_model(net).convert()
+    # Keras' export prints every captured variable (hundreds of lines) to stdout: the
+    # step's log is for the job's own lines
+    with contextlib.redirect_stdout(io.StringIO()):
+        return tf.lite.TFLiteConverter.from_keras_model(net).convert()
 
 
 class LiteRTModel:
