@@ -17,6 +17,7 @@ from bench.data import ROOT, VAR
 from bench.worker_profiles import featurize_profile, reduce_profile
 from fruits.sparkenv import spark_env
 
+MODEL_CACHE = VAR / "model-cache"  # the bench's converted models, not the user's cache
 PROFILE_ENV = {"featurize": "FRUITS_INFERENCE_PROFILE", "reduce": "FRUITS_REDUCE_PROFILE"}
 SPARK_CONF = {
     "spark.ui.enabled": "false",
@@ -33,8 +34,7 @@ def job_env(extra: list[str]) -> dict[str, str]:
     (the bench imports its own probes from the repository) and ``--env K=V`` on top."""
     paths = [str(ROOT / "spark_jobs"), str(ROOT / "plugins"), str(ROOT)]
     env = spark_env({"PYTHONPATH": os.pathsep.join(paths)})
-    # the bench's converted models (fruits_spark.converted), not the user's cache
-    env["FRUITS_MODEL_CACHE"] = str(VAR / "model-cache")
+    env["FRUITS_MODEL_CACHE"] = str(MODEL_CACHE)
     for item in extra:
         key, _, value = item.partition("=")
         env[key] = value

@@ -128,7 +128,18 @@ def bench_featurize(model: str, size: int, args) -> list[dict]:
             "ratio_whole_vs_keras": whole / raw["rate_whole_process"],
             "ratio_whole_vs_litert": whole / lite["rate_whole_process"],
             "ratio_steady_vs_litert": steady / lite["rate"] if steady else None,
-            # from spark-submit's launch to the first batch out of any worker
+            # the fixed cost three ways: a Python worker's own (process start to its first
+            # batch out), the job's (featurize.run's start to the first batch out), and
+            # the whole process's (spark-submit's launch to the first batch out)
+            "first_batch_worker_s": min(
+                (
+                    w["first_start_s"] + w["first_batch_s"] - w["process_start_s"]
+                    for w in (profile.get("per_worker") or {}).values()
+                    if w.get("process_start_s") is not None
+                ),
+                default=None,
+            ),  # fmt: skip
+            "first_batch_run_s": profile.get("first_batch_end_s"),
             "first_batch_out_s": (
                 job["jvm_start_s"] + job["session_start_s"] + profile["first_batch_end_s"]
                 if "first_batch_end_s" in profile
