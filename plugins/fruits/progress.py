@@ -82,7 +82,8 @@ def progress_line(record: Mapping[str, Any]) -> str:
     step = record.get("step", "?")
     done, total = int(record.get("done") or 0), record.get("total")
     if step == "featurize" and total:
-        head = f"{step}: {done:,} / {int(total):,} images ({100 * done // int(total)}%)"
+        pct = 100 if done >= int(total) else min(99, round(100 * done / int(total)))
+        head = f"{step}: {done:,} / {int(total):,} images ({pct}%)"
         if record.get("finished"):
             rate = record.get("average_rate")
             took = duration(record.get("elapsed_seconds") or 0)
