@@ -108,7 +108,8 @@ def stall_message(record: Mapping[str, Any], now: float, stall_seconds: float) -
     step = record.get("step", "?")
     limit = duration(stall_seconds)
     updated = float(record.get("updated_at") or 0)
-    changed = float(record.get("changed_at") or updated)
+    changed = record.get("changed_at")
+    changed = updated if changed is None else float(changed)
     if now - updated > stall_seconds:
         return (
             f"{step} stalled: no progress report for {duration(now - updated)} "

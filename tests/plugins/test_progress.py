@@ -171,3 +171,7 @@ def test_step_times_for_the_summary_come_from_the_finished_reports():
         "featurize_rate": 211.8,
     }
     assert progress.step_times({"featurize": running()}) == {}  # still running: nothing
+
+
+def test_a_count_frozen_since_the_epoch_is_stalled_too():
+    assert "no progress for" in progress.stall_message(running(changed_at=0.0), NOW, 60)
