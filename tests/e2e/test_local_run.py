@@ -72,8 +72,8 @@ def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd, monkey
     # Issue 6's messy batch: good images; truncated, empty, text-as-.jpg and bomb files,
     # hidden files (write_bad_files); grayscale, RGBA, palette, CMYK, a 5000x4000 photo
     # and an odd size in a label with a space (write_odd_images); a nested, non-ASCII label.
-    # 100 per label: a featurize long enough for several looks at its progress
-    good = write_batch(batch, per_label=100, labels=LABELS)
+    # 150 per label: a featurize long enough for several looks at its progress
+    good = write_batch(batch, per_label=150, labels=LABELS)
     bad = write_bad_files(batch, label="Banana")
     odd = write_odd_images(batch)
     nested = write_batch(batch / "Apples", per_label=1, labels=["Pomme Golden ü"])
