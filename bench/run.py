@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sklearn-repeats", type=int, default=3)
     p.add_argument("--no-featurize", action="store_true")
     p.add_argument("--no-reduce", action="store_true")
+    p.add_argument("--no-progress-cost", dest="progress_cost", action="store_false",
+                   help="skip featurize with live progress vs without (issue 16)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=None, help="featurize --batch-size")
     p.add_argument("--tf-threads", type=int, default=None, help="featurize --tf-threads")
     p.add_argument("--conf", action="append", default=[], help="extra spark-submit conf k=v")
@@ -103,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
             sc["ratio_marginal"] = sc["fit"]["marginal_rate"] / raw[0]
     if not args.no_reduce:
         results["reduce"] = bench_reduce(args)
+    if args.progress_cost and not args.no_featurize:
+        from bench.launch import log
+        from bench.measure_progress import bench_progress, line
+
+        results["progress_cost"] = bench_progress(args)
+        log(line(results["progress_cost"]))
     results["wall_s"] = time.time() - started
     results["table"] = table(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)

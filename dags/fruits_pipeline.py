@@ -171,7 +171,7 @@ def fruits_pipeline():
         """The cluster request, the steps (EMR's format, for both backends), the timeout,
         and the run key: the steps write runs/_staging/batch=<date>/<run key>/, never the
         published outputs, so nothing before publish_batch can spoil those."""
-        from fruits.layout import new_run_key, staging_prefix
+        from fruits.layout import new_run_key, progress_uri, staging_prefix
         from fruits.steps import build_steps
 
         settings = load_settings()
@@ -183,9 +183,12 @@ def fruits_pipeline():
             settings, name=name, code=code, run_key=run_key, timeout=timeout
         )
         steps = build_steps(
-            bucket=settings.bucket, batch=run["batch"], run_key=run_key, code=code, run=run
-        )
-        return {"job_flow": cluster, "steps": steps, "timeout": timeout, "run_key": run_key}
+            bucket=settings.bucket, batch=run["batch"], run_key=run_key, code=code, run=run,
+            progress_seconds=settings.progress_seconds,
+        )  # fmt: skip
+        progress = progress_uri(settings.bucket, run["batch"], run_key)
+        return {"job_flow": cluster, "steps": steps, "timeout": timeout, "run_key": run_key,
+                "progress": progress}  # fmt: skip
 
     run = validate_params()
     n_images = find_batch(run["batch"])

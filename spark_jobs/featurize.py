@@ -5,7 +5,8 @@
         --output s3://bucket/runs/batch=2026-11-24/features/ \\
         --rejected s3://bucket/runs/batch=2026-11-24/rejected/ \\
         [--model mobilenetv2|mobilenet|vgg16] [--weights imagenet|random|URI] \\
-        [--image-size 224] [--batch-size 64] [--csv URI] [--tf-threads N]
+        [--image-size 224] [--batch-size 64] [--csv URI] [--tf-threads N] \\
+        [--progress URI-of-a-folder [--progress-interval 15]]
 
 Writes Parquet ``path, label, features`` (``features``: array<float>; the column's
 metadata names the model, weights and runtime) and Parquet ``path, label, error`` for every
@@ -28,6 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from fruits_spark import driver_model, fsio, limits, models, runtimes
+from fruits_spark import progress as job_progress
 from fruits_spark.images import (
     IMAGE_EXTENSIONS,
     glob_for_extensions,
@@ -71,6 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="the runtime's threads per task (default: spark.task.cpus)",
     )
+    job_progress.add_arguments(p)  # --progress URI, --progress-interval S
     args = p.parse_args(argv)
     error = limits.image_size_error(args.image_size)
     if error:
@@ -107,7 +110,9 @@ def list_images(spark: SparkSession, input_uri: str) -> Listing:
     return Listing(images.select("path", "content"), paths, everything - len(paths))
 
 
-def featurize(images: DataFrame, config: ModelConfig, payload_broadcast, counter=None) -> DataFrame:
+def featurize(
+    images: DataFrame, config: ModelConfig, payload_broadcast, counter=None, tally=None
+) -> DataFrame:
     """``path, content`` -> ``path, label, features, error`` (features null where error is set)."""
 
     @F.pandas_udf(RESULT_TYPE)
@@ -115,6 +120,8 @@ def featurize(images: DataFrame, config: ModelConfig, payload_broadcast, counter
         for frame in featurize_batches(config, payload_broadcast.value, batches):
             if counter is not None:
                 counter.add(len(frame))
+            if tally is not None:  # live progress, per Arrow batch (fruits_spark.progress)
+                tally.add(len(frame))
             yield frame
 
     return images.select("path", embed("path", "content").alias("r")).select(
@@ -201,8 +208,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
     }
 
     counter = spark.sparkContext.accumulator(0)
+    reporter = job_progress.start(spark, "featurize", args, counting=True, total=len(listing.paths))
     payload_bc = spark.sparkContext.broadcast(prepared.payload)
-    result = featurize(listing.images, config, payload_bc, counter)
+    result = featurize(listing.images, config, payload_bc, counter, reporter.tally())
     result = result.persist(StorageLevel.MEMORY_AND_DISK)
     try:
         features = with_metadata(
@@ -222,9 +230,11 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
             csv = wide_csv(features, n_features).coalesce(1).write.mode("overwrite")
             csv.option("header", True).csv(args.csv)
     finally:
+        reporter.stop()
         result.unpersist()
         payload_bc.unpersist()
     featurized = sum(row.ok for row in outcome)
+    reporter.finish(len(listing.paths))
     return FeaturizeCounts(
         featurized=featurized,
         rejected=len(outcome) - featurized + len(empty),

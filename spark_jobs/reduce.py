@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from fruits_spark import feature_summary, fsio, limits, localparquet, pca_passes, report, separation
+from fruits_spark import progress as job_progress
 from fruits_spark.jobs import JobError, run_job
 from fruits_spark.pca_math import PCAModel, choose_k
 
@@ -52,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"(default {limits.VARIANCE_DEFAULT})",
     )
     size.add_argument("--k", type=int, default=None, help="keep exactly this many components")
+    job_progress.add_arguments(p)  # --progress URI, --progress-interval S
     args = p.parse_args(argv)
     if args.k is None and args.variance is None:
         args.variance = limits.VARIANCE_DEFAULT
@@ -128,6 +130,8 @@ def write_report(spark: SparkSession, folder: str, files: dict[str, bytes]) -> N
 def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
     """The whole job on an existing session: read, fit, project, write, report.
     Returns the report."""
+    progress = job_progress.start(spark, "reduce", args)
+    progress.set_phase("pass 1/2: moments")
     features = read_features(spark, args.input)
     local = localparquet.local_parquet(features, REQUIRED_COLUMNS)  # None: Spark reads
     try:
@@ -142,7 +146,9 @@ def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
     projected = pca_passes.project(
         features, model, k, metadata=output_metadata(source_meta, model, k), local=local
     )
+    progress.set_phase("pass 2/2: projection")
     projected.write.mode("overwrite").parquet(args.output)
+    progress.set_phase("report")
 
     # The plot's points come from what was written (a small column), read with the
     # schema just written: no schema-inference job, no second projection.
@@ -174,6 +180,7 @@ def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
             "pca_scatter.png": report.pca_scatter_png(coords, labels),
         },
     )
+    progress.finish(model.n_rows)
     return summary
 
 

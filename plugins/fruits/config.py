@@ -26,6 +26,10 @@ FRUITS_MODEL_CACHE                 ``~/.cache/fruits-pipeline/models``: the Spar
 FRUITS_POKE_INTERVAL               ``60`` seconds between two looks at the steps' state
 FRUITS_STEP_TIMEOUT_BASE           ``1800`` seconds allowed for cluster start and set-up
 FRUITS_STEP_SECONDS_PER_IMAGE      ``0.5`` seconds per image added to that allowance
+FRUITS_STALL_MINUTES               ``15``: a running step whose progress (images done,
+                                   reduce's pass) has not moved for this long fails the
+                                   run at once (``0``: only the timeout ends a stuck step)
+FRUITS_PROGRESS_SECONDS            ``15``: how often the jobs write their progress.json
 FRUITS_LOCAL_CORES                 all cores: the local Spark worker's ``--cores``
 FRUITS_LOCAL_MEMORY                ``2g``: the local Spark worker's ``--memory``
 FRUITS_EMR_RELEASE_LABEL           ``emr-7.13.0`` (Spark 3.5)
@@ -223,6 +227,8 @@ class Settings:
     poke_interval: int = 60
     step_timeout_base: int = 1800
     step_seconds_per_image: float = 0.5
+    stall_minutes: int = 15
+    progress_seconds: int = 15
     local_cores: int = os.cpu_count() or 1
     local_memory: str = "2g"
     emr: EmrSettings = field(default_factory=EmrSettings)
@@ -301,6 +307,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         poke_interval=_int(env, "FRUITS_POKE_INTERVAL", 60, minimum=1),
         step_timeout_base=_int(env, "FRUITS_STEP_TIMEOUT_BASE", 1800),
         step_seconds_per_image=_float(env, "FRUITS_STEP_SECONDS_PER_IMAGE", 0.5),
+        stall_minutes=_int(env, "FRUITS_STALL_MINUTES", 15),
+        progress_seconds=_int(env, "FRUITS_PROGRESS_SECONDS", 15, minimum=1),
         local_cores=_int(env, "FRUITS_LOCAL_CORES", os.cpu_count() or 1, minimum=1),
         local_memory=env.get("FRUITS_LOCAL_MEMORY", "").strip() or "2g",
         emr=emr,

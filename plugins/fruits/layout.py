@@ -59,3 +59,10 @@ def run_uris(bucket: str, batch: str, run_key: str | None = None) -> dict[str, s
     published one, or with ``run_key`` that run's staging folder (where its steps write)."""
     prefix = run_prefix(batch) if run_key is None else staging_prefix(batch, run_key)
     return {name: f"s3://{bucket}/{prefix}{name}/" for name in RUN_OUTPUTS}
+
+
+def progress_uri(bucket: str, batch: str, run_key: str) -> str:
+    """The folder where a run's steps write their live progress (``featurize.json``,
+    ``reduce.json``; :mod:`fruits.progress`): in the run's staging prefix, so it is
+    published with the outputs and says how long each step took."""
+    return f"s3://{bucket}/{staging_prefix(batch, run_key)}progress/"

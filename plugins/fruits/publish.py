@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 # what check_outputs requires (rejected/ may hold no Parquet: every image decoded)
 REQUIRED_OUTPUTS = ("features", "pca")
 REPORT = "report/report.json"
+PROGRESS = "progress/"  # the steps' last progress reports (fruits.layout.progress_uri)
 
 
 class BatchNotPublished(FileNotFoundError):
@@ -147,6 +148,7 @@ def publish_batch(
     # report.json names its input and output: the staged ones, which are about to go
     report = hook.read_key(staging + REPORT, bucket_name=bucket)
     report = report.replace(f"s3://{bucket}/{staging}", f"s3://{bucket}/{final}")
+    report = with_step_times(report, summary)
     hook.load_string(report, key=final + REPORT, bucket_name=bucket, replace=True)
     hook.load_string(json.dumps(record, sort_keys=True), key=marker, bucket_name=bucket,
                      replace=True)  # fmt: skip
@@ -156,6 +158,17 @@ def publish_batch(
         batch, run_key, len(copies) + 1, len(stale),
     )  # fmt: skip
     return record
+
+
+def with_step_times(report: str, summary: dict[str, Any]) -> str:
+    """report.json with the run's step wall times and featurize rate (``run``), when the
+    steps reported their progress (:mod:`fruits.progress`)."""
+    run = {k: summary[k] for k in ("step_seconds", "featurize_rate") if k in summary}
+    if not run:
+        return report
+    data = json.loads(report)
+    data["run"] = run
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 def clear_staging(hook: Any, bucket: str, batch: str, keep: str | None = None) -> list[str]:
@@ -198,6 +211,10 @@ def run_summary(
         raise BatchNotPublished(f"s3://{bucket}/{key} does not exist: has the batch run?")
     report = json.loads(hook.read_key(key, bucket_name=bucket))
     cumulative = report.get("cumulative_variance") or [0.0]
+    from fruits.progress import read_progress, step_times
+
+    # each step's wall time and featurize's images/s, from the steps' last progress report
+    times = step_times(read_progress(hook, f"s3://{bucket}/{prefix}{PROGRESS}"))
     return {
         "batch": batch,
         "rows": int(report["n_rows"]),
@@ -209,6 +226,7 @@ def run_summary(
         "weights": report.get("weights"),
         "labels": len(report.get("labels") or {}),
         "separation": report.get("separation"),
+        **times,
         "outputs": run_uris(bucket, batch),
     }
 
@@ -230,6 +248,12 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(
             f"label separation on {sep['sample_rows']} of {sep['of_rows']} rows: {figures}"
         )
+    if summary.get("step_seconds"):
+        from fruits.progress import duration
+
+        took = ", ".join(f"{step} {duration(s)}" for step, s in summary["step_seconds"].items())
+        rate = summary.get("featurize_rate")
+        lines.append(f"steps: {took}" + (f"; featurize {rate:,.1f} img/s" if rate else ""))
     lines += [f"  {name:<9} {uri}" for name, uri in summary["outputs"].items()]
     return "\n".join(lines)
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from fruits.config import runtime_names
-from fruits.layout import raw_prefix, run_uris
+from fruits.layout import progress_uri, raw_prefix, run_uris
 from fruits.s3sync import split_uri
 
 ACTION_ON_FAILURE = "CANCEL_AND_WAIT"  # a failed step cancels the later ones, keeps the cluster
-OUTPUT_FLAGS = ("--output", "--rejected", "--report", "--csv")
+OUTPUT_FLAGS = ("--output", "--rejected", "--report", "--csv", "--progress")
 
 
 def spark_submit_step(name: str, py_files: str, script: str, args: list[str]) -> dict[str, Any]:
@@ -50,15 +50,19 @@ def build_steps(
     run_key: str,
     code: Mapping[str, str],
     run: Mapping[str, Any],
+    progress_seconds: int = 15,
 ) -> list[dict[str, Any]]:
     """featurize then reduce for one batch, writing the run's staging prefix.
 
     ``run_key``: the run's staging name (plan_run's :func:`fruits.layout.new_run_key`).
     ``code``: URIs of ``py_files``, ``featurize``, ``reduce`` and ``weights`` (the
     weights URI, or ``random``). ``run``: ``model``, ``image_size``, ``variance`` and
-    ``runtime`` (default: the jobs' default).
+    ``runtime`` (default: the jobs' default). Both write their live progress to
+    :func:`fruits.layout.progress_uri` every ``progress_seconds``.
     """
     out = run_uris(bucket, batch, run_key)
+    progress = ["--progress", progress_uri(bucket, batch, run_key),
+                "--progress-interval", str(progress_seconds)]  # fmt: skip
     featurize = spark_submit_step(
         f"featurize batch={batch}",
         code["py_files"],
@@ -71,6 +75,7 @@ def build_steps(
             "--runtime", str(run.get("runtime") or runtime_names()[0]),
             "--weights", code["weights"],
             "--image-size", str(run["image_size"]),
+            *progress,
         ],
     )  # fmt: skip
     reduce = spark_submit_step(
@@ -83,6 +88,7 @@ def build_steps(
             "--report", out["report"],
             "--variance", str(run["variance"]),
             "--rejected", out["rejected"],  # listed in report.json
+            *progress,
         ],
     )  # fmt: skip
     return [featurize, reduce]

@@ -11,7 +11,15 @@ import zipfile
 from io import BytesIO
 
 import pytest
-from dag_support import BUCKET, FAKE_REJECTED, FAKE_REPORT, STEP_ERROR, logical, task_states
+from dag_support import (
+    BUCKET,
+    FAKE_REJECTED,
+    FAKE_REPORT,
+    STALLED_AT,
+    STEP_ERROR,
+    logical,
+    task_states,
+)
 
 from fruits.sample_batch import write_bad_files, write_batch
 
@@ -83,6 +91,11 @@ def test_steps_completed_run_succeeds_and_cluster_is_terminated(
         f"{FAKE_REJECTED} rejected"
     ) in out
     assert f"-> k={FAKE_REPORT['k']} components, explained variance 0.9600" in out
+    # the steps' progress reports, read from S3 as on a real cluster, give the summary
+    # each step's wall time and featurize's rate
+    assert "steps: featurize 4 s, reduce 2 s; featurize 2.0 img/s" in out
+    marker = json.loads(aws.read(f"runs/batch={DATE}/_SUCCESS"))
+    assert marker["step_seconds"] == {"featurize": 4.5, "reduce": 2.2}
 
 
 def test_failed_step_fails_the_run_terminates_the_cluster_and_shows_stderr(
@@ -105,6 +118,29 @@ def test_failed_step_fails_the_run_terminates_the_cluster_and_shows_stderr(
     assert f"step {steps[0]['Id']} (featurize batch={DATE}) is FAILED" in log
     assert STEP_ERROR in log  # the step's stderr.gz, fetched from the LogUri
     assert "INFO SparkContext" not in log  # log4j noise dropped from the tail
+
+
+def test_a_stalled_step_fails_the_run_early_and_the_cluster_is_removed(
+    load_dag, batch, aws, emr_steps, capfd, monkeypatch
+):
+    """featurize RUNNING, its progress.json (read from moto's S3) frozen for an hour: the
+    sensor fails at its first look with the stall message, not after the timeout."""
+    monkeypatch.setenv("FRUITS_STALL_MINUTES", "1")
+    emr_steps("stall")
+    dag_run = run(load_dag("emr"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed"
+    assert states["wait_for_step"] == "failed"
+    assert states["remove_cluster"] == "success"
+    (cluster,) = aws.clusters()
+    assert cluster["Status"]["State"] == "TERMINATED"
+    out = capfd.readouterr().out
+    log = out[out.index("Waiting up to") :]
+    assert "featurize stalled: no progress for " in log
+    assert f"{STALLED_AT:,} / 90,000 images (46%)" in log
+    assert "(limit 60 s, FRUITS_STALL_MINUTES)" in log
+    assert aws.keys("runs/batch=") == []  # nothing published
 
 
 @pytest.mark.parametrize(

@@ -147,7 +147,8 @@ def test_a_run_killed_during_featurize_changes_nothing_and_a_rerun_completes(
     assert processes_of(killed), "the killed run's cluster should have outlived it"
     time.sleep(3)  # anything the killed run had in flight would land by now
     assert snapshot(aws) == published  # byte for byte, _SUCCESS included
-    assert aws.keys("runs/_staging/") == []  # featurize writes locally first: nothing yet
+    # featurize writes locally first: nothing staged yet but its live progress report
+    assert all("/progress/" in k for k in aws.keys("runs/_staging/"))
 
     # 3. the same command again: it replaces the killed run and the earlier publication
     run_to_the_end(env, tmp_path / "rerun.log")
@@ -156,7 +157,7 @@ def test_a_run_killed_during_featurize_changes_nothing_and_a_rerun_completes(
     keys = aws.keys(RUN)
     assert RUN + "features/part-00000-earlier.snappy.parquet" not in keys  # stale: deleted
     assert {k[len(RUN) :].split("/")[0] for k in keys} == {
-        "features", "pca", "rejected", "report", "_SUCCESS",
+        "features", "pca", "rejected", "report", "progress", "_SUCCESS",
     }  # fmt: skip
     assert (marker["rows"], marker["rejected"]) == (len(images), 0)
     features = read_parquet(aws, RUN + "features/")

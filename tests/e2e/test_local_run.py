@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -59,12 +60,20 @@ def read_parquet(aws, prefix: str) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(io.BytesIO(aws.read(k))) for k in keys], ignore_index=True)
 
 
-def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd):
+def progress_counts(out: str) -> list[int]:
+    """The images-done figures of wait_for_step's featurize lines, in log order."""
+    found = re.findall(r"featurize: ([\d,]+) / ([\d,]+) images \(\d+%\)", out)
+    return [int(done.replace(",", "")) for done, _ in found]
+
+
+def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("FRUITS_PROGRESS_SECONDS", "1")  # the jobs' reports: each second
     batch = fruits_env / DATE
     # Issue 6's messy batch: good images; truncated, empty, text-as-.jpg and bomb files,
     # hidden files (write_bad_files); grayscale, RGBA, palette, CMYK, a 5000x4000 photo
     # and an odd size in a label with a space (write_odd_images); a nested, non-ASCII label.
-    good = write_batch(batch, per_label=2, labels=LABELS)
+    # 150 per label: a featurize long enough for several looks at its progress
+    good = write_batch(batch, per_label=150, labels=LABELS)
     bad = write_bad_files(batch, label="Banana")
     odd = write_odd_images(batch)
     nested = write_batch(batch / "Apples", per_label=1, labels=["Pomme Golden ü"])
@@ -120,6 +129,16 @@ def test_local_run_end_to_end(load_dag, fruits_env, aws, tmp_path, capfd):
     assert json.loads(aws.read(run + "_SUCCESS"))["run_id"] == dag_run.run_id
     assert aws.keys("runs/_staging/") == []
     assert "_staging" not in json.dumps(report)  # report.json names the published outputs
+    # issue 16: wait_for_step logged featurize's progress, read from S3 while it ran,
+    # images done moving up during the run, then reduce's pass; the summary has the rate
+    counts = progress_counts(out)
+    total = len(good) + len(bad)  # every image file listed; done when all went through
+    assert counts == sorted(counts) and counts[-1] <= total, counts
+    assert len(set(counts)) >= 3 and any(0 < c < total for c in counts), counts
+    assert re.search(r"reduce: (pass [12]/2: \w+|report), \d+ s", out)
+    marker = json.loads(aws.read(run + "_SUCCESS"))
+    assert marker["featurize_rate"] > 0 and set(marker["step_seconds"]) == {"featurize", "reduce"}
+    assert re.search(r"steps: featurize \d+ s, reduce \d+ s; featurize", out)
     # (a rerun replacing these outputs: test_killed_rerun.py, after a killed run)
 
 

@@ -200,6 +200,7 @@ def test_a_rerun_gives_the_same_outputs_without_duplicates(load_dag, batch, aws,
     assert sorted(second) == sorted(
         [MARKER, RUN + "report/report.json", *parts]
         + [f"{RUN}{name}/_SUCCESS" for name in ("features", "pca", "rejected")]
+        + [f"{RUN}progress/{step}.json" for step in ("featurize", "reduce")]  # last reports
     )
     assert len(aws.clusters()) == 2
 

@@ -160,3 +160,28 @@ def test_clear_staging_deletes_other_runs_leftovers_of_the_batch_only(hook, aws)
     ]
     assert snapshot(aws, FINAL) == EARLIER
     assert publish.clear_staging(hook, BUCKET, DATE, keep=KEY) == []
+
+
+def test_the_summary_records_featurize_rate_and_each_steps_wall_time(hook, aws):
+    """The steps' last progress reports (published with the outputs) give the marker,
+    report.json and the printed summary real figures to compare runs by."""
+    featurize = {"step": "featurize", "finished": True, "done": 7, "total": 7,
+                 "elapsed_seconds": 425.04, "average_rate": 211.8}  # fmt: skip
+    reduce = {"step": "reduce", "finished": True, "done": 7, "elapsed_seconds": 31.26}
+    staged = staged_run()
+    staged[STAGING + "progress/featurize.json"] = json.dumps(featurize).encode()
+    staged[STAGING + "progress/reduce.json"] = json.dumps(reduce).encode()
+    put(aws, staged)
+
+    record = publish.publish_batch(hook, BUCKET, DATE, KEY, {"run_id": "manual__new"})
+
+    marker = json.loads(aws.read(MARKER))
+    assert marker["step_seconds"] == {"featurize": 425.0, "reduce": 31.3}
+    assert marker["featurize_rate"] == 211.8 and record == marker
+    report = json.loads(aws.read(FINAL + "report/report.json"))
+    assert report["run"] == {"step_seconds": marker["step_seconds"], "featurize_rate": 211.8}
+    assert report["k"] == FAKE_REPORT["k"]  # the rest as reduce wrote it
+    summary = publish.run_summary(hook, BUCKET, DATE, require_marker=True)
+    assert "steps: featurize 7 min, reduce 31 s; featurize 211.8 img/s" in (
+        publish.format_summary(summary)
+    )

@@ -38,6 +38,8 @@ def test_steps_run_featurize_then_reduce_on_the_batch():
         "--runtime", "keras",
         "--weights", CODE["weights"],
         "--image-size", "96",
+        # live progress, which wait_for_step logs (fruits.progress)
+        "--progress", run + "progress/", "--progress-interval", "15",
     ]  # fmt: skip
     # a run without a runtime gets the jobs' default
     default = build_steps(bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE,
@@ -51,6 +53,7 @@ def test_steps_run_featurize_then_reduce_on_the_batch():
         "--report", run + "report/",
         "--variance", "0.9",
         "--rejected", run + "rejected/",
+        "--progress", run + "progress/", "--progress-interval", "15",
     ]  # fmt: skip
 
 
@@ -79,9 +82,13 @@ def test_local_reading_of_the_steps(tmp_path):
         f"s3://{BUCKET}/raw/batch=2026-11-24/",
     }
     run = f"s3://{BUCKET}/runs/_staging/batch=2026-11-24/{KEY}/"
-    assert set(local.outputs) == {run + n + "/" for n in ("features", "rejected", "pca", "report")}
+    outputs = ("features", "rejected", "pca", "report", "progress")
+    assert set(local.outputs) == {run + n + "/" for n in outputs}
     assert reduce[reduce.index("--input") + 1] == str(local.outputs[run + "features/"])
     assert reduce[reduce.index("--rejected") + 1] == str(local.outputs[run + "rejected/"])
+    progress = str(local.outputs[run + "progress/"])  # both steps report to one folder
+    assert featurize[featurize.index("--progress") + 1] == progress
+    assert reduce[reduce.index("--progress") + 1] == progress
     with pytest.raises(ValueError, match="only spark-submit"):
         localize(
             [{"Name": "x", "HadoopJarStep": {"Jar": "s3://b/x.jar", "Args": ["java"]}}],

@@ -77,6 +77,25 @@ FAKE_REPORT = {
     "labels": {"Banana": 4, "Kiwi": 3},
 }
 FAKE_REJECTED = 2
+# the last progress reports of completed steps (fruits_spark.progress's fields)
+FAKE_PROGRESS = {
+    "featurize": {"phase": "done", "done": 9, "total": 9, "finished": True,
+                  "elapsed_seconds": 4.5, "average_rate": 2.0},
+    "reduce": {"phase": "done", "done": 7, "total": None, "finished": True,
+               "elapsed_seconds": 2.25},
+}  # fmt: skip
+STALLED_AT = 41_200
+STALLED = {
+    "phase": "running",
+    "done": STALLED_AT,
+    "total": 90_000,
+    "rate": 0.0,
+    "eta_seconds": None,
+    "finished": False,
+    "elapsed_seconds": 4000.0,
+    "changed_at": 0.0,
+    "updated_at": 4e9,
+}  # fmt: skip  (count frozen since 1970)
 BOOTSTRAP_FAILURE = "On the master instance, bootstrap action 1 returned a non-zero return code"
 CLUSTER_ENDED = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")
 STEP_ERROR = "error: --weights s3://fruits-test/weights/broken.weights.h5 do not fit mobilenetv2"
@@ -93,6 +112,9 @@ class EmrStepDriver:
     ``fail_reduce``: featurize COMPLETED (its outputs written), reduce FAILED.
     ``cluster_fails``: once steps are queued, the cluster ends TERMINATED_WITH_ERRORS
     (a failed bootstrap action) and its steps CANCELLED, as EMR does.
+    ``stall``: featurize stays RUNNING, its progress report (``--progress``) frozen at
+    :data:`STALLED_AT` images for an hour. A completed step leaves a finished progress
+    report, as the jobs do (``FAKE_PROGRESS``).
     ``policy`` may be changed between runs."""
 
     def __init__(self, s3, policy: str):
@@ -121,6 +143,10 @@ class EmrStepDriver:
                     if step.state not in ("COMPLETED", "FAILED", "CANCELLED"):
                         step.state = "CANCELLED"
             return
+        if self.policy == "stall":
+            for step in cluster.steps[:1]:
+                self.write_progress(list(step.args), "featurize", STALLED)
+            return
         failed = False
         for step in cluster.steps:
             if step.state in ("COMPLETED", "FAILED", "CANCELLED"):
@@ -136,7 +162,16 @@ class EmrStepDriver:
                 failed = True
             else:
                 self.write_outputs(list(step.args))
+                name = "reduce" if "--report" in list(step.args) else "featurize"
+                self.write_progress(list(step.args), name, FAKE_PROGRESS[name])
                 step.state = "COMPLETED"
+
+    def write_progress(self, args: list[str], name: str, record: dict) -> None:
+        folder = _arg(args, "--progress")
+        if folder:
+            bucket, prefix = split_uri(folder)
+            body = json.dumps({**record, "step": name}).encode()
+            self.s3.put_object(Bucket=bucket, Key=f"{prefix}{name}.json", Body=body)
 
     def write_stderr(self, cluster, step) -> None:
         bucket, prefix = split_uri(cluster.log_uri)

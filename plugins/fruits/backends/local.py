@@ -15,7 +15,7 @@ from airflow.sdk import BaseOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException
 
 from fruits.backends import ClusterTasks, step_sensor_args
-from fruits.backends.sensor import StepsSensor
+from fruits.backends.sensor import StepsSensor, watch_progress
 from fruits.config import Settings, load_settings
 
 REMOTE = False  # the cluster runs where the code and the weights already are
@@ -102,13 +102,32 @@ class LocalStepSensor(StepsSensor):
         scratch = load_settings().scratch
         try:
             states = check_steps(scratch, self.job_flow_id, self.step_ids)
+            self.mirror_progress(scratch)
             if states is None:
+                watch_progress(self)
                 return False
             uploaded = upload_outputs(scratch, self.job_flow_id, S3Hook(self.aws_conn_id))
         except (StepFailed, ClusterError) as exc:
             raise AirflowFailException(str(exc)) from None  # a retry cannot fix these
         steps = {sid: state["state"] for sid, state in states.items()}
         return PokeReturnValue(is_done=True, xcom_value={"steps": steps, **uploaded})
+
+    def mirror_progress(self, scratch: Any) -> None:
+        """The jobs wrote their progress to the cluster's scratch copy of the bucket:
+        copy it to S3, where every backend's sensor reads it."""
+        if not self.progress_uri:
+            return
+        from pathlib import Path
+
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from fruits.local_cluster import read_cluster
+        from fruits.progress import mirror_local
+        from fruits.steps import local_path
+
+        folder = Path(read_cluster(scratch, self.job_flow_id)["dir"]) / "s3"
+        mirror_local(S3Hook(self.aws_conn_id), local_path(self.progress_uri, folder),
+                     self.progress_uri)  # fmt: skip
 
     def step_states(self) -> dict[str, dict]:
         from fruits.local_steps import step_states

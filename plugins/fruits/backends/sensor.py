@@ -31,19 +31,46 @@ def start_waiting(sensor: Any) -> list[str]:
     return step_ids
 
 
+def watch_progress(sensor: Any) -> None:
+    """Log the steps' live progress (:mod:`fruits.progress`) read from S3 at the sensor's
+    ``progress_uri``; a stalled step fails the task (AirflowFailException: a retry cannot
+    unstick it; the teardown still removes the cluster)."""
+    uri = getattr(sensor, "progress_uri", None)
+    if not uri:
+        return
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from fruits.progress import report
+
+    stalled = report(sensor.log, S3Hook(aws_conn_id=sensor.aws_conn_id), uri,
+                     float(sensor.stall_seconds or 0))  # fmt: skip
+    if stalled:
+        sensor.log.error("%s", stalled)
+        raise AirflowFailException(stalled)
+
+
 class StepsSensor(BaseSensorOperator):
     """Waits for the last of ``step_ids``, whose states :meth:`step_states` reads. On a
     timeout, the running step's :meth:`step_report` (its state and stderr) comes with it."""
 
-    template_fields: Sequence[str] = ("job_flow_id", "step_ids", "timeout_seconds")
+    template_fields: Sequence[str] = ("job_flow_id", "step_ids", "timeout_seconds", "progress_uri")
 
     def __init__(
-        self, *, job_flow_id: Any, step_ids: Any, timeout_seconds: Any = None, **kwargs: Any
+        self,
+        *,
+        job_flow_id: Any,
+        step_ids: Any,
+        timeout_seconds: Any = None,
+        progress_uri: Any = None,
+        stall_seconds: float = 0,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self.job_flow_id = job_flow_id
         self.step_ids = step_ids
         self.timeout_seconds = timeout_seconds
+        self.progress_uri = progress_uri  # where the steps write progress (fruits.progress)
+        self.stall_seconds = stall_seconds
 
     def execute(self, context: Any) -> Any:
         self.step_ids = start_waiting(self)

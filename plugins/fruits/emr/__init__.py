@@ -23,7 +23,7 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from fruits.backends.sensor import start_waiting
+from fruits.backends.sensor import start_waiting, watch_progress
 from fruits.config import Settings
 from fruits.s3sync import split_uri
 from fruits.step_reports import log_tail
@@ -98,7 +98,9 @@ class StepSensor(EmrStepSensor):
     raises ``AirflowFailException``: retrying the sensor cannot make the step succeed.
     """
 
-    template_fields: Sequence[str] = (*EmrStepSensor.template_fields, "step_ids", "timeout_seconds")
+    template_fields: Sequence[str] = (
+        *EmrStepSensor.template_fields, "step_ids", "timeout_seconds", "progress_uri",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -106,12 +108,16 @@ class StepSensor(EmrStepSensor):
         step_ids: Any,
         timeout_seconds: Any = None,
         log_wait: float = 300,
+        progress_uri: Any = None,
+        stall_seconds: float = 0,
         **kwargs: Any,
     ):
         super().__init__(step_id="", **kwargs)
         self.step_ids = step_ids
         self.timeout_seconds = timeout_seconds
         self.log_wait = log_wait
+        self.progress_uri = progress_uri  # where the steps write progress (fruits.progress)
+        self.stall_seconds = stall_seconds
 
     def execute(self, context: Any) -> None:
         self.step_id = start_waiting(self)[-1]
@@ -133,6 +139,7 @@ class StepSensor(EmrStepSensor):
             gone = self.cluster_gone()
             if gone:  # its steps will never finish: do not wait for the timeout
                 raise AirflowFailException(f"{gone}; steps {list(self.step_ids)} cannot finish")
+            watch_progress(self)
         return done
 
     def cluster_gone(self) -> str | None:

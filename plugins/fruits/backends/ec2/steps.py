@@ -13,7 +13,7 @@ from airflow.providers.amazon.aws.operators.ssm import SsmRunCommandOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from fruits.backends.ec2.instances import instances, nodes_gone
-from fruits.backends.sensor import StepsSensor
+from fruits.backends.sensor import StepsSensor, watch_progress
 from fruits.s3sync import read_json, split_uri
 from fruits.step_reports import failed_step, headline, log_tail
 
@@ -108,6 +108,7 @@ class Ec2StepSensor(StepsSensor):
             raise AirflowFailException(message)
         if states[self.step_ids[-1]]["state"] == "COMPLETED":
             return True
+        watch_progress(self)
         from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 
         hook = EC2Hook(aws_conn_id=self.aws_conn_id, api_type="client_type")
