@@ -32,42 +32,7 @@ FRUITS_STALL_MINUTES               ``15``: a running step whose progress (images
 FRUITS_PROGRESS_SECONDS            ``15``: how often the jobs write their progress.json
 FRUITS_LOCAL_CORES                 all cores: the local Spark worker's ``--cores``
 FRUITS_LOCAL_MEMORY                ``2g``: the local Spark worker's ``--memory``
-FRUITS_EMR_RELEASE_LABEL           ``emr-7.13.0`` (Spark 3.5)
-FRUITS_EMR_MASTER_TYPE             ``m5.xlarge``
-FRUITS_EMR_CORE_TYPE               ``m5.xlarge``
-FRUITS_EMR_CORE_COUNT              ``2``
-FRUITS_EMR_TASK_TYPE               ``m5.xlarge``
-FRUITS_EMR_TASK_SPOT_COUNT         ``0``: number of spot task nodes (0 = none)
-FRUITS_EMR_INSTANCE_PROFILE        ``fruits-emr-instance-role`` (the nodes' instance
-                                   profile, as infra/fruits-pipeline.yaml names it)
-FRUITS_EMR_SERVICE_ROLE            ``fruits-emr-service-role`` (ditto)
-FRUITS_EMR_LOG_URI                 ``s3://<bucket>/logs/emr/``
-FRUITS_EMR_SUBNET                  empty: EMR's default; set a private subnet id to run
-                                   without public IPs (it needs a NAT or VPC endpoints)
-FRUITS_EMR_IDLE_TIMEOUT            ``3600`` seconds: EMR ends an idle cluster by itself
-FRUITS_EMR_PYTHON                  ``/usr/bin/python3.11``: installed by the bootstrap
-FRUITS_EMR_LOG_WAIT                ``300`` seconds to wait for a failed step's stderr
-                                   to reach the LogUri (EMR pushes logs every few minutes)
-FRUITS_EMR_TAGS                    extra cluster tags, ``key=value,key=value``
-FRUITS_EC2_AMI                     Amazon Linux 2023 (x86_64), resolved by EC2 from the
-                                   public SSM parameter; set an AMI id (your own AL2023
-                                   based image) or another ``resolve:ssm:`` path (arm64
-                                   for Graviton types)
-FRUITS_EC2_PRIMARY_TYPE            ``m5.xlarge``: the primary (Spark master + driver),
-                                   always on-demand
-FRUITS_EC2_WORKER_TYPE             ``m5.xlarge``
-FRUITS_EC2_WORKER_COUNT            ``2`` workers (at least 1)
-FRUITS_EC2_WORKER_SPOT             ``false``: ``true`` runs the workers (only) as spot
-FRUITS_EC2_SUBNET                  empty: the default VPC's; set a private subnet (NAT or
-                                   VPC endpoints for S3 and SSM)
-FRUITS_EC2_SECURITY_GROUP          empty: the VPC's default group; set the cluster group
-                                   of infra/fruits-pipeline.yaml (ingress from itself only)
-FRUITS_EC2_INSTANCE_PROFILE        ``fruits-ec2-node-role`` (infra/fruits-pipeline.yaml)
-FRUITS_EC2_LOG_URI                 ``s3://<bucket>/logs/ec2/``: state files, step logs
-FRUITS_EC2_READY_TIMEOUT           ``1200`` seconds for the nodes to install and join
-FRUITS_EC2_VOLUME_GB               ``30``: each node's encrypted gp3 root volume
-FRUITS_EC2_PYTHON                  ``python3.11`` (the nodes' interpreter, from dnf)
-FRUITS_EC2_TAGS                    extra instance tags, ``key=value,key=value``
+FRUITS_EMR_*, FRUITS_EC2_*         the emr and ec2 backends' clusters: :mod:`fruits.cloud_settings`
 =================================  ====================================================
 """
 
@@ -80,6 +45,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
+
+from fruits.cloud_settings import Ec2Settings, EmrSettings, ec2_settings, emr_settings
+from fruits.env_values import ConfigError, env_float, env_int
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 EMR_DIR = Path(__file__).resolve().parent / "emr"
@@ -113,10 +81,6 @@ def runtime_names() -> tuple[str, ...]:
     return tuple(jobs_module("fruits_spark.runtimes").RUNTIMES)
 
 
-class ConfigError(ValueError):
-    """A FRUITS_* variable has a value the pipeline cannot use."""
-
-
 def _path(value: str) -> Path:
     """Relative paths are relative to the project root, not to whatever the cwd is."""
     p = Path(value).expanduser()
@@ -128,87 +92,6 @@ def _jobs_dir(env: Mapping[str, str]) -> Path:
 
 
 limits = jobs_module("fruits_spark.limits")
-
-
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected an integer") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value}: must be >= {minimum}")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    try:
-        value = float(raw) if raw else default
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: expected a number") from None
-    if value < 0:
-        raise ConfigError(f"{name}={value}: must be >= 0")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r}: expected true or false")
-
-
-def _tags(raw: str, name: str = "FRUITS_EMR_TAGS") -> dict[str, str]:
-    tags = {}
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{name}: {item!r} is not key=value")
-        tags[key.strip()] = value.strip()
-    return tags
-
-
-@dataclass(frozen=True)
-class EmrSettings:
-    release_label: str = "emr-7.13.0"
-    master_type: str = "m5.xlarge"
-    core_type: str = "m5.xlarge"
-    core_count: int = 2
-    task_type: str = "m5.xlarge"
-    task_spot_count: int = 0
-    instance_profile: str = "fruits-emr-instance-role"
-    service_role: str = "fruits-emr-service-role"
-    log_uri: str = ""
-    subnet: str = ""
-    idle_timeout: int = 3600
-    python: str = "/usr/bin/python3.11"
-    log_wait: int = 300
-    tags: dict[str, str] = field(default_factory=dict)
-
-
-AL2023_X86_64 = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
-
-
-@dataclass(frozen=True)
-class Ec2Settings:
-    ami: str = AL2023_X86_64
-    primary_type: str = "m5.xlarge"
-    worker_type: str = "m5.xlarge"
-    worker_count: int = 2
-    worker_spot: bool = False
-    subnet: str = ""
-    security_group: str = ""
-    instance_profile: str = "fruits-ec2-node-role"
-    log_uri: str = ""
-    ready_timeout: int = 1200
-    volume_gb: int = 30
-    python: str = "python3.11"
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -254,44 +137,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         choices = ", ".join(runtime_names())
         raise ConfigError(f"FRUITS_RUNTIME={runtime!r}: choose one of {choices}")
     bucket = env.get("FRUITS_BUCKET", "fruits-pipeline").strip() or "fruits-pipeline"
-    variance = _float(env, "FRUITS_VARIANCE", limits.VARIANCE_DEFAULT)
+    variance = env_float(env, "FRUITS_VARIANCE", limits.VARIANCE_DEFAULT)
     if error := limits.variance_error(variance):
         raise ConfigError(f"FRUITS_VARIANCE {error}")
-    image_size = _int(env, "FRUITS_IMAGE_SIZE", limits.IMAGE_SIZE_DEFAULT)
+    image_size = env_int(env, "FRUITS_IMAGE_SIZE", limits.IMAGE_SIZE_DEFAULT)
     if error := limits.image_size_error(image_size):
         raise ConfigError(f"FRUITS_IMAGE_SIZE {error}")
-    emr = EmrSettings(
-        release_label=env.get("FRUITS_EMR_RELEASE_LABEL", "") or EmrSettings.release_label,
-        master_type=env.get("FRUITS_EMR_MASTER_TYPE", "") or EmrSettings.master_type,
-        core_type=env.get("FRUITS_EMR_CORE_TYPE", "") or EmrSettings.core_type,
-        core_count=_int(env, "FRUITS_EMR_CORE_COUNT", EmrSettings.core_count),
-        task_type=env.get("FRUITS_EMR_TASK_TYPE", "") or EmrSettings.task_type,
-        task_spot_count=_int(env, "FRUITS_EMR_TASK_SPOT_COUNT", 0),
-        instance_profile=env.get("FRUITS_EMR_INSTANCE_PROFILE", "") or EmrSettings.instance_profile,
-        service_role=env.get("FRUITS_EMR_SERVICE_ROLE", "") or EmrSettings.service_role,
-        log_uri=env.get("FRUITS_EMR_LOG_URI", "") or f"s3://{bucket}/logs/emr/",
-        subnet=env.get("FRUITS_EMR_SUBNET", "").strip(),
-        idle_timeout=_int(env, "FRUITS_EMR_IDLE_TIMEOUT", EmrSettings.idle_timeout, minimum=60),
-        python=env.get("FRUITS_EMR_PYTHON", "") or EmrSettings.python,
-        log_wait=_int(env, "FRUITS_EMR_LOG_WAIT", EmrSettings.log_wait),
-        tags=_tags(env.get("FRUITS_EMR_TAGS", "")),
-    )
-    ec2 = Ec2Settings(
-        ami=env.get("FRUITS_EC2_AMI", "").strip() or Ec2Settings.ami,
-        primary_type=env.get("FRUITS_EC2_PRIMARY_TYPE", "").strip() or Ec2Settings.primary_type,
-        worker_type=env.get("FRUITS_EC2_WORKER_TYPE", "").strip() or Ec2Settings.worker_type,
-        worker_count=_int(env, "FRUITS_EC2_WORKER_COUNT", Ec2Settings.worker_count, minimum=1),
-        worker_spot=_bool(env, "FRUITS_EC2_WORKER_SPOT", False),
-        subnet=env.get("FRUITS_EC2_SUBNET", "").strip(),
-        security_group=env.get("FRUITS_EC2_SECURITY_GROUP", "").strip(),
-        instance_profile=env.get("FRUITS_EC2_INSTANCE_PROFILE", "").strip()
-        or Ec2Settings.instance_profile,
-        log_uri=env.get("FRUITS_EC2_LOG_URI", "").strip() or f"s3://{bucket}/logs/ec2/",
-        ready_timeout=_int(env, "FRUITS_EC2_READY_TIMEOUT", Ec2Settings.ready_timeout, minimum=10),
-        volume_gb=_int(env, "FRUITS_EC2_VOLUME_GB", Ec2Settings.volume_gb, minimum=8),
-        python=env.get("FRUITS_EC2_PYTHON", "").strip() or Ec2Settings.python,
-        tags=_tags(env.get("FRUITS_EC2_TAGS", ""), "FRUITS_EC2_TAGS"),
-    )
     return Settings(
         compute=compute,
         bucket=bucket,
@@ -304,13 +155,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         weights=env.get("FRUITS_WEIGHTS", "").strip() or "imagenet",
         image_size=image_size,
         variance=variance,
-        poke_interval=_int(env, "FRUITS_POKE_INTERVAL", 60, minimum=1),
-        step_timeout_base=_int(env, "FRUITS_STEP_TIMEOUT_BASE", 1800),
-        step_seconds_per_image=_float(env, "FRUITS_STEP_SECONDS_PER_IMAGE", 0.5),
-        stall_minutes=_int(env, "FRUITS_STALL_MINUTES", 15),
-        progress_seconds=_int(env, "FRUITS_PROGRESS_SECONDS", 15, minimum=1),
-        local_cores=_int(env, "FRUITS_LOCAL_CORES", os.cpu_count() or 1, minimum=1),
+        poke_interval=env_int(env, "FRUITS_POKE_INTERVAL", 60, minimum=1),
+        step_timeout_base=env_int(env, "FRUITS_STEP_TIMEOUT_BASE", 1800),
+        step_seconds_per_image=env_float(env, "FRUITS_STEP_SECONDS_PER_IMAGE", 0.5),
+        stall_minutes=env_int(env, "FRUITS_STALL_MINUTES", 15),
+        progress_seconds=env_int(env, "FRUITS_PROGRESS_SECONDS", 15, minimum=1),
+        local_cores=env_int(env, "FRUITS_LOCAL_CORES", os.cpu_count() or 1, minimum=1),
         local_memory=env.get("FRUITS_LOCAL_MEMORY", "").strip() or "2g",
-        emr=emr,
-        ec2=ec2,
+        emr=emr_settings(env, bucket),
+        ec2=ec2_settings(env, bucket),
     )
