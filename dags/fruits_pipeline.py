@@ -1,44 +1,32 @@
 """
 ### fruits_pipeline: fruit photos -> CNN features -> PCA, on a Spark cluster
 
-Every day, the batch `data/incoming/<YYYY-MM-DD>/<label>/<image>` goes to
-`s3://<bucket>/raw/batch=<date>/`, a Spark cluster runs two `spark-submit` steps --
-**featurize** (a Keras CNN without its top) and **reduce** (PCA) -- into the run's own
-staging prefix, and `publish_batch` switches the results in as
-`s3://<bucket>/runs/batch=<date>/{features,rejected,pca,report}/`; the cluster is
-removed whatever happened.
+Every day, the batch `data/incoming/<YYYY-MM-DD>/<label>/<image>` goes to S3, a Spark
+cluster runs **featurize** (a CNN without its top, converted once and run by LiteRT) and
+**reduce** (PCA), `publish_batch` switches the results in as
+`s3://<bucket>/runs/batch=<date>/`, and the cluster is removed whatever happened.
 
-**Cluster** (`FRUITS_COMPUTE`, read when the DAG is parsed): `local` (default) starts a
-Spark standalone master and worker on the Airflow worker (127.0.0.1), staging inputs
-from S3 and uploading outputs to the run's staging prefix; `emr` creates an Amazon
-EMR 7 cluster from `plugins/fruits/emr/job_flow.json`; `ec2` launches a primary and
-workers on EC2 that install and start Spark themselves, and runs the steps on the
-primary through SSM Run Command. Every backend (`plugins/fruits/backends/`) has the
-same tasks: `create_job_flow` -> `add_steps` -> `wait_for_step` -> `remove_cluster` (a
-teardown: it runs after any failure, and a failed step still fails the run).
+**Cluster** (`FRUITS_COMPUTE`, read when the DAG is parsed): `local` (default; a Spark
+standalone master and worker on the Airflow worker, 127.0.0.1), `emr` (Amazon EMR 7,
+`plugins/fruits/emr/job_flow.json`) or `ec2` (a primary and workers on EC2 that install
+Spark themselves; steps through SSM Run Command). Every backend has the same tasks:
+`create_job_flow` -> `add_steps` -> `wait_for_step` (it logs the steps' progress) ->
+`remove_cluster` (a teardown: it runs after any failure; a failed step still fails the run).
 
 **Parameters**: batch date (empty: the run's logical date; a manual run without one
-takes the latest batch folder), model, weights (`imagenet`, `random` for demos, or
-the s3:// URI of a `.h5`), explained variance, image size. Bad values fail
+takes the latest batch folder), model, runtime (`litert` or `keras`), weights
+(`imagenet`, `random` for demos, or the s3:// URI of a `.h5`), variance, image size. Bad values fail
 `validate_params`, naming the parameter, before any cluster exists. A missing or
 empty batch stops the run at `find_batch`: success, the rest skipped.
 
-**Reruns and readers**: the steps write `runs/_staging/batch=<date>/<run key>/`, never
-the published outputs. `publish_batch` checks what they staged (features, pca,
-report.json, matching row counts), then deletes `runs/batch=<date>/_SUCCESS`, copies the
-staged objects over the published ones, deletes the ones the new run lacks, writes
-`_SUCCESS` last and deletes the staging. Trust a batch only while `_SUCCESS` exists. A run
-that fails or is killed before publishing (step failure or timeout, a cluster that does
-not start, an S3 error) leaves the earlier outputs and their marker untouched; re-running
-a batch replaces its outputs (same files, no duplicates). `clear_leftovers` deletes the
-staging of earlier runs of the batch and local clusters whose owner died, once the run
-holds the cluster slot. To rerun a killed `airflow dags test`, run the same command
-again: it replaces the killed run of that logical date.
+**Reruns and readers**: the steps write `runs/_staging/batch=<date>/<run key>/`; only
+`publish_batch` switches checked outputs in as `runs/batch=<date>/`, writing `_SUCCESS`
+last: trust a batch only while `_SUCCESS` exists. A run that fails or is killed before
+publishing leaves the earlier outputs untouched; re-running a batch replaces its outputs.
+To rerun a killed `airflow dags test`, run the same command again.
 
-The schedule is daily over data intervals: the run after midnight UTC processes the
-day that just ended (its logical date). `airflow backfill create --dag-id
-fruits_pipeline --from-date D1 --to-date D2` processes the batches D1..D2.
-Settings: `plugins/fruits/config.py`.
+Daily over data intervals: the run after midnight UTC processes the day that ended.
+Backfill: `airflow backfill create --dag-id fruits_pipeline --from-date D1 --to-date D2`.
 """
 
 from __future__ import annotations
