@@ -47,18 +47,10 @@ def resolve_weights(spark, model: str, image_size: int, weights: str) -> Weights
 def build_checked(model: str, image_size: int, weights: Weights, source: str):
     """The network with ``weights`` loaded; a JobError, once on the driver, if they do not
     fit it (not in every task)."""
-    import os
-    import tempfile
-
-    fd, path = tempfile.mkstemp(suffix=weights.suffix)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(weights.data)
-        return models.build_model(model, image_size, path)
+        return models.build_from_bytes(model, image_size, weights.data, weights.suffix)
     except Exception as exc:
         raise JobError(f"--weights {source} do not fit {model}@{image_size}: {exc}") from exc
-    finally:
-        os.unlink(path)
 
 
 def prepare(spark, model: str, image_size: int, weights: str, runtime: str, threads: int):

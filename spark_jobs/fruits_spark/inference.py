@@ -15,8 +15,6 @@ one line when the model is built (its build time) and one per task
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -74,13 +72,7 @@ def _build(config: ModelConfig, payload: bytes) -> Callable[[np.ndarray], np.nda
     if config.runtime == runtimes.LITERT:
         return runtimes.LiteRTModel(payload, config.threads)
     models.configure_threads(config.threads)
-    fd, path = tempfile.mkstemp(suffix=config.weights_suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        net = models.build_model(config.model, config.image_size, path)
-    finally:
-        os.unlink(path)
+    net = models.build_from_bytes(config.model, config.image_size, payload, config.weights_suffix)
     return runtimes.KerasModel(net, config.image_size)
 
 

@@ -151,6 +151,18 @@ def build_model(model: str, image_size: int, weights_file: str | Path | None = N
     return net
 
 
+def build_from_bytes(model: str, image_size: int, data: bytes, suffix: str) -> Any:
+    """:func:`build_model` from a weights file's bytes (Keras loads only from a path named
+    with ``suffix``, so they go through a temporary file)."""
+    fd, path = tempfile.mkstemp(suffix=suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return build_model(model, image_size, path)
+    finally:
+        os.unlink(path)
+
+
 # keras.applications.imagenet_utils' "caffe" mode: ImageNet's mean pixel, BGR order
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
