@@ -189,7 +189,7 @@ def fruits_pipeline():
         task_id="wait_for_cluster_slot",
         poke_interval=SETTINGS.poke_interval,
         timeout=24 * 3600,
-        mode="reschedule",
+        mode=SETTINGS.sensor_mode,
     )
     def wait_for_cluster_slot(**context):
         """One cluster at a time across runs, backfills included (fruits.cluster_slot)."""

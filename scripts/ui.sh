@@ -71,6 +71,13 @@ say "S3: moto's server on $MOTO_URL (pid $MOTO_PID)"
 export FRUITS_INCOMING="${FRUITS_INCOMING:-$ROOT/data/incoming}"
 sample_batch "$FRUITS_INCOMING/$DATE" "${UI_PER_LABEL:-8}"
 
+# The same environment for the CLI in another terminal (`airflow backfill create`, ...):
+# this Airflow home, moto's S3, SQLite's lock handling, and never a real AWS account.
+{
+    export -p | grep -E '^declare -x (AIRFLOW|FRUITS_|PYTHONPATH=|PATH=|SPARK_LOCAL_IP=|TF_CPP_MIN_LOG_LEVEL=|AWS_)'
+    echo "unset AWS_PROFILE AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN"
+} >"$UI_DIR/cli.env"
+
 say "Starting Airflow $(airflow version 2>/dev/null) (log: $UI_DIR/standalone.log)"
 setsid airflow standalone >"$UI_DIR/standalone.log" 2>&1 &
 AIRFLOW_PID=$!
@@ -84,6 +91,9 @@ cat <<EOF
   Airflow is up: http://localhost:$PORT      (user: admin, password: $PASSWORD)
   DAG fruits_pipeline, sample batch $DATE in $FRUITS_INCOMING/$DATE.
   Trigger it with "Trigger" on the DAG's page; the form has its parameters.
+  The CLI on this Airflow (e.g. a backfill), in another terminal:
+    source $UI_DIR/cli.env
+    airflow backfill create --dag-id fruits_pipeline --from-date $DATE --to-date $DATE
   $(weights_note)
   Ctrl-C stops everything.
 EOF

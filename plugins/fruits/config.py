@@ -24,6 +24,7 @@ FRUITS_RUNTIME                     ``litert`` (trigger-form default): what runs 
 FRUITS_MODEL_CACHE                 ``~/.cache/fruits-pipeline/models``: the Spark driver's
                                    converted models (``off``: convert every run)
 FRUITS_POKE_INTERVAL               ``60`` seconds between two looks at the steps' state
+                                   (from 60 s up the sensors reschedule, below it they poke)
 FRUITS_STEP_TIMEOUT_BASE           ``1800`` seconds allowed for cluster start and set-up
 FRUITS_STEP_SECONDS_PER_IMAGE      ``0.5`` seconds per image added to that allowance
 FRUITS_STALL_MINUTES               ``15``: a running step whose progress (images done,
@@ -94,6 +95,9 @@ def _jobs_dir(env: Mapping[str, str]) -> Path:
 limits = jobs_module("fruits_spark.limits")
 
 
+RESCHEDULE_FROM_S = 60  # the shortest poke interval at which sensors reschedule
+
+
 @dataclass(frozen=True)
 class Settings:
     compute: str = "local"
@@ -116,6 +120,15 @@ class Settings:
     local_memory: str = "2g"
     emr: EmrSettings = field(default_factory=EmrSettings)
     ec2: Ec2Settings = field(default_factory=Ec2Settings)
+
+    @property
+    def sensor_mode(self) -> str:
+        """``reschedule`` (no worker slot held between looks) when the looks are a minute
+        or more apart, as Airflow advises; ``poke`` for the quick looks of ``make demo``,
+        ``make ui`` and the tests. A rescheduled sensor poked every few seconds on a busy
+        host loses to a scheduler race: an executor event from one look, handled after
+        the next look was queued, fails the sensor (apache/airflow#71172)."""
+        return "reschedule" if self.poke_interval >= RESCHEDULE_FROM_S else "poke"
 
     def step_timeout(self, n_images: int) -> int:
         """Seconds the steps may take for a batch of ``n_images`` (start-up included)."""

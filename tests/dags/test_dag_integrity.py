@@ -88,12 +88,26 @@ def test_every_backend_has_a_module_and_the_dag_file_no_backend_code():
 
 
 @pytest.mark.parametrize("compute", BACKENDS)
-def test_no_task_holds_a_worker_slot_while_the_steps_run(load_dag, compute):
+def test_no_task_holds_a_worker_slot_while_the_steps_run(load_dag, monkeypatch, compute):
     from airflow.sdk import BaseSensorOperator
 
-    sensor = load_dag(compute).get_task("wait_for_step")
-    assert isinstance(sensor, BaseSensorOperator)
-    assert sensor.mode == "reschedule"
+    monkeypatch.setenv("FRUITS_POKE_INTERVAL", "60")
+    dag = load_dag(compute)
+    for task_id in ("wait_for_step", "wait_for_cluster_slot"):
+        sensor = dag.get_task(task_id)
+        assert isinstance(sensor, BaseSensorOperator)
+        assert sensor.mode == "reschedule", task_id
+
+
+@pytest.mark.parametrize("compute", BACKENDS)
+def test_quick_looks_poke_instead_of_rescheduling(load_dag, monkeypatch, compute):
+    """Looks seconds apart (make demo, make ui) poke: a rescheduled sensor looked at
+    that often is failed by a scheduler race on a busy host (apache/airflow#71172)."""
+    monkeypatch.setenv("FRUITS_POKE_INTERVAL", "5")
+    dag = load_dag(compute)
+    for task_id in ("wait_for_step", "wait_for_cluster_slot"):
+        sensor = dag.get_task(task_id)
+        assert (sensor.mode, sensor.poke_interval) == ("poke", 5), task_id
 
 
 def test_ec2_backend_uses_the_providers_operators(load_dag):
@@ -125,8 +139,6 @@ def test_emr_backend_uses_the_providers_operators(load_dag):
     assert isinstance(dag.get_task("add_steps"), EmrAddStepsOperator)
     assert isinstance(dag.get_task("wait_for_step"), EmrStepSensor)
     assert isinstance(dag.get_task("remove_cluster"), EmrTerminateJobFlowOperator)
-    sensor = dag.get_task("wait_for_step")
-    assert sensor.mode == "reschedule"  # a long batch does not hold a worker slot
 
 
 @pytest.mark.parametrize("compute", BACKENDS)

@@ -41,3 +41,9 @@ def test_run_keys_are_key_safe_unique_and_stay_under_runs():
     for bad in ("../x", "a/b", "", ".hidden"):
         with pytest.raises(ValueError, match="not a run key"):
             staging_prefix("2026-11-24", bad)
+
+
+@pytest.mark.parametrize("interval", ["1", "59", "60", "600"])
+def test_sensors_reschedule_only_when_looks_are_a_minute_apart(interval):
+    mode = "reschedule" if int(interval) >= 60 else "poke"
+    assert load_settings({"FRUITS_POKE_INTERVAL": interval}).sensor_mode == mode

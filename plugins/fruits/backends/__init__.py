@@ -54,14 +54,15 @@ def backend(compute: str) -> ModuleType:
 
 def step_sensor_args(settings: Any, plan: Any, create_job_flow: Any, add_steps: Any) -> dict:
     """What every backend's ``wait_for_step`` sensor is given: the cluster and the step
-    ids from the tasks before it, the batch's timeout from ``plan``, and reschedule mode
-    (no worker slot held while the steps run), and where the steps write their progress."""
+    ids from the tasks before it, the batch's timeout from ``plan``, the mode the poke
+    interval calls for (``Settings.sensor_mode``: a long batch holds no worker slot), and
+    where the steps write their progress."""
     return {
         "job_flow_id": create_job_flow.output,
         "step_ids": add_steps.output,
         "timeout_seconds": plan["timeout"],
         "poke_interval": settings.poke_interval,
-        "mode": "reschedule",
+        "mode": settings.sensor_mode,
         "aws_conn_id": settings.aws_conn_id,
         # live progress (fruits.progress): logged on each poke, a stalled step fails early
         "progress_uri": plan["progress"],
