@@ -14,6 +14,11 @@ export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 # SQLite: wait for a lock (a busy host, a backfill beside the scheduler) instead of failing
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=fruits.sqlite_db.CONNECT_ARGS
+# Task processes ask the api-server (make ui) to start and end them; on a busy host an
+# answer can take longer than the 5 s default, and the api-server can come up after the
+# scheduler's first tasks (Airflow's advice for high load: raise the timeout)
+export AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT=60
+export AIRFLOW__WORKERS__EXECUTION_API_RETRIES=10
 export FRUITS_COMPUTE=local
 # real ImageNet features (MobileNet v1, staged offline by `make weights`); random on request
 export FRUITS_MODEL="${FRUITS_MODEL:-mobilenet}"
