@@ -1,15 +1,13 @@
-"""featurize's driver steps before its Spark job, A/B in one session: the input listed
-twice one after the other (images, then every file for the count of skipped ones) against
-both at once (``featurize.list_images``), alternated round by round; and the broadcast of
-the converted model that ``featurize.run`` now makes beside the listing.
+"""featurize's driver steps before its Spark job, A/B in one session: the input listed as
+``featurize.list_images`` does (images, then every file for the count of skipped ones,
+one after the other) against both file indexes built at once (tried, not kept:
+docs/performance.md), alternated round by round; and the broadcast of the converted
+model, which ``featurize.run`` makes beside the listing.
 
     spark-submit --master 'local[*]' bench/measure_listing.py FOLDER [ROUNDS] [MODEL_FILE]
 
 ``BENCH_LISTING_FIRST=concurrent`` starts with the concurrent listing (default sequential):
 run it both ways, each in a fresh process, to compare the cold first listings.
-
-Prints one line per round and the medians; the first round pays the cold JVM (class
-loading, JIT) for whichever variant runs first, so the order alternates.
 """
 
 from __future__ import annotations
@@ -18,20 +16,25 @@ import os
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
 def sequential(spark, featurize, fsio, input_uri: str):
-    """The listing as it was: the two file indexes built one after the other."""
-    images = featurize.image_files(spark, input_uri)
-    paths = [fsio.as_spark_path(uri) for uri in fsio.input_files(images)]
-    everything = fsio.count_input_files(featurize.image_files(spark, input_uri, False))
-    return len(paths), everything - len(paths)
+    """The listing as shipped: the two file indexes built one after the other."""
+    listing = featurize.list_images(spark, input_uri)
+    return len(listing.paths), listing.skipped
 
 
 def concurrent(spark, featurize, fsio, input_uri: str):
-    listing = featurize.list_images(spark, input_uri)
-    return len(listing.paths), listing.skipped
+    """The count of every file listed in a second thread, beside the images' listing."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        everything = pool.submit(
+            lambda: fsio.count_input_files(featurize.image_files(spark, input_uri, False))
+        )
+        images = featurize.image_files(spark, input_uri)
+        paths = [fsio.as_spark_path(uri) for uri in fsio.input_files(images)]
+        return len(paths), everything.result() - len(paths)
 
 
 def main(argv: list[str]) -> int:
