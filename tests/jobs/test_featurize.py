@@ -266,6 +266,24 @@ def test_an_input_without_images_is_an_error(spark, tmp_path):
         featurize.run(spark, job_args(tmp_path / "missing", tmp_path, "--weights", "random"))
 
 
+def test_an_input_error_destroys_the_models_broadcast(spark, tmp_path, monkeypatch):
+    """The model is broadcast beside the listing; a run that stops at the listing must not
+    leave the payload (megabytes) in the session."""
+    made = []
+    prepare_model = featurize.prepare_model
+
+    def recording(*args):
+        prepared, payload_bc = prepare_model(*args)
+        made.append(payload_bc)
+        return prepared, payload_bc
+
+    monkeypatch.setattr(featurize, "prepare_model", recording)
+    with pytest.raises(JobError, match="no image files found"):
+        featurize.run(spark, job_args(tmp_path / "missing", tmp_path, "--weights", "random"))
+    assert len(made) == 1
+    assert not made[0]._jbroadcast.isValid()
+
+
 def test_missing_imagenet_weights_fail_at_once_with_staging_advice(
     spark, sample_batch, tmp_path, monkeypatch
 ):
