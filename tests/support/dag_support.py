@@ -101,7 +101,40 @@ CLUSTER_ENDED = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")
 STEP_ERROR = "error: --weights s3://fruits-test/weights/broken.weights.h5 do not fit mobilenetv2"
 
 
-class EmrStepDriver:
+class BackgroundDriver:
+    """A thread that plays what moto leaves undone, one ``step()`` every 0.2 s until
+    ``stop`` is set. A failing step is tried again (on a busy host moto's server can
+    answer late, or its state change under an iteration); the same step failing
+    :data:`PATIENCE` times in a row ends the thread, and the fixture fails the test
+    with its error (``errors``). Failures that a retry got past are kept in ``retried``."""
+
+    PATIENCE = 25  # 5 s of failing in a row
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.errors: list[BaseException] = []
+        self.retried: list[BaseException] = []
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def loop(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                self.step()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                self.retried.append(exc)
+                if failures >= self.PATIENCE:
+                    self.errors.append(exc)  # surfaced by the fixture
+                    return
+            self.stop.wait(0.2)
+
+
+class EmrStepDriver(BackgroundDriver):
     """A background thread that moves the steps moto leaves RUNNING/PENDING.
 
     ``complete``: every step COMPLETED, writing what the real jobs would, as Spark's
@@ -118,21 +151,13 @@ class EmrStepDriver:
     ``policy`` may be changed between runs."""
 
     def __init__(self, s3, policy: str):
+        super().__init__()
         self.s3 = s3
         self.policy = policy
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.loop, daemon=True)
-        self.errors: list[BaseException] = []
 
-    def loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                for cluster in emr_clusters():
-                    self.drive(cluster)
-            except BaseException as exc:  # surfaced by the fixture
-                self.errors.append(exc)
-                return
-            self.stop.wait(0.2)
+    def step(self) -> None:
+        for cluster in emr_clusters():
+            self.drive(cluster)
 
     def drive(self, cluster) -> None:
         if self.policy == "cluster_fails":
@@ -244,7 +269,7 @@ FAKE_TABLES = {
 # --- moto's SSM runs nothing and its EC2 instances boot nothing: the tests play the nodes
 
 
-class Ec2NodeDriver:
+class Ec2NodeDriver(BackgroundDriver):
     """A background thread that does what the ec2 backend's nodes would, through S3.
 
     For every running primary (tag ``fruits:role=primary``): ``ready`` writes
@@ -256,23 +281,15 @@ class Ec2NodeDriver:
     the later ones CANCELLED), ``fail_reduce`` (featurize COMPLETED, reduce FAILED)."""
 
     def __init__(self, clients, policy: str, steps: str = "complete"):
+        super().__init__()
         self.clients = clients
         self.policy = policy
         self.steps = steps
         self.emr_like = EmrStepDriver(clients.s3, "complete")  # writes the jobs' outputs
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.loop, daemon=True)
-        self.errors: list[BaseException] = []
         self.done: set[str] = set()
 
-    def loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.drive()
-            except BaseException as exc:  # surfaced by the fixture
-                self.errors.append(exc)
-                return
-            self.stop.wait(0.2)
+    def step(self) -> None:
+        self.drive()
 
     def primaries(self):
         found = self.clients.ec2.describe_instances(
