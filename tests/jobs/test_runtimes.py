@@ -68,6 +68,7 @@ def test_the_jobs_features_equal_a_plain_keras_predict(
     assert_same_features(np.stack(rows.features), expected)
 
 
+@pytest.mark.slow  # subprocesses that convert a model with TensorFlow
 def test_a_litert_worker_never_imports_tensorflow(tmp_path):
     """The worker's whole path -- decode, preprocess, interpreter, predict -- in a fresh
     process: TensorFlow's import and trace are what LiteRT saves every worker."""
@@ -127,6 +128,7 @@ def test_model_cache_location_comes_from_the_environment(monkeypatch, tmp_path):
     assert converted.cache_dir() == Path.home() / ".cache" / "fruits-pipeline" / "models"
 
 
+@pytest.mark.slow  # subprocesses that convert a model with TensorFlow
 def test_a_second_run_reuses_the_conversion_without_tensorflow(tmp_path):
     """The cache hit path on the driver: same features, and no TensorFlow import."""
     env_code = f"""
