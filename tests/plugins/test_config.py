@@ -43,7 +43,9 @@ def test_run_keys_are_key_safe_unique_and_stay_under_runs():
             staging_prefix("2026-11-24", bad)
 
 
-@pytest.mark.parametrize("interval", ["1", "59", "60", "600"])
-def test_sensors_reschedule_only_when_looks_are_a_minute_apart(interval):
-    mode = "reschedule" if int(interval) >= 60 else "poke"
+@pytest.mark.parametrize(
+    ("interval", "mode"),
+    [("1", "poke"), ("59", "poke"), ("60", "reschedule"), ("600", "reschedule")],
+)
+def test_sensors_reschedule_only_when_looks_are_a_minute_apart(interval, mode):
     assert load_settings({"FRUITS_POKE_INTERVAL": interval}).sensor_mode == mode
