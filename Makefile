@@ -14,7 +14,7 @@ export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 # Keep Spark and everything it starts on loopback.
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: venv tools weights check-java system-deps check test lint demo ui bench clean
+.PHONY: venv tools weights jvm-archive check-java system-deps check test lint demo ui bench clean
 
 venv: $(STAMP)
 
@@ -39,6 +39,11 @@ $(TOOLS_STAMP): infra/tools-requirements.txt
 weights: venv
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m fruits.imagenet_mobilenet
 
+# Spark's classes in one class-data-sharing archive, made once per Java and Spark install
+# (fruits/jvm_archive.py): every Spark JVM we start maps it; a no-op when made.
+jvm-archive: venv check-java
+	$(BIN)/python -m fruits.jvm_archive
+
 check-java:
 	@command -v java >/dev/null || { echo "Java 17+ is required by Spark: apt-get install openjdk-17-jre-headless" >&2; exit 1; }
 
@@ -51,22 +56,25 @@ check: venv tools weights
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -m fast
 
-# Every test (the README's test command; CI runs it).
-test: venv tools weights system-deps check-java
+# Every test (the README's test command; CI runs it), on TEST_WORKERS processes: each
+# takes whole files (module fixtures stay shared), the heaviest first (tests/conftest.py).
+# Most of a long test is waiting on JVMs, Airflow and sensors, so two share 2 cores well.
+TEST_WORKERS ?= 2
+test: venv tools weights system-deps check-java jvm-archive
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-demo: venv weights check-java
+demo: venv weights check-java jvm-archive
 	bash scripts/demo.sh
 
-ui: venv weights check-java
+ui: venv weights check-java jvm-archive
 	bash scripts/ui.sh
 
-bench: venv check-java
+bench: venv check-java jvm-archive
 	$(BIN)/python -m bench.run
 
 clean:

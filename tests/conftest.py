@@ -35,7 +35,8 @@ FIXTURE_TIERS = {
     "processes": "cluster",
     "ui": "browser",  # Airflow's API server and Chromium
 }
-HEAVY = ("slow", "memory", *sorted(set(FIXTURE_TIERS.values())))
+COSTLY = set(FIXTURE_TIERS.values())  # a JVM, a database, processes or a browser
+HEAVY = ("slow", "memory", *sorted(COSTLY))
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -46,6 +47,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 item.add_marker(tier)
         if not any(item.get_closest_marker(name) for name in HEAVY):
             item.add_marker("fast")
+    items[:] = heaviest_files_first(items)
+
+
+def heaviest_files_first(items: list[pytest.Item]) -> list[pytest.Item]:
+    """Files with end-to-end, browser or memory tests first, then those that start Spark
+    processes, then the rest; the order within a file is kept. ``make test`` hands whole
+    files to two workers (``--dist loadfile``) in this order, so the longest files start
+    at once and the short ones fill the gaps, instead of one long file ending the run."""
+    rank: dict[str, int] = {}
+    for item in items:
+        file = item.nodeid.split("::")[0]
+        marks = {m.name for m in item.iter_markers()}
+        own = 0 if marks & {"slow", "browser", "memory"} else 1 if marks & COSTLY else 2
+        rank[file] = min(rank.get(file, 2), own)
+    return sorted(items, key=lambda item: rank[item.nodeid.split("::")[0]])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -60,6 +76,11 @@ def model_cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def spark():
     from pyspark.sql import SparkSession
+
+    from fruits.sparkenv import spark_env
+
+    # this process's JVM maps Spark's classes from the archive too (fruits.jvm_archive)
+    os.environ["SPARK_SUBMIT_OPTS"] = spark_env().get("SPARK_SUBMIT_OPTS", "")
 
     session = (
         SparkSession.builder.master("local[2]")

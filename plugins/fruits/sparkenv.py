@@ -46,4 +46,14 @@ def spark_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     env.update(extra or {})
+    from fruits.jvm_archive import java_options  # imports this module
+
+    if archive := java_options(env):  # Spark's classes mapped from one file (AppCDS)
+        # drivers (spark-submit), daemons (master, worker), and the executors that a
+        # standalone worker starts for a driver (its conf, as a system property)
+        executors = f'-Dspark.executor.extraJavaOptions="{archive}"'
+        for name, opts in (("SPARK_SUBMIT_OPTS", f"{archive} {executors}"),
+                           ("SPARK_DAEMON_JAVA_OPTS", archive)):  # fmt: skip
+            if archive not in env.get(name, ""):
+                env[name] = " ".join(filter(None, [env.get(name), opts]))
     return env

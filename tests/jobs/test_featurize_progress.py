@@ -22,7 +22,7 @@ def test_progress_grows_while_featurize_runs(spark, tmp_path):
         ["--input", str(root), "--output", str(tmp_path / "f"), "--rejected",
          str(tmp_path / "r"), "--model", "mobilenetv2", "--weights", "random",
          "--image-size", "160", "--batch-size", "2",
-         "--progress", str(progress), "--progress-interval", "0.25"]
+         "--progress", str(progress), "--progress-interval", "0.02"]
     )  # fmt: skip
     outcome: dict = {}
 
@@ -42,7 +42,7 @@ def test_progress_grows_while_featurize_runs(spark, tmp_path):
             record = None
         if record and (not seen or record["updated_at"] != seen[-1]["updated_at"]):
             seen.append(record)
-        time.sleep(0.1)
+        time.sleep(0.01)
     job.join()
     if "error" in outcome:
         raise outcome["error"]

@@ -1,0 +1,100 @@
+"""The JVM class archive (fruits.jvm_archive): where it lives, which Spark processes map it,
+and that a JVM started the way we start Spark really loads its classes from it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fruits import jvm_archive
+from fruits.sparkenv import spark_bin, spark_env
+
+OPTS = ("SPARK_SUBMIT_OPTS", "SPARK_DAEMON_JAVA_OPTS")
+
+
+def test_no_archive_no_options(monkeypatch, tmp_path):
+    monkeypatch.setenv(jvm_archive.ARCHIVE_ENV, str(tmp_path / "missing.jsa"))
+    monkeypatch.delenv("SPARK_SUBMIT_OPTS", raising=False)
+    monkeypatch.delenv("SPARK_DAEMON_JAVA_OPTS", raising=False)
+    assert jvm_archive.java_options() == ""
+    env = spark_env()
+    assert not any(env.get(name) for name in OPTS)
+
+
+def test_off_disables_it_even_when_the_file_exists(monkeypatch):
+    monkeypatch.setenv(jvm_archive.ARCHIVE_ENV, "off")
+    assert jvm_archive.archive_path() is None and jvm_archive.java_options() == ""
+    assert jvm_archive.java_options({jvm_archive.ARCHIVE_ENV: "OFF"}) == ""
+
+
+def test_drivers_daemons_and_executors_get_it_once(monkeypatch, tmp_path):
+    archive = tmp_path / "spark.jsa"
+    archive.write_bytes(b"archive")
+    monkeypatch.setenv(jvm_archive.ARCHIVE_ENV, str(archive))
+    monkeypatch.setenv("SPARK_SUBMIT_OPTS", "-Dmine=1")
+    monkeypatch.delenv("SPARK_DAEMON_JAVA_OPTS", raising=False)
+    env = spark_env()
+    mapped = f"-XX:SharedArchiveFile={archive}"
+    submit = env["SPARK_SUBMIT_OPTS"]
+    assert submit.startswith("-Dmine=1 ")  # the caller's options kept, first
+    assert submit.count(mapped) == 2  # the driver's, and the executors' conf
+    assert '-Dspark.executor.extraJavaOptions="' + mapped in submit
+    assert env["SPARK_DAEMON_JAVA_OPTS"].count(mapped) == 1
+    # an environment that already carries it (a process we started starting another)
+    monkeypatch.setenv("SPARK_SUBMIT_OPTS", submit)
+    assert spark_env()["SPARK_SUBMIT_OPTS"] == submit
+    # off in the environment handed over wins over the file
+    assert not spark_env({jvm_archive.ARCHIVE_ENV: "off", "SPARK_SUBMIT_OPTS": ""}).get(
+        "SPARK_SUBMIT_OPTS"
+    )
+
+
+def test_the_default_path_is_named_after_the_java_and_spark_installs(monkeypatch, tmp_path):
+    monkeypatch.delenv(jvm_archive.ARCHIVE_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = jvm_archive.archive_path()
+    assert path is not None and path.parent == tmp_path / ".cache" / "fruits-pipeline" / "jvm"
+    fake_spark = tmp_path / "spark"
+    (fake_spark / "jars").mkdir(parents=True)
+    (fake_spark / "jars" / "a.jar").write_bytes(b"1")
+    java = jvm_archive._java()
+    assert java is not None
+    before = jvm_archive._key(java, str(fake_spark))
+    (fake_spark / "jars" / "b.jar").write_bytes(b"22")
+    jvm_archive._key.cache_clear()
+    assert jvm_archive._key(java, str(fake_spark)) != before  # another Spark, another file
+
+
+@pytest.mark.spark_submit
+def test_a_spark_submit_maps_spark_classes_from_the_archive(monkeypatch, tmp_path):
+    """``python -m fruits.jvm_archive`` (make's target; a no-op when made) leaves an
+    archive that a spark-submit started with spark_env() loads thousands of classes from."""
+    monkeypatch.delenv(jvm_archive.ARCHIVE_ENV, raising=False)
+    assert jvm_archive.main() == 0
+    path = jvm_archive.archive_path()
+    assert path is not None and path.is_file()
+    loaded = tmp_path / "classes.txt"
+    env = spark_env()
+    env["SPARK_SUBMIT_OPTS"] += f" -Xlog:class+load:file={loaded}"
+    job = tmp_path / "job.py"
+    job.write_text(
+        "from pyspark.sql import SparkSession\n"
+        "s = SparkSession.builder.getOrCreate()\n"
+        "print('rows', s.range(10).count())\n"
+        "s.stop()\n"
+    )
+    done = subprocess.run(
+        [spark_bin("spark-submit"), "--master", "local[1]", "--conf", "spark.ui.enabled=false",
+         str(job)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rows 10" in done.stdout
+    assert "SharedArchive" not in done.stdout and "[cds]" not in done.stdout  # quiet
+    lines = Path(loaded).read_text().splitlines()
+    shared = [line for line in lines if "shared objects file" in line]
+    spark_classes = [line for line in shared if " org.apache.spark." in line]
+    assert len(shared) > len(lines) / 2, (len(shared), len(lines))
+    assert len(spark_classes) > 1000
