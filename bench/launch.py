@@ -33,12 +33,10 @@ def job_env(extra: list[str]) -> dict[str, str]:
     """The Spark environment of the cluster and the tests, with the jobs importable
     (the bench imports its own probes from the repository) and ``--env K=V`` on top."""
     paths = [str(ROOT / "spark_jobs"), str(ROOT / "plugins"), str(ROOT)]
-    env = spark_env({"PYTHONPATH": os.pathsep.join(paths)})
-    env["FRUITS_MODEL_CACHE"] = str(MODEL_CACHE)
-    for item in extra:
-        key, _, value = item.partition("=")
-        env[key] = value
-    return env
+    given = dict(item.partition("=")[::2] for item in extra)  # seen by spark_env itself
+    return spark_env(
+        {"PYTHONPATH": os.pathsep.join(paths), "FRUITS_MODEL_CACHE": str(MODEL_CACHE), **given}
+    )
 
 
 def run_checked(cmd: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

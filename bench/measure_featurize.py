@@ -23,8 +23,14 @@ DEFAULT_IMAGES = {"mobilenetv2": 3000, "vgg16": 600}
 # default 4 MB makes a task of every 32 small images.
 FEW_TASKS = "spark.sql.files.openCostInBytes=65536"
 SPARK_DEFAULT_PARTITIONS = "spark.sql.files.openCostInBytes=4194304"
-# The featurize job as shipped, and with Spark's default partitioning (before tuning).
-VARIANTS = {"shipped": [], "spark-default-partitions": [SPARK_DEFAULT_PARTITIONS]}
+# The featurize job as shipped, with Spark's default partitioning (before tuning), and
+# without the JVM class archive (fruits.jvm_archive): its Spark configuration, its environment.
+VARIANTS = {
+    "shipped": [],
+    "spark-default-partitions": [SPARK_DEFAULT_PARTITIONS],
+    "no-jvm-archive": [],
+}
+VARIANT_ENV = {"no-jvm-archive": ["FRUITS_JVM_ARCHIVE=off"]}
 
 
 def featurize_args(folder: Path, out: Path, model: str, size: int, args) -> list[str]:
@@ -92,7 +98,7 @@ def bench_featurize(model: str, size: int, args) -> list[dict]:
         out = work / variant
         jobs[variant] = spark_submit("featurize", featurize_args(folder, out, model, size, args),
                                      out / "job.json", with_variant(args, variant),
-                                     out / "profile")  # fmt: skip
+                                     out / "profile", VARIANT_ENV.get(variant, []))  # fmt: skip
     log(f"{tag}: raw LiteRT, then raw Keras, second halves")
     lite_b = raw_keras(model, size, folder, "1/2", work / "lite-b.json", runtime="litert")
     raw_b = raw_keras(model, size, folder, "1/2", work / "raw-b.json")
@@ -113,6 +119,7 @@ def bench_featurize(model: str, size: int, args) -> list[dict]:
             "images": n,
             "variant": variant,
             "variant_conf": VARIANTS[variant],
+            "variant_env": VARIANT_ENV.get(variant, []),
             "raw": raw,
             "litert": lite,
             "conversion": conversion,
@@ -173,7 +180,7 @@ def bench_scaling(args) -> dict:
         log(f"scaling: featurize {n} images ({model}@{size})")
         job = spark_submit("featurize", featurize_args(folder, work, model, size, args),
                            work / "job.json", with_variant(args, args.scaling_variant),
-                           work / "profile")  # fmt: skip
+                           work / "profile", VARIANT_ENV.get(args.scaling_variant, []))  # fmt: skip
         points.append({"images": n, "job_s": job["job_s"], "job": job,
                        "steady_rate": job["profile"].get("steady_rate")})  # fmt: skip
     for p in points:
