@@ -15,8 +15,8 @@ TARGET_FEATURIZE = 0.9  # featurize images/s >= 0.9 x raw Keras images/s
 TARGET_REDUCE = 2.0  # reduce time <= 2 x scikit-learn's
 # The runtime's targets, at 224 on the shipped job: the whole spark-submit process against
 # a plain Keras script's process, the steady rate against raw single-process LiteRT, and
-# the fixed cost (featurize.run's start to the first batch out; the JVM's start apart, as
-# everywhere in this table, and printed beside it).
+# the fixed cost (first batch out, from the process's start: spark-submit's launch, as the
+# issue states it; from featurize.run's start and from a worker's start printed beside it).
 TARGET_WHOLE_VS_KERAS = {"mobilenetv2": 2.5, "vgg16": 1.5}
 TARGET_STEADY_VS_LITERT = 0.9
 TARGET_FIRST_BATCH_S = 8.0
@@ -81,7 +81,7 @@ def targets(rows: list[dict], add) -> None:
             f"{conv.get('convert_s', 0):.1f} s")  # fmt: skip
         whole_target = TARGET_WHOLE_VS_KERAS.get(r["model"]) if r["size"] == 224 else None
         whole, steady = r["ratio_whole_vs_keras"], r["ratio_steady_vs_litert"]
-        first = r.get("first_batch_run_s")
+        first = r.get("first_batch_out_s")
         whole_ok = None if whole_target is None else whole >= whole_target
         steady_ok = None if steady is None else steady >= TARGET_STEADY_VS_LITERT
         first_ok = None if first is None else first <= TARGET_FIRST_BATCH_S
@@ -89,11 +89,11 @@ def targets(rows: list[dict], add) -> None:
             f"{whole:.2f}x raw Keras (target >= {whole_target or 'n/a'}: {verdict(whole_ok)}), "
             f"{r['ratio_whole_vs_litert']:.2f}x raw LiteRT; steady {steady or 0:.2f}x raw "
             f"LiteRT (target >= {TARGET_STEADY_VS_LITERT}: {verdict(steady_ok)})")  # fmt: skip
-        add(f"  {'':<25} fixed cost, first batch out: {first or 0:.1f} s after featurize.run "
-            f"started (target <= {TARGET_FIRST_BATCH_S}: {verdict(first_ok)}); "
-            f"{r.get('first_batch_worker_s') or 0:.1f} s after a Python worker started; "
-            f"{r.get('first_batch_out_s') or 0:.1f} s after spark-submit's launch (JVM and "
-            f"session {r['job']['jvm_start_s'] + r['job']['session_start_s']:.1f} s)")  # fmt: skip
+        add(f"  {'':<25} fixed cost, first batch out: {first or 0:.1f} s after spark-submit's "
+            f"launch (target <= {TARGET_FIRST_BATCH_S}: {verdict(first_ok)}; JVM and session "
+            f"{r['job']['jvm_start_s'] + r['job']['session_start_s']:.1f} s); "
+            f"{r.get('first_batch_run_s') or 0:.1f} s after featurize.run started; "
+            f"{r.get('first_batch_worker_s') or 0:.1f} s after a worker started")  # fmt: skip
 
 
 def table(results: dict) -> str:
