@@ -6,10 +6,11 @@ A short job starts several JVMs (spark-submit's driver, a standalone master and 
 and most of their start-up is class loading: the measured effect is in
 docs/performance.md. The archive is made by running a small job that touches what the
 jobs use (SQL, Parquet, Arrow and a pandas UDF, the binary-file source) with
-``-XX:ArchiveClassesAtExit``; ``python -m fruits.jvm_archive`` (``make venv`` runs it)
-makes it if it is missing. Java checks the archive's JVM build and class path when it maps
-it and ignores an archive that does not match, so a stale file costs speed, never
-correctness; the file's name carries the Java build and Spark install it was made for.
+``-XX:ArchiveClassesAtExit``; ``python -m fruits.jvm_archive`` (``make jvm-archive``, run
+by ``make demo``, ``ui``, ``test`` and ``bench``) makes it if it is missing. Java checks
+the archive's JVM build and class path when it maps it and ignores an archive that does
+not match, so a stale file costs speed, never correctness; the file's name carries the
+Java build and Spark install it was made for.
 
 ``FRUITS_JVM_ARCHIVE``: ``off`` (never use one), or the archive's path (default
 ``~/.cache/fruits-pipeline/jvm/spark-<key>.jsa``).
@@ -72,7 +73,9 @@ def _key(java: str, spark_home: str) -> str:
         [java, "-version"], capture_output=True, text=True, timeout=60
     ).stderr.strip()
     jars = sorted((p.name, p.stat().st_size) for p in Path(spark_home, "jars").glob("*.jar"))
-    made_of = repr((version, os.path.realpath(java), os.path.realpath(spark_home), jars))
+    # the paths as given too: Java compares the class path's strings with the archive's
+    paths = (java, os.path.realpath(java), spark_home, os.path.realpath(spark_home))
+    made_of = repr((version, paths, jars))
     return hashlib.sha256(made_of.encode()).hexdigest()[:16]
 
 
