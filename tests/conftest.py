@@ -67,8 +67,12 @@ def heaviest_files_first(items: list[pytest.Item]) -> list[pytest.Item]:
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory) -> Path:
     """The tests' own converted-model cache (fruits_spark.converted): shared by every job
-    and pipeline run of the session, never the user's."""
-    folder = tmp_path_factory.mktemp("model-cache")
+    and pipeline run of the session, and by the session's xdist workers (one folder
+    above theirs; entries are written under a temporary name and renamed), never the
+    user's."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "model-cache"
+    folder.mkdir(exist_ok=True)
     os.environ["FRUITS_MODEL_CACHE"] = str(folder)
     return folder
 

@@ -21,7 +21,7 @@ def test_progress_grows_while_featurize_runs(spark, tmp_path):
     args = featurize.parse_args(
         ["--input", str(root), "--output", str(tmp_path / "f"), "--rejected",
          str(tmp_path / "r"), "--model", "mobilenetv2", "--weights", "random",
-         "--image-size", "160", "--batch-size", "2",
+         "--image-size", "128", "--batch-size", "2",
          "--progress", str(progress), "--progress-interval", "0.02"]
     )  # fmt: skip
     outcome: dict = {}
