@@ -68,11 +68,15 @@ def _java() -> str | None:
 
 @functools.lru_cache(maxsize=8)
 def _key(java: str, spark_home: str) -> str:
-    """The Java build (``java -version``) and the Spark install (its jars' names and sizes)."""
+    """The Java build (``java -version``) and the Spark install (its jars' names, sizes and
+    modification times: Java checks those too, so a reinstall at the same path is a new key)."""
     version = subprocess.run(
         [java, "-version"], capture_output=True, text=True, timeout=60
     ).stderr.strip()
-    jars = sorted((p.name, p.stat().st_size) for p in Path(spark_home, "jars").glob("*.jar"))
+    jars = sorted(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+        for p in Path(spark_home, "jars").glob("*.jar")
+    )
     # the paths as given too: Java compares the class path's strings with the archive's
     paths = (java, os.path.realpath(java), spark_home, os.path.realpath(spark_home))
     made_of = repr((version, paths, jars))

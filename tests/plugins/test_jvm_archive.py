@@ -3,6 +3,7 @@ and that a JVM started the way we start Spark really loads its classes from it."
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -64,7 +65,12 @@ def test_the_default_path_is_named_after_the_java_and_spark_installs(monkeypatch
     before = jvm_archive._key(java, str(fake_spark))
     (fake_spark / "jars" / "b.jar").write_bytes(b"22")
     jvm_archive._key.cache_clear()
-    assert jvm_archive._key(java, str(fake_spark)) != before  # another Spark, another file
+    jvm_archive._key.cache_clear()
+    second = jvm_archive._key(java, str(fake_spark))
+    assert second != before  # another Spark, another file
+    os.utime(fake_spark / "jars" / "a.jar", ns=(1, 1))  # reinstalled: same jar, new mtime
+    jvm_archive._key.cache_clear()
+    assert jvm_archive._key(java, str(fake_spark)) != second
 
 
 @pytest.mark.spark_submit
