@@ -55,13 +55,12 @@ def heaviest_files_first(items: list[pytest.Item]) -> list[pytest.Item]:
     processes, then the rest; the order within a file is kept. ``make test`` hands whole
     files to two workers (``--dist loadfile``) in this order, so the longest files start
     at once and the short ones fill the gaps, instead of one long file ending the run."""
-    rank: dict[str, int] = {}
+    rank: dict[Path, int] = {}
     for item in items:
-        file = item.nodeid.split("::")[0]
         marks = {m.name for m in item.iter_markers()}
         own = 0 if marks & {"slow", "browser", "memory"} else 1 if marks & COSTLY else 2
-        rank[file] = min(rank.get(file, 2), own)
-    return sorted(items, key=lambda item: rank[item.nodeid.split("::")[0]])
+        rank[item.path] = min(rank.get(item.path, 2), own)
+    return sorted(items, key=lambda item: rank[item.path])
 
 
 @pytest.fixture(scope="session", autouse=True)

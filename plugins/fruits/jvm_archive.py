@@ -73,10 +73,8 @@ def _key(java: str, spark_home: str) -> str:
     version = subprocess.run(
         [java, "-version"], capture_output=True, text=True, timeout=60
     ).stderr.strip()
-    jars = sorted(
-        (p.name, p.stat().st_size, p.stat().st_mtime_ns)
-        for p in Path(spark_home, "jars").glob("*.jar")
-    )
+    stats = {p.name: p.stat() for p in Path(spark_home, "jars").glob("*.jar")}
+    jars = sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats.items())
     # the paths as given too: Java compares the class path's strings with the archive's
     paths = (java, os.path.realpath(java), spark_home, os.path.realpath(spark_home))
     made_of = repr((version, paths, jars))
