@@ -57,8 +57,9 @@ check: venv tools weights
 	$(BIN)/python -m pytest -m fast
 
 # Every test (the README's test command; CI runs it), on TEST_WORKERS processes: each
-# takes whole files (module fixtures stay shared), the heaviest first (tests/conftest.py).
-# Most of a long test is waiting on JVMs, Airflow and sensors, so two share 2 cores well.
+# takes whole files (module fixtures stay shared), the heaviest first (tests/conftest.py),
+# so the short files fill in around the long ones. The long tests are busy on the CPU,
+# not waiting: more workers than cores would not finish sooner.
 TEST_WORKERS ?= 2
 test: venv tools weights system-deps check-java jvm-archive
 	$(BIN)/ruff check .
