@@ -59,8 +59,9 @@ spark.stop()
 """
 
 
-def _java() -> str | None:
-    home = os.environ.get("JAVA_HOME")
+def _java(environ: Mapping[str, str] = os.environ) -> str | None:
+    """The ``java`` the Spark scripts would run with ``environ``: its JAVA_HOME's, or PATH's."""
+    home = environ.get("JAVA_HOME")
     if home and Path(home, "bin", "java").is_file():
         return str(Path(home, "bin", "java"))
     return shutil.which("java")
@@ -88,7 +89,7 @@ def archive_path(environ: Mapping[str, str] = os.environ) -> Path | None:
         return None
     if value:
         return Path(value)
-    java = _java()
+    java = _java(environ)
     try:
         spark_home = str(Path(spark_bin("spark-submit")).parents[1])
     except SparkNotFound:

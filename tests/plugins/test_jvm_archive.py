@@ -62,9 +62,13 @@ def test_the_default_path_is_named_after_the_java_and_spark_installs(monkeypatch
     (fake_spark / "jars" / "a.jar").write_bytes(b"1")
     java = jvm_archive._java()
     assert java is not None
+    # the JAVA_HOME of the environment handed over, not this process's
+    other = tmp_path / "jdk"
+    (other / "bin").mkdir(parents=True)
+    (other / "bin" / "java").write_text("#!/bin/sh\n")
+    assert jvm_archive._java({"JAVA_HOME": str(other)}) == str(other / "bin" / "java")
     before = jvm_archive._key(java, str(fake_spark))
     (fake_spark / "jars" / "b.jar").write_bytes(b"22")
-    jvm_archive._key.cache_clear()
     jvm_archive._key.cache_clear()
     second = jvm_archive._key(java, str(fake_spark))
     assert second != before  # another Spark, another file
