@@ -178,7 +178,8 @@ def use_few_input_partitions(spark: SparkSession) -> None:
 def prepare_model(spark: SparkSession, args: argparse.Namespace, threads: int):
     """The driver's model and the broadcast of what the workers run (``.tflite`` or
     weights; 8.8 MB for MobileNetV2@224): ``(DriverModel, Broadcast)``. Made beside the
-    listing, the broadcast (0.3-0.5 s in a cold JVM) is off the way to the first batch."""
+    listing, the broadcast (slow in a cold JVM: docs/performance.md) is off the way to the
+    first batch."""
     prepared = driver_model.prepare(
         spark, args.model, args.image_size, args.weights, args.runtime, threads
     )
