@@ -23,14 +23,19 @@ DEFAULT_IMAGES = {"mobilenetv2": 3000, "vgg16": 600}
 # default 4 MB makes a task of every 32 small images.
 FEW_TASKS = "spark.sql.files.openCostInBytes=65536"
 SPARK_DEFAULT_PARTITIONS = "spark.sql.files.openCostInBytes=4194304"
-# The featurize job as shipped, with Spark's default partitioning (before tuning), and
-# without the JVM class archive (fruits.jvm_archive): its Spark configuration, its environment.
+# The featurize job as shipped, with Spark's default partitioning (before tuning),
+# without the JVM class archive (fruits.jvm_archive), and with Java's default tiered JIT
+# in the driver (fruits.sparkenv.JIT_ENV): its Spark configuration, its environment.
 VARIANTS = {
     "shipped": [],
     "spark-default-partitions": [SPARK_DEFAULT_PARTITIONS],
     "no-jvm-archive": [],
+    "tiered-jit": [],
 }
-VARIANT_ENV = {"no-jvm-archive": ["FRUITS_JVM_ARCHIVE=off"]}
+VARIANT_ENV = {
+    "no-jvm-archive": ["FRUITS_JVM_ARCHIVE=off"],
+    "tiered-jit": ["FRUITS_JVM_JIT=tiered"],
+}
 
 
 def featurize_args(folder: Path, out: Path, model: str, size: int, args) -> list[str]:

@@ -23,6 +23,12 @@ FRUITS_RUNTIME                     ``litert`` (trigger-form default): what runs 
                                    ``litert`` (converted once, fastest) or ``keras``
 FRUITS_MODEL_CACHE                 ``~/.cache/fruits-pipeline/models``: the Spark driver's
                                    converted models (``off``: convert every run)
+FRUITS_JVM_ARCHIVE                 ``~/.cache/fruits-pipeline/jvm/spark-<key>.jsa``: the
+                                   Spark JVMs' class archive (``off``: none;
+                                   :mod:`fruits.jvm_archive`)
+FRUITS_JVM_JIT                     ``c1``: drivers and the local cluster's daemons compile
+                                   with C1 only; ``tiered``: Java's default
+                                   (:mod:`fruits.sparkenv`; executors always tiered)
 FRUITS_POKE_INTERVAL               ``60`` seconds between two looks at the steps' state
                                    (from 60 s up the sensors reschedule, below it they poke)
 FRUITS_STEP_TIMEOUT_BASE           ``1800`` seconds allowed for cluster start and set-up

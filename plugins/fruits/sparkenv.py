@@ -11,6 +11,18 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from fruits.env_values import ConfigError
+
+# Drivers (spark-submit) and the local cluster's master and worker compile with C1 only:
+# their start-up is code that runs once, and Java's C2 compiler threads, optimizing it,
+# take the cores of a small machine from that very start-up. They compute little
+# themselves (the CNN runs in Python workers; with a ``local[*]`` master the driver runs
+# the tasks too, whose JVM side hands image bytes to Python and writes Parquet).
+# Executors keep Java's default (tiered). Measured by `make bench` (its ``tiered-jit``
+# variant): docs/performance.md.
+JIT_ENV = "FRUITS_JVM_JIT"
+JIT_OPTIONS = {"c1": "-XX:TieredStopAtLevel=1", "tiered": ""}
+
 
 class SparkNotFound(RuntimeError):
     """pyspark, or one of its scripts, is not installed here."""
@@ -48,12 +60,30 @@ def spark_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env.update(extra or {})
     from fruits.jvm_archive import java_options  # imports this module
 
+    jit = jit_options(env)
     if archive := java_options(env):  # Spark's classes mapped from one file (AppCDS)
         # drivers (spark-submit), daemons (master, worker), and the executors that a
         # standalone worker starts for a driver (its conf, as a system property)
         executors = f'-Dspark.executor.extraJavaOptions="{archive}"'
-        for name, opts in (("SPARK_SUBMIT_OPTS", f"{archive} {executors}"),
-                           ("SPARK_DAEMON_JAVA_OPTS", archive)):  # fmt: skip
-            if archive not in env.get(name, ""):
-                env[name] = " ".join(filter(None, [env.get(name), opts]))
+        _add_once(env, "SPARK_SUBMIT_OPTS", archive, f"{archive} {executors}")
+        _add_once(env, "SPARK_DAEMON_JAVA_OPTS", archive, archive)
+    if jit:
+        for name in ("SPARK_SUBMIT_OPTS", "SPARK_DAEMON_JAVA_OPTS"):
+            _add_once(env, name, jit, jit)
     return env
+
+
+def jit_options(env: Mapping[str, str]) -> str:
+    """The drivers' and daemons' JIT options for ``FRUITS_JVM_JIT``: ``c1`` (the default)
+    or ``tiered`` (Java's own, as executors always have)."""
+    value = env.get(JIT_ENV, "").strip().lower() or "c1"
+    if value not in JIT_OPTIONS:
+        raise ConfigError(f"{JIT_ENV}={value!r}: expected one of {sorted(JIT_OPTIONS)}")
+    return JIT_OPTIONS[value]
+
+
+def _add_once(env: dict[str, str], name: str, marker: str, options: str) -> None:
+    """Append ``options`` to ``env[name]`` unless it holds ``marker`` already (a process
+    we started, starting another, hands its environment over)."""
+    if marker not in env.get(name, ""):
+        env[name] = " ".join(filter(None, [env.get(name), options]))

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from fruits import jvm_archive
-from fruits.sparkenv import spark_bin, spark_env
+from fruits.sparkenv import JIT_ENV, spark_bin, spark_env
 
 OPTS = ("SPARK_SUBMIT_OPTS", "SPARK_DAEMON_JAVA_OPTS")
 
 
 def test_no_archive_no_options(monkeypatch, tmp_path):
     monkeypatch.setenv(jvm_archive.ARCHIVE_ENV, str(tmp_path / "missing.jsa"))
+    monkeypatch.setenv(JIT_ENV, "tiered")  # the other option spark_env adds
     monkeypatch.delenv("SPARK_SUBMIT_OPTS", raising=False)
     monkeypatch.delenv("SPARK_DAEMON_JAVA_OPTS", raising=False)
     assert jvm_archive.java_options() == ""
@@ -47,9 +48,8 @@ def test_drivers_daemons_and_executors_get_it_once(monkeypatch, tmp_path):
     monkeypatch.setenv("SPARK_SUBMIT_OPTS", submit)
     assert spark_env()["SPARK_SUBMIT_OPTS"] == submit
     # off in the environment handed over wins over the file
-    assert not spark_env({jvm_archive.ARCHIVE_ENV: "off", "SPARK_SUBMIT_OPTS": ""}).get(
-        "SPARK_SUBMIT_OPTS"
-    )
+    off = {jvm_archive.ARCHIVE_ENV: "off", "SPARK_SUBMIT_OPTS": "", JIT_ENV: "tiered"}
+    assert not spark_env(off).get("SPARK_SUBMIT_OPTS")
 
 
 def test_the_default_path_is_named_after_the_java_and_spark_installs(monkeypatch, tmp_path):
@@ -78,10 +78,14 @@ def test_the_default_path_is_named_after_the_java_and_spark_installs(monkeypatch
 
 
 @pytest.mark.spark_submit
-def test_a_spark_submit_maps_spark_classes_from_the_archive(monkeypatch, tmp_path):
+def test_a_spark_submit_maps_spark_classes_from_the_archive_and_compiles_with_c1(
+    monkeypatch, tmp_path
+):
     """``python -m fruits.jvm_archive`` (make's target; a no-op when made) leaves an
-    archive that a spark-submit started with spark_env() loads thousands of classes from."""
+    archive that a spark-submit started with spark_env() loads thousands of classes from;
+    its driver JVM runs with C1 only (fruits.sparkenv.JIT_ENV's default)."""
     monkeypatch.delenv(jvm_archive.ARCHIVE_ENV, raising=False)
+    monkeypatch.delenv(JIT_ENV, raising=False)
     assert jvm_archive.main() == 0
     path = jvm_archive.archive_path()
     assert path is not None and path.is_file()
@@ -93,6 +97,8 @@ def test_a_spark_submit_maps_spark_classes_from_the_archive(monkeypatch, tmp_pat
         "from pyspark.sql import SparkSession\n"
         "s = SparkSession.builder.getOrCreate()\n"
         "print('rows', s.range(10).count())\n"
+        "jvm = s._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()\n"
+        "print('jvm args:', ' '.join(jvm.getInputArguments()))\n"
         "s.stop()\n"
     )
     done = subprocess.run(
@@ -102,7 +108,10 @@ def test_a_spark_submit_maps_spark_classes_from_the_archive(monkeypatch, tmp_pat
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "rows 10" in done.stdout
-    assert "SharedArchive" not in done.stdout and "[cds]" not in done.stdout  # quiet
+    (args,) = [line for line in done.stdout.splitlines() if line.startswith("jvm args:")]
+    assert args.split().count("-XX:TieredStopAtLevel=1") == 1
+    java_says = done.stdout.replace(args, "")  # quiet: no CDS message of Java's own
+    assert "SharedArchive" not in java_says and "[cds]" not in java_says
     lines = Path(loaded).read_text().splitlines()
     shared = [line for line in lines if "shared objects file" in line]
     spark_classes = [line for line in shared if " org.apache.spark." in line]
