@@ -13,7 +13,9 @@ not match, so a stale file costs speed, never correctness; the file's name carri
 Java build and Spark install it was made for.
 
 ``FRUITS_JVM_ARCHIVE``: ``off`` (never use one), or the archive's path (default
-``~/.cache/fruits-pipeline/jvm/spark-<key>.jsa``).
+``~/.cache/fruits-pipeline/jvm/spark-<key>.jsa``). Every checkout and Spark install has
+its own key, so the default folder keeps only the ``KEEP`` archives used last (each
+~180 MiB): ``make jvm-archive`` marks this install's as used and removes the older ones.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from pathlib import Path
 from fruits.sparkenv import SparkNotFound, spark_bin
 
 ARCHIVE_ENV = "FRUITS_JVM_ARCHIVE"
+# Archives kept in the default folder: a few checkouts side by side (a clone for CI beside
+# the working one) each keep theirs instead of rebuilding after one another.
+KEEP = 3
 # Java's own CDS messages (a mismatched archive is a warning on stdout) stay out of the
 # jobs' output, which the tasks parse.
 QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off -Xshare:auto"
@@ -96,8 +101,24 @@ def archive_path(environ: Mapping[str, str] = os.environ) -> Path | None:
         return None
     if java is None:
         return None
-    folder = Path.home() / ".cache" / "fruits-pipeline" / "jvm"
-    return folder / f"spark-{_key(java, spark_home)}.jsa"
+    return default_folder() / f"spark-{_key(java, spark_home)}.jsa"
+
+
+def default_folder() -> Path:
+    return Path.home() / ".cache" / "fruits-pipeline" / "jvm"
+
+
+def prune(folder: Path, current: Path, keep: int = KEEP) -> list[Path]:
+    """Remove the archives of other installs beyond the ``keep`` used last (by modification
+    time, which ``main`` refreshes on every use); never ``current``. A JVM that still maps a
+    removed file keeps its pages; one started after runs without the archive (slower, not
+    wrong) until its checkout's ``make jvm-archive`` makes it again."""
+    others = [p for p in folder.glob("spark-*.jsa") if p != current]
+    others.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = others[max(0, keep - 1) :]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
 
 
 def java_options(environ: Mapping[str, str] = os.environ) -> str:
@@ -141,11 +162,15 @@ def main() -> int:
         print("JVM archive: disabled or no Java/Spark here; nothing to do")
         return 0
     if path.is_file():
+        os.utime(path)  # used now: prune keeps the archives used last
         print(f"JVM archive: {path} (already made)")
-        return 0
-    env = spark_env({ARCHIVE_ENV: "off"})
-    build(path, env)
-    print(f"JVM archive: made {path} ({path.stat().st_size / 2**20:.0f} MiB)")
+    else:
+        env = spark_env({ARCHIVE_ENV: "off"})
+        build(path, env)
+        print(f"JVM archive: made {path} ({path.stat().st_size / 2**20:.0f} MiB)")
+    if not os.environ.get(ARCHIVE_ENV, "").strip():  # the default folder, ours to tidy
+        for old in prune(path.parent, path):
+            print(f"JVM archive: removed {old} (another install's, not used lately)")
     return 0
 
 

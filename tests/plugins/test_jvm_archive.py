@@ -77,6 +77,32 @@ def test_the_default_path_is_named_after_the_java_and_spark_installs(monkeypatch
     assert jvm_archive._key(java, str(fake_spark)) != second
 
 
+def test_make_keeps_this_install_and_the_archives_used_last(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv(jvm_archive.ARCHIVE_ENV, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    current = jvm_archive.archive_path()
+    assert current is not None
+    current.parent.mkdir(parents=True)
+    current.write_bytes(b"this install")
+    os.utime(current, (1, 1))  # made long ago: still this install's, never removed
+    others = [current.parent / f"spark-other{i}.jsa" for i in range(4)]
+    for age, other in enumerate(others):  # other0 used last, other3 first
+        other.write_bytes(b"another install")
+        os.utime(other, (1000 - age, 1000 - age))
+    unrelated = current.parent / "notes.txt"
+    unrelated.write_text("not an archive")
+    assert jvm_archive.main() == 0
+    kept = sorted(p.name for p in current.parent.iterdir())
+    assert kept == sorted([current.name, "spark-other0.jsa", "spark-other1.jsa", "notes.txt"])
+    assert current.stat().st_mtime > 1000  # marked as used now
+    assert f"removed {others[3]}" in capsys.readouterr().out
+    # an archive placed by hand (FRUITS_JVM_ARCHIVE): nothing beside it is removed
+    monkeypatch.setenv(jvm_archive.ARCHIVE_ENV, str(current))
+    others[3].write_bytes(b"another install")
+    os.utime(others[3], (1, 1))
+    assert jvm_archive.main() == 0 and others[3].exists()
+
+
 @pytest.mark.spark_submit
 def test_a_spark_submit_maps_spark_classes_from_the_archive_and_compiles_with_c1(
     monkeypatch, tmp_path
