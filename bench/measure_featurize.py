@@ -25,17 +25,21 @@ FEW_TASKS = "spark.sql.files.openCostInBytes=65536"
 SPARK_DEFAULT_PARTITIONS = "spark.sql.files.openCostInBytes=4194304"
 # The featurize job as shipped, with Spark's default partitioning (before tuning),
 # without the JVM class archive (fruits.jvm_archive), and with Java's default tiered JIT
-# in the driver (fruits.sparkenv.JIT_ENV): its Spark configuration, its environment.
+# in the driver (fruits.sparkenv.JIT_ENV), and with Keras as the runtime: its Spark
+# configuration, its environment, its arguments.
 VARIANTS = {
     "shipped": [],
     "spark-default-partitions": [SPARK_DEFAULT_PARTITIONS],
     "no-jvm-archive": [],
     "tiered-jit": [],
+    "keras-runtime": [],
 }
 VARIANT_ENV = {
     "no-jvm-archive": ["FRUITS_JVM_ARCHIVE=off"],
     "tiered-jit": ["FRUITS_JVM_JIT=tiered"],
 }
+# featurize's own arguments: the other runtime, Keras in every worker
+VARIANT_ARGS = {"keras-runtime": ["--runtime", "keras"]}
 
 
 def featurize_args(folder: Path, out: Path, model: str, size: int, args) -> list[str]:
@@ -101,7 +105,8 @@ def bench_featurize(model: str, size: int, args) -> list[dict]:
     for variant in args.variants.split(","):
         log(f"{tag}: featurize job, {variant} (spark-submit --master {args.master})")
         out = work / variant
-        jobs[variant] = spark_submit("featurize", featurize_args(folder, out, model, size, args),
+        job_args = featurize_args(folder, out, model, size, args) + VARIANT_ARGS.get(variant, [])
+        jobs[variant] = spark_submit("featurize", job_args,
                                      out / "job.json", with_variant(args, variant),
                                      out / "profile", VARIANT_ENV.get(variant, []))  # fmt: skip
     log(f"{tag}: raw LiteRT, then raw Keras, second halves")
