@@ -25,7 +25,7 @@ FEW_TASKS = "spark.sql.files.openCostInBytes=65536"
 SPARK_DEFAULT_PARTITIONS = "spark.sql.files.openCostInBytes=4194304"
 # The featurize job as shipped, with Spark's default partitioning (before tuning),
 # without the JVM class archive (fruits.jvm_archive), and with Java's default tiered JIT
-# in the driver (fruits.sparkenv.JIT_ENV), and with Keras as the runtime: its Spark
+# in the driver (fruits.sparkenv.JIT_ENV), and with one runtime for every model: its Spark
 # configuration, its environment, its arguments.
 VARIANTS = {
     "shipped": [],
@@ -33,13 +33,17 @@ VARIANTS = {
     "no-jvm-archive": [],
     "tiered-jit": [],
     "keras-runtime": [],
+    "litert-runtime": [],
 }
 VARIANT_ENV = {
     "no-jvm-archive": ["FRUITS_JVM_ARCHIVE=off"],
     "tiered-jit": ["FRUITS_JVM_JIT=tiered"],
 }
-# featurize's own arguments: the other runtime, Keras in every worker
-VARIANT_ARGS = {"keras-runtime": ["--runtime", "keras"]}
+# featurize's own arguments: one runtime for every model (shipped: auto, the model's faster)
+VARIANT_ARGS = {
+    "keras-runtime": ["--runtime", "keras"],
+    "litert-runtime": ["--runtime", "litert"],
+}
 
 
 def featurize_args(folder: Path, out: Path, model: str, size: int, args) -> list[str]:

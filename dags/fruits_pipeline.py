@@ -14,7 +14,7 @@ Spark themselves; steps through SSM Run Command). Every backend has the same tas
 `remove_cluster` (a teardown: it runs after any failure; a failed step still fails the run).
 
 **Parameters**: batch date (empty: the run's logical date; a manual run without one
-takes the latest batch folder), model, runtime (`litert` or `keras`), weights
+takes the latest batch folder), model, runtime (`auto`, `litert` or `keras`), weights
 (`imagenet`, `random` for demos, or the s3:// URI of a `.h5`), variance, image size. Bad values fail
 `validate_params`, naming the parameter, before any cluster exists. A missing or
 empty batch stops the run at `find_batch`: success, the rest skipped.

@@ -63,7 +63,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--runtime",
         default=runtimes.DEFAULT_RUNTIME,
         choices=runtimes.RUNTIMES,
-        help="what runs the CNN: litert (a converted model, fastest) or keras",
+        help="what runs the CNN: auto (the model's faster one), litert (a converted "
+        "model) or keras",
     )
     p.add_argument(
         "--threads",
@@ -81,6 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     error = limits.batch_size_error(args.batch_size, args.image_size)
     if error:
         p.error(f"--batch-size {error} (tests/jobs/test_memory.py)")
+    args.runtime = runtimes.resolve(args.runtime, args.model)  # what runs, in the metadata
     return args
 
 

@@ -113,7 +113,7 @@ class Settings:
     jobs_dir: Path = PROJECT_ROOT / "spark_jobs"
     aws_conn_id: str = "aws_default"
     model: str = "mobilenetv2"
-    runtime: str = "litert"
+    runtime: str = "auto"
     weights: str = "imagenet"
     image_size: int = limits.IMAGE_SIZE_DEFAULT
     variance: float = limits.VARIANCE_DEFAULT

@@ -71,8 +71,9 @@ def trigger_form(settings: Settings) -> dict[str, Any]:
             enum=list(runtime_names()),
             title="Runtime",
             description=(
-                "What runs the CNN: litert (the model converted once per run, ~4x Keras' "
-                "speed on a CPU, same features) or keras (Keras' own predict)."
+                "What runs the CNN: auto (the model's faster runtime: keras for vgg16, "
+                "litert otherwise), litert (the model converted once per run, ~4x Keras' "
+                "speed for MobileNets on a CPU, same features) or keras (Keras itself)."
             ),
         ),
         "weights": Param(

@@ -1,11 +1,14 @@
 """What runs the CNN on the workers: LiteRT (a converted ``.tflite``) or Keras itself.
 
 LiteRT's interpreter with its XNNPACK delegate runs these networks ~4x faster than Keras
-``predict`` on a CPU with the same features (``make bench``, README "Performance"), and
+``predict`` on MobileNets on a CPU with the same features (``make bench``, README
+"Performance"), and
 its wheel (``ai-edge-litert``) needs no TensorFlow: a worker that runs it starts in well
 under a second instead of importing TensorFlow and tracing the network. The conversion
 needs TensorFlow and happens once per model, size and weights, on the driver
-(:mod:`fruits_spark.converted`). ``keras`` stays available as the reference.
+(:mod:`fruits_spark.converted`). ``keras`` stays available as the reference, and is the
+faster one for VGG16, whose large dense convolutions oneDNN (under Keras) runs faster than
+XNNPACK; ``auto``, the default, picks per model (docs/performance.md has the runs).
 """
 
 from __future__ import annotations
@@ -18,14 +21,25 @@ if TYPE_CHECKING:
 
 LITERT = "litert"
 KERAS = "keras"
-RUNTIMES = (LITERT, KERAS)
-DEFAULT_RUNTIME = LITERT
+AUTO = "auto"
+RUNTIMES = (AUTO, LITERT, KERAS)
+DEFAULT_RUNTIME = AUTO
 LITERT_DIST = "ai-edge-litert"
+# What ``auto`` runs, by model: the faster runtime in ``make bench`` (keras-runtime against
+# shipped); a model not named here runs LiteRT.
+FASTEST = {"vgg16": KERAS}
 
 
 def check(runtime: str) -> str:
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {list(RUNTIMES)}")
+    return runtime
+
+
+def resolve(runtime: str, model: str) -> str:
+    """The runtime that runs ``model``: ``auto`` becomes the model's faster one."""
+    if check(runtime) == AUTO:
+        return FASTEST.get(model, LITERT)
     return runtime
 
 

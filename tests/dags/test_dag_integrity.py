@@ -179,7 +179,7 @@ def test_trigger_form_has_typed_bounded_documented_params(load_dag):
     assert set(schema) == {"batch_date", "model", "runtime", "weights", "variance", "image_size"}
     assert schema["batch_date"]["format"] == "date"
     assert schema["model"]["enum"] == ["mobilenetv2", "mobilenet", "vgg16"]
-    assert schema["runtime"]["enum"] == ["litert", "keras"]
+    assert schema["runtime"]["enum"] == ["auto", "litert", "keras"]
     assert schema["variance"]["type"] == "number"
     assert schema["variance"]["exclusiveMinimum"] == 0 and schema["variance"]["maximum"] == 1
     assert schema["image_size"]["type"] == "integer"

@@ -148,7 +148,7 @@ def test_metadata_names_the_model_and_the_weights(messy_run, weights_file):
     assert meta["weights"] == str(weights_file)
     assert meta["weights_sha256"] == hashlib.sha256(weights_file.read_bytes()).hexdigest()
     assert meta["image_size"] == SIZE and meta["n_features"] == 1280
-    assert meta["runtime"] == "litert"  # the default
+    assert meta["runtime"] == "litert"  # the default, auto, for MobileNetV2
 
 
 def test_csv_is_wide_with_a_header_and_the_same_values(messy_run):
@@ -170,7 +170,9 @@ def test_vgg16_gives_512_features_equal_to_keras(spark, sample_batch, tmp_path):
     args = job_args(sample_batch, tmp_path, "--model", "vgg16", "--weights", str(weights))
     summary = featurize.run(spark, args)
     assert summary.featurized == 24 and summary.rejected == 0
-    rows = spark.read.parquet(str(tmp_path / "features")).toPandas().sort_values("path").head(4)
+    features = spark.read.parquet(str(tmp_path / "features"))
+    assert features.schema["features"].metadata["runtime"] == "keras"  # auto, for VGG16
+    rows = features.toPandas().sort_values("path").head(4)
     net = models.build_model("vgg16", SIZE, weights)
     arrays = np.stack([decode_image(Path(p.removeprefix("file:")).read_bytes(), SIZE)
                        for p in rows.path])  # fmt: skip

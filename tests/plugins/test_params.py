@@ -55,7 +55,7 @@ def test_good_values_pass_through():
     assert run.as_dict() == {
         "batch": "2026-11-20",
         "model": "vgg16",
-        "runtime": "litert",
+        "runtime": "auto",
         "weights": "random",
         "image_size": 128,
         "variance": 1.0,

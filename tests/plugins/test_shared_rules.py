@@ -124,15 +124,36 @@ def test_the_form_the_settings_and_the_jobs_know_the_same_runtimes(tmp_path):
     assert runtime_names() == runtimes.RUNTIMES
     assert runtime_names()[0] == runtimes.DEFAULT_RUNTIME
     assert load_settings({}).runtime == runtimes.DEFAULT_RUNTIME
-    assert featurize.parse_args(FEATURIZE_BASE).runtime == runtimes.DEFAULT_RUNTIME
+    model = featurize.parse_args(FEATURIZE_BASE).model
+    assert featurize.parse_args(FEATURIZE_BASE).runtime == runtimes.resolve(
+        runtimes.DEFAULT_RUNTIME, model
+    )
     form = trigger_form(load_settings({}))
     assert form["runtime"].schema["enum"] == list(runtimes.RUNTIMES)
     for name in runtimes.RUNTIMES:
         assert load_settings({"FRUITS_RUNTIME": name}).runtime == name
         assert _accepts_param("runtime", name, tmp_path)
-        assert featurize.parse_args([*FEATURIZE_BASE, "--runtime", name]).runtime == name
+        chosen = featurize.parse_args([*FEATURIZE_BASE, "--runtime", name]).runtime
+        assert chosen == runtimes.resolve(name, model) and chosen != runtimes.AUTO
     assert not _accepts_setting("FRUITS_RUNTIME", "onnx")
     assert not _accepts_param("runtime", "onnx", tmp_path)
+
+
+def test_auto_runs_each_model_on_its_faster_runtime():
+    """``auto`` (the default) resolves in the job, by model; explicit choices are kept."""
+    import featurize
+
+    from fruits_spark import models, runtimes
+
+    assert set(runtimes.FASTEST) <= set(models.MODELS)  # no misspelt model
+    assert runtimes.resolve("auto", "vgg16") == "keras"
+    assert runtimes.resolve("auto", "mobilenetv2") == "litert"
+    assert runtimes.resolve("auto", "mobilenet") == "litert"
+    assert runtimes.resolve("litert", "vgg16") == "litert"  # asked for, not overridden
+    with pytest.raises(ValueError, match="unknown runtime"):
+        runtimes.resolve("onnx", "vgg16")
+    vgg = featurize.parse_args([*FEATURIZE_BASE, "--model", "vgg16"])
+    assert vgg.runtime == "keras"
 
 
 def test_the_plugins_read_the_registry_without_numpy_or_tensorflow():

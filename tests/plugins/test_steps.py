@@ -45,7 +45,7 @@ def test_steps_run_featurize_then_reduce_on_the_batch():
     default = build_steps(bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE,
                           run={k: v for k, v in RUN.items() if k != "runtime"})  # fmt: skip
     args = default[0]["HadoopJarStep"]["Args"]
-    assert args[args.index("--runtime") + 1] == "litert"
+    assert args[args.index("--runtime") + 1] == "auto"
     assert r_args[5:] == [
         CODE["reduce"],
         "--input", run + "features/",
