@@ -13,6 +13,7 @@ import numpy as np
 from bench.baselines import PARITY_ROWS, convert, parity, raw_keras
 from bench.data import VAR, image_batch
 from bench.launch import log, spark_submit
+from fruits_spark import runtimes
 
 # Images per measurement at 224 (images_for scales them by (224/size)^2): VGG16 does
 # far more work per image than MobileNetV2, so it gets fewer for a measurement of like length.
@@ -44,6 +45,19 @@ VARIANT_ARGS = {
     "keras-runtime": ["--runtime", "keras"],
     "litert-runtime": ["--runtime", "litert"],
 }
+
+
+def variants_for(model: str, variants: list[str]) -> list[str]:
+    """``variants`` less a runtime variant that would run what ``shipped`` (``auto``) already
+    runs for ``model``: the same job twice in one bench."""
+    shipped = runtimes.resolve(runtimes.DEFAULT_RUNTIME, model)
+
+    def same_as_shipped(variant: str) -> bool:
+        return VARIANT_ARGS.get(variant) == ["--runtime", shipped]
+
+    if "shipped" not in variants:
+        return variants
+    return [v for v in variants if not same_as_shipped(v)]
 
 
 def featurize_args(folder: Path, out: Path, model: str, size: int, args) -> list[str]:
@@ -106,7 +120,7 @@ def bench_featurize(model: str, size: int, args) -> list[dict]:
     raw_a = raw_keras(model, size, folder, "0/2", work / "raw-a.json", save=PARITY_ROWS)
     lite_a = raw_keras(model, size, folder, "0/2", work / "lite-a.json", runtime="litert")
     jobs = {}
-    for variant in args.variants.split(","):
+    for variant in variants_for(model, args.variants.split(",")):
         log(f"{tag}: featurize job, {variant} (spark-submit --master {args.master})")
         out = work / variant
         job_args = featurize_args(folder, out, model, size, args) + VARIANT_ARGS.get(variant, [])
