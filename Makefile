@@ -35,14 +35,14 @@ $(TOOLS_STAMP): infra/tools-requirements.txt
 	@touch $(TOOLS_STAMP)
 
 # Real ImageNet weights for MobileNet v1, offline: fetched once (pip, checksums) and
-# converted into Keras' cache (fruits/imagenet_mobilenet.py); a no-op when done.
+# converted into Keras' cache (fruits/dev/imagenet_mobilenet.py); a no-op when done.
 weights: venv
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m fruits.imagenet_mobilenet
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m fruits.dev.imagenet_mobilenet
 
 # Spark's classes in one class-data-sharing archive, made once per Java and Spark install
-# (fruits/jvm_archive.py): every Spark JVM we start maps it; a no-op when made.
+# (plugins/fruits/clusters/local/jvm_archive.py): every Spark JVM we start maps it; a no-op when made.
 jvm-archive: venv check-java
-	$(BIN)/python -m fruits.jvm_archive
+	$(BIN)/python -m fruits.dev.make_jvm_archive
 
 check-java:
 	@command -v java >/dev/null || { echo "Java 17+ is required by Spark: apt-get install openjdk-17-jre-headless" >&2; exit 1; }

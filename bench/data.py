@@ -6,8 +6,8 @@ import math
 import shutil
 from pathlib import Path
 
-from fruits.sample_batch import FRUITS, write_batch
-from fruits_spark.images import has_image_extension, is_hidden
+from fruits.dev.sample_batch import FRUITS, write_batch
+from fruits_spark.inference.images import has_image_extension, is_hidden
 
 ROOT = Path(__file__).resolve().parents[1]
 VAR = ROOT / "var" / "bench"

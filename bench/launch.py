@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.data import ROOT, VAR
 from bench.worker_profiles import featurize_profile, reduce_profile
-from fruits.sparkenv import spark_env
+from fruits.clusters.local.sparkenv import spark_env
 
 MODEL_CACHE = VAR / "model-cache"  # the bench's converted models, not the user's cache
 PROFILE_ENV = {"featurize": "FRUITS_INFERENCE_PROFILE", "reduce": "FRUITS_REDUCE_PROFILE"}

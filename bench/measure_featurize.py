@@ -13,9 +13,8 @@ import numpy as np
 from bench.baselines import PARITY_ROWS, convert, parity, raw_keras
 from bench.data import VAR, image_batch
 from bench.launch import log, spark_submit
-from fruits_spark import runtimes
+from fruits_spark.inference import runtimes
 
-# Images per measurement at 224 (images_for scales them by (224/size)^2): VGG16 does
 # far more work per image than MobileNetV2, so it gets fewer for a measurement of like length.
 DEFAULT_IMAGES = {"mobilenetv2": 3000, "vgg16": 600}
 
@@ -25,9 +24,9 @@ DEFAULT_IMAGES = {"mobilenetv2": 3000, "vgg16": 600}
 FEW_TASKS = "spark.sql.files.openCostInBytes=65536"
 SPARK_DEFAULT_PARTITIONS = "spark.sql.files.openCostInBytes=4194304"
 # The featurize job as shipped, with Spark's default partitioning (before tuning),
-# without the JVM class archive (fruits.jvm_archive), and with Java's default tiered JIT
-# in the driver (fruits.sparkenv.JIT_ENV), and with one runtime for every model: its Spark
-# configuration, its environment, its arguments.
+# without the JVM class archive (fruits.clusters.local.jvm_archive), and with Java's
+# default tiered JIT in the driver (fruits.clusters.local.sparkenv.JIT_ENV), and with one
+# runtime for every model: its Spark configuration, its environment, its arguments.
 VARIANTS = {
     "shipped": [],
     "spark-default-partitions": [SPARK_DEFAULT_PARTITIONS],

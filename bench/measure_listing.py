@@ -45,7 +45,7 @@ def main(argv: list[str]) -> int:
     spark.sparkContext.setLogLevel("ERROR")
     import featurize
 
-    from fruits_spark import fsio
+    from fruits_spark.io import fsio
 
     times: dict[str, list[float]] = {"sequential": [], "concurrent": []}
     first = os.environ.get("BENCH_LISTING_FIRST", "sequential")

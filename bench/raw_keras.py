@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_litert(args, time.perf_counter())
 
     t_start = time.perf_counter()
-    from fruits_spark import models
+    from fruits_spark.inference import models
 
     files = part_files(args)
     tf = models.import_tensorflow()  # as the job's workers import it (scikit-learn hidden)
@@ -75,7 +75,7 @@ def part_files(args: argparse.Namespace) -> list[Path]:
 
 def run_litert(args: argparse.Namespace, t_start: float) -> int:
     """The job's converted model in one interpreter; TensorFlow only to convert (a miss)."""
-    from fruits_spark import driver_model, runtimes
+    from fruits_spark.inference import driver_model, runtimes
 
     threads = args.threads or os.cpu_count() or 1
     t0 = time.perf_counter()
@@ -97,8 +97,8 @@ def run_litert(args: argparse.Namespace, t_start: float) -> int:
 
 
 def loop(args, files, forward, t_start: float, t_built: float, t_warm: float) -> dict:
-    from fruits_spark import models
-    from fruits_spark.images import decode_image
+    from fruits_spark.inference import models
+    from fruits_spark.inference.images import decode_image
 
     read_s = decode_s = preprocess_s = predict_s = 0.0
     saved: list[np.ndarray] = []

@@ -23,7 +23,7 @@ THREADS, BATCH = 2, 32
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from fruits_spark import models
+    from fruits_spark.inference import models
 
     model, size, which = argv[0], int(argv[1]), argv[2].split(",")
     tf = models.import_tensorflow()
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
     if "keras" in which:
         runners["keras"] = lambda: forward(x).numpy()
     if "litert" in which:
-        from fruits_spark import runtimes
+        from fruits_spark.inference import runtimes
 
         t = time.time()
         lite = runtimes.LiteRTModel(runtimes.to_litert(net), THREADS)

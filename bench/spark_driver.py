@@ -46,7 +46,7 @@ def timed(name: str, fn):
 def run_featurize(spark, argv: list[str]) -> dict:
     import featurize
 
-    from fruits_spark import driver_model, models, runtimes
+    from fruits_spark.inference import driver_model, models, runtimes
 
     featurize.list_images = timed("list_images", featurize.list_images)
     for name in ("prepare", "resolve_weights", "build_checked"):
@@ -62,10 +62,10 @@ def run_featurize(spark, argv: list[str]) -> dict:
 
 REDUCE_TIMED = {
     "reduce": ("read_features", "scatter_points", "label_counts", "write_report"),
-    "fruits_spark.pca_passes": ("summarize", "project"),
+    "fruits_spark.pca.passes": ("summarize", "project"),
     # fit_from_covariance as fit_summary looks it up: in feature_summary's namespace
-    "fruits_spark.feature_summary": ("fit_summary", "fit_from_covariance"),
-    "fruits_spark.report": ("build_report", "cumulative_variance_png", "pca_scatter_png"),
+    "fruits_spark.pca.summary": ("fit_summary", "fit_from_covariance"),
+    "fruits_spark.pca.report": ("build_report", "cumulative_variance_png", "pca_scatter_png"),
 }  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 """What the jobs' Python workers wrote under ``FRUITS_INFERENCE_PROFILE`` (featurize,
-``fruits_spark.inference``) and ``FRUITS_REDUCE_PROFILE`` (reduce, ``fruits_spark.profiling``),
-summed up: where a task's time goes, when the workers started, the steady rate."""
+``fruits_spark.inference.workers``) and ``FRUITS_REDUCE_PROFILE`` (reduce,
+``fruits_spark.profiling``), summed up: where a task's time goes, when the workers
+started, the steady rate."""
 
 from __future__ import annotations
 

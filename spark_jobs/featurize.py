@@ -28,14 +28,16 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from fruits_spark import driver_model, fsio, limits, models, runtimes
 from fruits_spark import progress as job_progress
-from fruits_spark.images import (
+from fruits_spark import rules
+from fruits_spark.inference import driver_model, models, runtimes
+from fruits_spark.inference.images import (
     IMAGE_EXTENSIONS,
     glob_for_extensions,
     label_from_path,
 )
-from fruits_spark.inference import ModelConfig, featurize_batches
+from fruits_spark.inference.workers import ModelConfig, featurize_batches
+from fruits_spark.io import fsio
 from fruits_spark.jobs import JobError, run_job
 
 RESULT_TYPE = T.StructType(
@@ -54,9 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rejected", required=True, help="Parquet path, label, error")
     p.add_argument("--model", default="mobilenetv2", choices=sorted(models.MODELS))
     p.add_argument("--weights", default="imagenet", help="imagenet | random | URI of .h5")
-    p.add_argument("--image-size", type=int, default=limits.IMAGE_SIZE_DEFAULT)
+    p.add_argument("--image-size", type=int, default=rules.IMAGE_SIZE_DEFAULT)
     p.add_argument(
-        "--batch-size", type=int, default=limits.BATCH_SIZE_DEFAULT, help="rows per Arrow batch"
+        "--batch-size", type=int, default=rules.BATCH_SIZE_DEFAULT, help="rows per Arrow batch"
     )
     p.add_argument("--csv", default=None, help="also write path,label,feat_0..feat_n as CSV")
     p.add_argument(
@@ -76,10 +78,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     job_progress.add_arguments(p)  # --progress URI, --progress-interval S
     args = p.parse_args(argv)
-    error = limits.image_size_error(args.image_size)
+    error = rules.image_size_error(args.image_size)
     if error:
         p.error(f"--image-size {error}")
-    error = limits.batch_size_error(args.batch_size, args.image_size)
+    error = rules.batch_size_error(args.batch_size, args.image_size)
     if error:
         p.error(f"--batch-size {error} (tests/jobs/test_memory.py)")
     args.runtime = runtimes.resolve(args.runtime, args.model)  # what runs, in the metadata

@@ -11,7 +11,7 @@ Reads Parquet ``path, label, features`` (as featurize.py writes it) and writes P
 components whose cumulative explained variance reaches ``--variance``, or ``--k``).
 Under ``--report``: ``report.json``, ``cumulative_variance.png``, ``pca_scatter.png``.
 Components follow scikit-learn's sign convention (largest-|value| entry positive); see
-``fruits_spark.pca_math``. Exit status 2 on bad arguments or unusable input.
+``fruits_spark.pca.linalg``. Exit status 2 on bad arguments or unusable input.
 """
 
 from __future__ import annotations
@@ -24,10 +24,14 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from fruits_spark import feature_summary, fsio, limits, localparquet, pca_passes, report, separation
 from fruits_spark import progress as job_progress
+from fruits_spark import rules
+from fruits_spark.io import fsio, local_parquet
 from fruits_spark.jobs import JobError, run_job
-from fruits_spark.pca_math import PCAModel, choose_k
+from fruits_spark.pca import passes as pca_passes
+from fruits_spark.pca import report, separation
+from fruits_spark.pca import summary as feature_summary
+from fruits_spark.pca.linalg import PCAModel, choose_k
 
 MAX_SCATTER_POINTS = 20_000  # rows drawn in pca_scatter.png (a seeded sample beyond that)
 REQUIRED_COLUMNS = ("path", "label", "features")
@@ -50,14 +54,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="keep the fewest components explaining this share "
-        f"(default {limits.VARIANCE_DEFAULT})",
+        f"(default {rules.VARIANCE_DEFAULT})",
     )
     size.add_argument("--k", type=int, default=None, help="keep exactly this many components")
     job_progress.add_arguments(p)  # --progress URI, --progress-interval S
     args = p.parse_args(argv)
     if args.k is None and args.variance is None:
-        args.variance = limits.VARIANCE_DEFAULT
-    error = None if args.variance is None else limits.variance_error(args.variance)
+        args.variance = rules.VARIANCE_DEFAULT
+    error = None if args.variance is None else rules.variance_error(args.variance)
     if error:
         raise JobError(f"--variance {error}")
     if args.k is not None and args.k < 1:
@@ -133,7 +137,7 @@ def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
     progress = job_progress.start(spark, "reduce", args)
     progress.set_phase("pass 1/2: moments")
     features = read_features(spark, args.input)
-    local = localparquet.local_parquet(features, REQUIRED_COLUMNS)  # None: Spark reads
+    local = local_parquet.local_parquet(features, REQUIRED_COLUMNS)  # None: Spark reads
     try:
         # One pass: validation, rows per label and moments; the second pass projects.
         fitted = pca_passes.summarize(features, "features", count_by="label", local=local)

@@ -31,7 +31,7 @@ FIXTURE_TIERS = {
     "spark": "spark",  # a SparkSession in this process (a JVM, Python workers)
     "airflow_db": "airflow",  # Airflow's metadata database: DAG runs, `airflow` commands
     "py_files": "spark_submit",  # the jobs' zip for spark-submit processes
-    "cluster": "cluster",  # Spark master and worker processes (tests/plugins/test_ec2_node.py)
+    "cluster": "cluster",  # Spark master and worker processes (tests/plugins/fruits/clusters/ec2/node/test_node.py)
     "processes": "cluster",
     "ui": "browser",  # Airflow's API server and Chromium
 }
@@ -65,7 +65,7 @@ def heaviest_files_first(items: list[pytest.Item]) -> list[pytest.Item]:
 
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory) -> Path:
-    """The tests' own converted-model cache (fruits_spark.converted): shared by every job
+    """The tests' own converted-model cache (fruits_spark.inference.converted): shared by every job
     and pipeline run of the session, and by the session's xdist workers (one folder
     above theirs; entries are written under a temporary name and renamed), never the
     user's."""
@@ -80,9 +80,10 @@ def model_cache(tmp_path_factory) -> Path:
 def spark():
     from pyspark.sql import SparkSession
 
-    from fruits.sparkenv import spark_env
+    from fruits.clusters.local.sparkenv import spark_env
 
-    # this process's JVM maps Spark's classes from the archive too (fruits.jvm_archive)
+    # this process's JVM maps Spark's classes from the archive too
+    # (fruits.clusters.local.jvm_archive)
     os.environ["SPARK_SUBMIT_OPTS"] = spark_env().get("SPARK_SUBMIT_OPTS", "")
 
     session = (
@@ -102,7 +103,7 @@ def spark():
 @pytest.fixture(scope="session")
 def sample_batch(tmp_path_factory) -> Path:
     """A small clean batch: 6 labels x 4 images, 100x100 JPEGs."""
-    from fruits.sample_batch import write_batch
+    from fruits.dev.sample_batch import write_batch
 
     root = tmp_path_factory.mktemp("batch") / "in"
     write_batch(root, per_label=4)

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fruits.config import Settings, jobs_module, limits, model_names, runtime_names
-from fruits.s3sync import split_uri
+from fruits.settings import Settings, jobs_module, model_names, rules, runtime_names
+from fruits.storage.s3sync import split_uri
 
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 WEIGHTS_KEYWORDS = ("imagenet", "random")
@@ -34,7 +34,7 @@ class ParamError(ValueError):
 class RunParams:
     batch: str  # YYYY-MM-DD
     model: str
-    runtime: str  # fruits_spark.runtimes: litert | keras
+    runtime: str  # fruits_spark.inference.runtimes: litert | keras
     weights: str  # imagenet | random | s3://bucket/key.h5 | /abs/path.h5
     image_size: int
     variance: float
@@ -90,16 +90,16 @@ def trigger_form(settings: Settings) -> dict[str, Any]:
         "variance": Param(
             settings.variance,
             type="number",
-            exclusiveMinimum=limits.VARIANCE_RANGE[0],
-            maximum=limits.VARIANCE_RANGE[1],
+            exclusiveMinimum=rules.VARIANCE_RANGE[0],
+            maximum=rules.VARIANCE_RANGE[1],
             title="Explained variance",
             description="PCA keeps the fewest components explaining at least this share.",
         ),
         "image_size": Param(
             settings.image_size,
             type="integer",
-            minimum=limits.IMAGE_SIZE_RANGE[0],
-            maximum=limits.IMAGE_SIZE_RANGE[1],
+            minimum=rules.IMAGE_SIZE_RANGE[0],
+            maximum=rules.IMAGE_SIZE_RANGE[1],
             title="Image size",
             description="Images are resized to N x N pixels before the CNN (224 = ImageNet's).",
         ),
@@ -189,10 +189,10 @@ def validate(
     if runtime not in runtime_names():
         raise ParamError("runtime", f"{runtime!r} is not one of {', '.join(runtime_names())}")
     variance = _number("variance", raw.get("variance", settings.variance), float)
-    if error := limits.variance_error(variance):
+    if error := rules.variance_error(variance):
         raise ParamError("variance", error)
     image_size = _number("image_size", raw.get("image_size", settings.image_size), int)
-    if error := limits.image_size_error(image_size):
+    if error := rules.image_size_error(image_size):
         raise ParamError("image_size", error)
     return RunParams(
         batch=resolve_batch(raw.get("batch_date"), logical_date, settings.incoming),
@@ -209,7 +209,7 @@ def check_weights_readable(weights: str, model: str, s3_hook: Any) -> None:
     if weights == "random":
         return
     if weights == "imagenet":
-        models = jobs_module("fruits_spark.models")
+        models = jobs_module("fruits_spark.inference.models")
         try:
             models.imagenet_weights_path(model)
         except models.WeightsUnavailable as exc:

@@ -1,7 +1,7 @@
 """A run's live progress, as ``wait_for_step`` shows it on every poke, on every backend.
 
 The jobs write ``<progress folder>/featurize.json`` and ``reduce.json`` (the folder is
-:func:`fruits.layout.progress_uri`, in the run's staging prefix; the writer is
+:func:`fruits.storage.layout.progress_uri`, in the run's staging prefix; the writer is
 ``fruits_spark.progress``, which documents the fields) every ``FRUITS_PROGRESS_SECONDS``.
 EMR and ec2 write them to S3 themselves; the local backend's jobs write the cluster's
 scratch mirror of the bucket, and its sensor copies them up (:func:`mirror_local`)
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fruits.s3sync import split_uri
+from fruits.storage.s3sync import split_uri
 
 STEPS = ("featurize", "reduce")
 

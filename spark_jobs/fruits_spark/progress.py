@@ -10,7 +10,7 @@ datagram (a few bytes, no reply awaited, never an error) to a listener on the dr
     {"step", "phase", "done", "total", "rate", "eta_seconds", "started_at",
      "updated_at", "changed_at", "elapsed_seconds", "average_rate", "finished"}
 
-with :mod:`fruits_spark.fsio` (``s3://``, ``s3a://``, ``file://`` alike). ``rate``: items
+with :mod:`fruits_spark.io.fsio` (``s3://``, ``s3a://``, ``file://`` alike). ``rate``: items
 per second over the last minute; ``changed_at``: when ``done`` or ``phase`` last moved
 (the sensor's stall check); times are Unix seconds. A lost datagram only makes the
 figure a little low until the final write, which counts from the job itself.
@@ -201,7 +201,7 @@ def start(spark, step: str, args, *, counting: bool = False, total: int | None =
     folder = getattr(args, "progress", None)
     if not folder:
         return Reporter(step, None)
-    from fruits_spark import fsio
+    from fruits_spark.io import fsio
 
     uri = f"{folder.rstrip('/')}/{step}.json"
     host = spark.sparkContext.getConf().get("spark.driver.host", "127.0.0.1")

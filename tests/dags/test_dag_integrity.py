@@ -73,7 +73,7 @@ def test_publishing_announces_the_pca_asset(load_dag, compute):
 
 
 def test_every_backend_has_a_module_and_the_dag_file_no_backend_code():
-    from fruits.config import COMPUTE_BACKENDS
+    from fruits.settings import COMPUTE_BACKENDS
 
     assert COMPUTE_BACKENDS == BACKENDS
     source = (ROOT / "dags" / "fruits_pipeline.py").read_text()
@@ -82,7 +82,7 @@ def test_every_backend_has_a_module_and_the_dag_file_no_backend_code():
         assert f'"{name}"' not in code, name  # no `if compute == "emr"` branch
     assert "Emr" not in code and "EC2" not in code and "local_cluster" not in code
     for name in BACKENDS:
-        module = importlib.import_module(f"fruits.backends.{name}")
+        module = importlib.import_module(f"fruits.clusters.{name}")
         assert {"REMOTE", "code_files", "cluster_request", "clear_leftovers",
                 "cluster_tasks"} <= set(vars(module)), name  # fmt: skip
 

@@ -24,7 +24,7 @@ from dag_support import (
     task_states,
 )
 
-from fruits.sample_batch import write_bad_files, write_batch
+from fruits.dev.sample_batch import write_bad_files, write_batch
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -223,8 +223,8 @@ def test_an_ssm_error_fails_the_run_and_terminates(
 def test_the_next_run_terminates_what_a_killed_run_left_running(aws, fruits_env):
     """clear_leftovers (run while holding the cluster slot, before launching): every live
     instance of this pipeline's bucket is a leftover; other buckets' are not ours."""
-    from fruits.backends import ec2
-    from fruits.config import load_settings
+    from fruits.clusters import ec2
+    from fruits.settings import load_settings
 
     def launch(bucket: str, cluster: str) -> str:
         tags = [{"Key": "project", "Value": "fruits-pipeline"},

@@ -21,7 +21,7 @@ from dag_support import (
     task_states,
 )
 
-from fruits.sample_batch import write_bad_files, write_batch
+from fruits.dev.sample_batch import write_bad_files, write_batch
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -70,7 +70,7 @@ def test_steps_completed_run_succeeds_and_cluster_is_terminated(
         "fruits_spark.zip", "featurize.py", "reduce.py", "bootstrap.sh", "requirements.txt"
     )} == code_keys  # fmt: skip
     zipped = aws.read(code_prefix.removeprefix(f"s3://{BUCKET}/") + "fruits_spark.zip")
-    assert "fruits_spark/images.py" in zipfile.ZipFile(BytesIO(zipped)).namelist()
+    assert "fruits_spark/inference/images.py" in zipfile.ZipFile(BytesIO(zipped)).namelist()
 
     # the steps: featurize then reduce, reading and writing s3:// directly
     steps = aws.emr.list_steps(ClusterId=cluster["Id"])["Steps"][::-1]  # oldest first

@@ -29,7 +29,7 @@ import psutil
 import pytest
 from dag_support import BUCKET, ROOT, logical, task_states
 
-from fruits.sample_batch import write_bad_files, write_batch, write_odd_images
+from fruits.dev.sample_batch import write_bad_files, write_batch, write_odd_images
 
 pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.slow]
 

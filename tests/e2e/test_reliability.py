@@ -1,6 +1,6 @@
 """Faults and reruns of whole ``emr`` runs (``dag.test()`` on moto's server).
 
-The rule they check (``fruits.publish``): the steps write the run's staging prefix
+The rule they check (``fruits.storage.publish``): the steps write the run's staging prefix
 ``runs/_staging/batch=<date>/<run key>/``; only ``publish_batch``, after both steps
 succeeded and their outputs checked out, switches them in as ``runs/batch=<date>/`` and
 writes ``_SUCCESS`` last. So any fault -- an S3 error on upload, a step over its
@@ -28,7 +28,7 @@ from dag_support import (
     task_states,
 )
 
-from fruits.sample_batch import write_batch
+from fruits.dev.sample_batch import write_batch
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -214,7 +214,7 @@ def test_a_failed_reduce_after_featurize_leaves_the_published_batch_as_it_was(
     still get it. The next good run clears that staging and publishes."""
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    from fruits.publish import run_summary
+    from fruits.storage.publish import run_summary
 
     driver = emr_steps("complete")
     dag = load_dag("emr")
@@ -269,7 +269,7 @@ def test_publishing_refuses_a_run_with_missing_outputs(
 def test_a_local_cluster_that_fails_to_start_fails_the_run_and_keeps_earlier_outputs(
     load_dag, batch, aws, earlier_outputs, monkeypatch, capfd
 ):
-    from fruits import local_cluster
+    from fruits.clusters.local import cluster as local_cluster
 
     def no_master(*args, **kwargs):
         raise local_cluster.ClusterError("the Spark master did not come up within 180s")

@@ -120,8 +120,8 @@ def test_nothing_in_the_repository_grants_public_read():
 def test_the_dag_asks_for_what_the_policy_allows(template):
     """The cluster request carries the tag the Airflow policy requires, and names the two
     roles the template creates; otherwise the first real run would be denied."""
-    from fruits.config import load_settings
-    from fruits.emr import job_flow
+    from fruits.clusters.emr import job_flow
+    from fruits.settings import load_settings
 
     settings = load_settings({"FRUITS_COMPUTE": "emr", "FRUITS_BUCKET": "my-fruits"})
     code = {k: f"s3://my-fruits/code/v/{k}" for k in ("bootstrap", "requirements")}
@@ -143,7 +143,7 @@ def test_airflow_may_take_down_and_write_the_batch_marker(template):
     under runs/, and nothing broader is needed."""
     from fnmatch import fnmatch
 
-    from fruits.layout import batch_marker_key, staging_prefix
+    from fruits.storage.layout import batch_marker_key, staging_prefix
 
     st = statement(template, "AirflowPolicy", "PublishAndReadRuns")
     assert {"s3:GetObject", "s3:PutObject", "s3:DeleteObject"} <= set(st["Action"])
@@ -155,7 +155,7 @@ def test_emr_nodes_may_write_the_staging_prefix(template):
     """The steps write runs/_staging/...: the nodes' existing runs/ grants cover it."""
     from fnmatch import fnmatch
 
-    from fruits.layout import staging_prefix
+    from fruits.storage.layout import staging_prefix
 
     key = staging_prefix("2026-11-24", "manual__x-0a1b2c3d") + "features/part-0.parquet"
     write = statement(template, "EmrInstanceRole", "WriteRuns")
@@ -165,7 +165,7 @@ def test_emr_nodes_may_write_the_staging_prefix(template):
 
 
 def test_abandoned_staging_expires(template):
-    from fruits.layout import STAGING_ROOT
+    from fruits.storage.layout import STAGING_ROOT
 
     rules = template["Resources"]["DataBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
     (rule,) = [r for r in rules if r.get("Prefix") == STAGING_ROOT]
@@ -222,7 +222,7 @@ def test_ec2_nodes_read_code_and_raw_and_write_only_runs_and_their_state(templat
 def test_ec2_nodes_may_write_the_staging_prefix_and_their_state_files(template):
     from fnmatch import fnmatch
 
-    from fruits.layout import staging_prefix
+    from fruits.storage.layout import staging_prefix
 
     key = staging_prefix("2026-11-24", "manual__x-0a1b2c3d") + "features/part-0.parquet"
     assert fnmatch(

@@ -10,7 +10,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from fruits.s3sync import split_uri
+from fruits.storage.s3sync import split_uri
 
 ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "fruits-test"

@@ -181,7 +181,7 @@ def test_trigger_from_the_form_and_the_run_succeeds(ui):
 def test_backfill_over_two_dates_runs_them_one_at_a_time(ui):
     """`airflow backfill create` (the command the README gives) against the running
     scheduler: two batches, two outputs, never two clusters at once."""
-    from fruits.sample_batch import write_batch
+    from fruits.dev.sample_batch import write_batch
 
     dates = ["2026-01-10", "2026-01-11"]
     for n, date in enumerate(dates):

@@ -1,0 +1,113 @@
+"""What every backend's ``wait_for_step`` sensor shares: its arguments
+(:func:`step_sensor_args`), its timeout sized by the batch (:func:`start_waiting`), the
+steps' live progress (:func:`watch_progress`), and, for the backends whose steps write
+their states as files (``local``: a folder, ``ec2``: the cluster's log prefix in S3),
+the sensor itself (:class:`StepFilesSensor`). EMR's is the provider's
+(:class:`fruits.clusters.emr.step_sensor.EmrStepsSensor`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+
+from fruits.clusters.common.step_states import late_report
+
+
+def step_sensor_args(settings: Any, plan: Any, create_job_flow: Any, add_steps: Any) -> dict:
+    """What every backend's ``wait_for_step`` sensor is given: the cluster and the step
+    ids from the tasks before it, the batch's timeout from ``plan``, the mode the poke
+    interval calls for (``Settings.sensor_mode``: a long batch holds no worker slot), and
+    where the steps write their progress."""
+    return {
+        "job_flow_id": create_job_flow.output,
+        "step_ids": add_steps.output,
+        "timeout_seconds": plan["timeout"],
+        "poke_interval": settings.poke_interval,
+        "mode": settings.sensor_mode,
+        "aws_conn_id": settings.aws_conn_id,
+        # live progress (fruits.progress): logged on each poke, a stalled step fails early
+        "progress_uri": plan["progress"],
+        "stall_seconds": settings.stall_minutes * 60,
+    }
+
+
+def start_waiting(sensor: Any) -> list[str]:
+    """The step ids ``sensor`` waits for (AirflowFailException if there are none); its
+    ``timeout_seconds`` (templated: it comes from the batch's image count) replaces its
+    timeout, since a sensor's own timeout is fixed when the DAG is parsed."""
+    if not sensor.step_ids:
+        raise AirflowFailException("no step ids to wait for")
+    step_ids = list(sensor.step_ids)
+    if sensor.timeout_seconds not in (None, ""):
+        sensor.timeout = float(sensor.timeout_seconds)
+    sensor.log.info(
+        "Waiting up to %.0fs for steps %s on %s", sensor.timeout, step_ids, sensor.job_flow_id
+    )
+    return step_ids
+
+
+def watch_progress(sensor: Any) -> None:
+    """Log the steps' live progress (:mod:`fruits.progress`) read from S3 at the sensor's
+    ``progress_uri``; a stalled step fails the task (AirflowFailException: a retry cannot
+    unstick it; the teardown still removes the cluster)."""
+    uri = getattr(sensor, "progress_uri", None)
+    if not uri:
+        return
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from fruits.progress import report
+
+    stalled = report(sensor.log, S3Hook(aws_conn_id=sensor.aws_conn_id), uri,
+                     float(sensor.stall_seconds or 0))  # fmt: skip
+    if stalled:
+        sensor.log.error("%s", stalled)
+        raise AirflowFailException(stalled)
+
+
+class StepFilesSensor(BaseSensorOperator):
+    """Waits for the last of ``step_ids``, whose states :meth:`step_states` reads. On a
+    timeout, the running step's :meth:`step_report` (its state and stderr) comes with it."""
+
+    template_fields: Sequence[str] = ("job_flow_id", "step_ids", "timeout_seconds", "progress_uri")
+
+    def __init__(
+        self,
+        *,
+        job_flow_id: Any,
+        step_ids: Any,
+        timeout_seconds: Any = None,
+        progress_uri: Any = None,
+        stall_seconds: float = 0,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.job_flow_id = job_flow_id
+        self.step_ids = step_ids
+        self.timeout_seconds = timeout_seconds
+        self.progress_uri = progress_uri  # where the steps write progress (fruits.progress)
+        self.stall_seconds = stall_seconds
+
+    def execute(self, context: Any) -> Any:
+        self.step_ids = start_waiting(self)
+        try:
+            return super().execute(context)
+        except AirflowSensorTimeout as exc:
+            try:
+                report = late_report(
+                    self.step_ids, self.step_states(), self.timeout, self.step_report
+                )
+            except Exception as detail:  # never hide the timeout behind ours
+                report = f"(no details: {detail})"
+            raise AirflowSensorTimeout(f"{exc}\n{report}") from None
+
+    def step_states(self) -> dict[str, dict]:
+        """Step id -> its state (``state.json``: state, returncode, reason)."""
+        raise NotImplementedError
+
+    def step_report(self, step_id: str, state: Mapping[str, Any]) -> str:
+        """What a failed or late step says: its headline and the tail of its stderr."""
+        raise NotImplementedError

@@ -1,0 +1,83 @@
+"""The ``ec2`` backend: Spark standalone on EC2 instances the pipeline manages itself.
+
+- ``create_job_flow`` (:class:`~.create.Ec2CreateClusterOperator`, the provider's
+  ``EC2CreateInstanceOperator``): one on-demand primary, then N workers (spot if asked)
+  whose user data names the primary's private IP. Each node installs Java, Python and
+  the pinned job requirements, starts Spark (``node/user_data.sh``, ``node/node.py``),
+  and the primary writes ``<log prefix>ready.json`` once every worker joined (or
+  ``failed/<node>.json`` saying why not). The task waits for that, then returns the
+  instance ids, primary first; if anything fails it terminates what it launched.
+  What it launches: :mod:`.request`.
+- ``add_steps`` (:class:`~.steps.Ec2AddStepsOperator`, the provider's
+  ``SsmRunCommandOperator``): the run's EMR-format steps as ``spark-submit --master
+  spark://<primary>:7077`` lines reading and writing ``s3a://``, written to
+  ``<log prefix>steps.json``; one SSM command on the primary starts ``node.py
+  run-steps``, which runs them in order.
+- ``wait_for_step`` (:class:`~.steps.Ec2StepsSensor`, reschedule mode): reads the state
+  files the runner writes under ``<log prefix>steps/<id>/`` (as EMR does under its
+  LogUri); a failed step fails the run with its stderr; nodes that are gone fail it at
+  once.
+- ``remove_cluster`` (:class:`~.terminate.Ec2TerminateClusterOperator`, the provider's
+  ``EC2TerminateInstanceOperator``): terminates the instances, and any other instance
+  tagged with the cluster's id.
+
+No SSH and no key pair: IMDSv2 only, encrypted volumes, the instance profile for S3,
+SSM for commands. ``InstanceInitiatedShutdownBehavior=terminate`` plus a shutdown timer
+in the user data end the instances if Airflow never does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fruits.clusters import ClusterTasks
+from fruits.clusters.common.step_sensor import step_sensor_args
+from fruits.clusters.ec2.create import Ec2CreateClusterOperator
+from fruits.clusters.ec2.request import cluster_request
+from fruits.clusters.ec2.steps import Ec2AddStepsOperator, Ec2StepsSensor
+from fruits.clusters.ec2.terminate import Ec2TerminateClusterOperator, clear_leftovers
+from fruits.settings import Settings
+
+__all__ = ["REMOTE", "clear_leftovers", "cluster_request", "cluster_tasks", "code_files"]
+
+REMOTE = True  # the nodes read code and weights from code/<version>/
+
+
+def code_files() -> dict[str, bytes]:
+    """The node program (its modules and the step runner, side by side as node.py finds
+    them) and the nodes' requirements, in code/<version>/."""
+    from fruits.clusters.ec2.user_data import node_program
+    from fruits.storage.code_bundle import node_requirements
+
+    return {
+        **{path.name: path.read_bytes() for path in node_program()},
+        "node-requirements.txt": node_requirements().encode(),
+    }
+
+
+def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:
+    create_job_flow = Ec2CreateClusterOperator(
+        task_id="create_job_flow",
+        cluster=plan["job_flow"],
+        ready_poll=min(15, settings.poke_interval),
+        aws_conn_id=settings.aws_conn_id,
+    )
+    add_steps = Ec2AddStepsOperator(
+        task_id="add_steps",
+        cluster=plan["job_flow"],
+        instance_ids=create_job_flow.output,
+        steps=plan["steps"],
+        aws_conn_id=settings.aws_conn_id,
+    )
+    wait_for_step = Ec2StepsSensor(
+        task_id="wait_for_step",
+        cluster=plan["job_flow"],
+        instance_ids=create_job_flow.output,
+        **step_sensor_args(settings, plan, create_job_flow, add_steps),
+    )
+    remove_cluster = Ec2TerminateClusterOperator(
+        task_id="remove_cluster",
+        instance_ids=create_job_flow.output,
+        aws_conn_id=settings.aws_conn_id,
+    )
+    return ClusterTasks((create_job_flow,), (add_steps, wait_for_step), remove_cluster)

@@ -1,0 +1,132 @@
+#!/bin/bash
+# fruits-pipeline, `ec2` backend: user data of a Spark standalone node (Amazon Linux 2023).
+# Rendered by fruits.clusters.ec2.user_data.render_user_data: each placeholder below stands inside single
+# quotes and is replaced by a value without quotes or line breaks.
+#
+#   dead-man switch -> IMDSv2 -> Java, Python, job code, venv -> Spark config ->
+#   primary: Spark master, waits for the workers, writes <log>/ready.json
+#   worker:  Spark worker, registered with the primary's master
+#
+# Any failure writes <log>/failed/<role>-<instance-id>.json (the failed command and the
+# tail of /var/log/fruits-node.log) and exits non-zero. No SSH: sshd is stopped; steps
+# come through SSM Run Command (node.py run-steps, as the spark user).
+set -euo pipefail
+set -o errtrace # the ERR trap also fires in functions and $(...)
+
+ROLE='{{role}}'
+CLUSTER_ID='{{cluster_id}}'
+LOG_PREFIX='{{log_prefix}}'
+CODE_PREFIX='{{code_prefix}}'
+MASTER_HOST='{{master_host}}'
+WORKERS='{{workers}}'
+READY_TIMEOUT='{{ready_timeout}}'
+LIFETIME_MINUTES='{{lifetime_minutes}}'
+HADOOP_AWS='{{hadoop_aws}}'
+PYTHON='{{python}}'
+REGION='{{region}}'
+NODE_HOME='{{node_home}}' # code/, venv/ and work/ (fruits.clusters.ec2.user_data.NODE_HOME)
+
+NODE_LOG=${FRUITS_NODE_LOG:-/var/log/fruits-node.log} # overridden only by the tests
+exec > >(tee -a "$NODE_LOG") 2>&1 # cloud-init sends our output to the console too
+
+# Dead-man switch before anything else: the instances launch with
+# InstanceInitiatedShutdownBehavior=terminate, so this ends a node Airflow forgot.
+shutdown -h "+$LIFETIME_MINUTES" "fruits-node: lifetime of $LIFETIME_MINUTES minutes is over"
+echo "fruits-node: $ROLE of cluster $CLUSTER_ID, up to $LIFETIME_MINUTES minutes"
+
+INSTANCE_ID=unknown
+report_failure() {
+    local status=$1 line=$2 command=$3
+    trap - ERR
+    set +e
+    # in a subshell ($(...)): leave the report to the main shell, which fails next
+    [ "$BASHPID" = "$$" ] || exit "$status"
+    echo "fruits-node: FAILED (exit status $status) at line $line: $command"
+    sleep 1 # let tee write the last lines
+    tail -n 40 "$NODE_LOG" |
+        FRUITS_ROLE="$ROLE" FRUITS_INSTANCE="$INSTANCE_ID" \
+            FRUITS_ERROR="line $line: $command (exit status $status)" \
+            python3 -c 'import json, os, sys
+print(json.dumps({"role": os.environ["FRUITS_ROLE"],
+                  "instance_id": os.environ["FRUITS_INSTANCE"],
+                  "error": os.environ["FRUITS_ERROR"],
+                  "log_tail": sys.stdin.read()}, indent=1))' |
+        aws s3 cp - "${LOG_PREFIX}failed/${ROLE}-${INSTANCE_ID}.json" \
+            --region "$REGION" --content-type application/json --only-show-errors
+    exit "$status"
+}
+trap 'report_failure "$?" "$LINENO" "$BASH_COMMAND"' ERR
+
+# IMDSv2 only: every metadata read carries a session token.
+IMDS=http://169.254.169.254/latest
+IMDS_TOKEN=$(curl -sSf --retry 5 --retry-connrefused -X PUT "$IMDS/api/token" \
+    -H "X-aws-ec2-metadata-token-ttl-seconds: 21600")
+imds() {
+    curl -sSf --retry 5 --retry-connrefused -H "X-aws-ec2-metadata-token: $IMDS_TOKEN" \
+        "$IMDS/meta-data/$1"
+}
+INSTANCE_ID=$(imds instance-id)
+PRIVATE_IP=$(imds local-ipv4)
+echo "fruits-node: instance $INSTANCE_ID, private IP $PRIVATE_IP"
+
+# Nothing listens but Spark: no remote shell (SSM's agent only connects out).
+systemctl disable --now sshd.service sshd.socket >/dev/null 2>&1 || true
+
+# Java, Python, the job code and its venv; everything Spark runs as the user spark.
+dnf install -y -q java-17-amazon-corretto-headless "$PYTHON" "${PYTHON}-pip"
+id spark >/dev/null 2>&1 ||
+    useradd --system --create-home --home-dir /home/spark --shell /sbin/nologin spark
+install -d -m 755 "$NODE_HOME" "$NODE_HOME/code"
+install -d -o spark -g spark -m 755 "$NODE_HOME/work"
+install -d -o spark -g spark -m 700 /home/spark/.aws
+printf '[default]\nregion = %s\n' "$REGION" >/home/spark/.aws/config
+chown spark:spark /home/spark/.aws/config
+aws s3 cp --recursive --only-show-errors --region "$REGION" "$CODE_PREFIX" "$NODE_HOME/code/"
+VENV=$NODE_HOME/venv
+"$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q --no-cache-dir --upgrade pip
+"$VENV/bin/python" -m pip install -q --no-cache-dir -r "$NODE_HOME/code/node-requirements.txt"
+
+# Spark's configuration, in pyspark's default conf dir: the master, the worker and
+# every spark-submit of the steps read it without any environment of their own.
+SPARK_HOME=$("$VENV/bin/python" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
+case "$HADOOP_AWS" in
+*:*) HADOOP_AWS_COORDINATE=$HADOOP_AWS ;;
+*) HADOOP_AWS_COORDINATE="org.apache.hadoop:hadoop-aws:$HADOOP_AWS" ;;
+esac
+install -d -m 755 "$SPARK_HOME/conf"
+cat >"$SPARK_HOME/conf/spark-defaults.conf" <<EOF
+spark.jars.packages                           $HADOOP_AWS_COORDINATE
+spark.hadoop.fs.s3.impl                       org.apache.hadoop.fs.s3a.S3AFileSystem
+spark.hadoop.fs.s3a.aws.credentials.provider  org.apache.hadoop.fs.s3a.auth.IAMInstanceCredentialsProvider
+spark.hadoop.fs.s3a.endpoint.region           $REGION
+spark.pyspark.python                          $VENV/bin/python
+spark.pyspark.driver.python                   $VENV/bin/python
+EOF
+cat >"$SPARK_HOME/conf/spark-env.sh" <<EOF
+export PYSPARK_PYTHON=$VENV/bin/python
+export PYSPARK_DRIVER_PYTHON=$VENV/bin/python
+export SPARK_LOCAL_IP=$PRIVATE_IP
+export AWS_REGION=$REGION
+EOF
+echo "fruits-node: Spark in $SPARK_HOME, s3a connector $HADOOP_AWS_COORDINATE"
+
+# Start this node's part of the cluster (node.py detaches the Spark daemon and returns).
+NODE=(runuser -u spark -- "$VENV/bin/python" "$NODE_HOME/code/node.py")
+cd "$NODE_HOME/work"
+case "$ROLE" in
+primary)
+    "${NODE[@]}" primary --host "$PRIVATE_IP" --log-prefix "$LOG_PREFIX" \
+        --workers "$WORKERS" --timeout "$READY_TIMEOUT" --cluster-id "$CLUSTER_ID" \
+        --spark-home "$SPARK_HOME" --work-dir "$NODE_HOME/work"
+    ;;
+worker)
+    "${NODE[@]}" worker --host "$PRIVATE_IP" --master "spark://$MASTER_HOST:7077" \
+        --timeout "$READY_TIMEOUT" --spark-home "$SPARK_HOME" --work-dir "$NODE_HOME/work"
+    ;;
+*)
+    echo "fruits-node: unknown role $ROLE" >&2
+    false
+    ;;
+esac
+echo "fruits-node: $ROLE of cluster $CLUSTER_ID is up"

@@ -1,0 +1,144 @@
+"""``add_steps`` and ``wait_for_step`` of the ``ec2`` backend: the steps go to
+``<log prefix>steps.json`` and one SSM command starts the primary's step runner
+(``node.py run-steps``); the runner mirrors each step's state and output to
+``<log prefix>steps/<id>/``, as EMR copies step logs under its LogUri."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow.providers.amazon.aws.operators.ssm import SsmRunCommandOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from fruits.clusters.common.step_sensor import StepFilesSensor, watch_progress
+from fruits.clusters.common.step_states import (
+    PENDING,
+    STDERR_TAIL,
+    all_done,
+    failed_step,
+    headline,
+    log_tail,
+    new_step_ids,
+)
+from fruits.clusters.ec2.instances import instances, nodes_gone
+from fruits.storage.s3sync import read_json, split_uri
+
+
+class Ec2AddStepsOperator(SsmRunCommandOperator):
+    """Write the steps (``spark-submit`` lines for the primary's master) to
+    ``<log prefix>steps.json``, their PENDING states beside, and start the primary's
+    step runner with one SSM command; returns the step ids."""
+
+    template_fields: Sequence[str] = (
+        *SsmRunCommandOperator.template_fields, "cluster", "instance_ids", "steps",
+    )  # fmt: skip
+
+    def __init__(self, *, cluster: Any, instance_ids: Any, steps: Any, **kwargs: Any):
+        kwargs.setdefault("waiter_delay", 5)
+        kwargs.setdefault("waiter_max_attempts", 60)
+        super().__init__(document_name="AWS-RunShellScript", wait_for_completion=True, **kwargs)
+        self.cluster = cluster
+        self.instance_ids = instance_ids
+        self.steps = steps
+
+    def execute(self, context: Any) -> list[str]:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from fruits.clusters.common.spark_steps import for_standalone
+        from fruits.clusters.ec2.user_data import NODE_HOME, run_steps_command
+
+        s3 = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
+        log_prefix = self.cluster["log_prefix"]
+        ready = read_json(s3, log_prefix + "ready.json")
+        if ready is None:
+            raise AirflowFailException(f"cluster {self.cluster['cluster_id']} is not ready")
+        code_prefix = self.cluster["user_data"]["code_prefix"]
+        commands = for_standalone(
+            list(self.steps),
+            master_url=ready["master_url"],
+            spark_submit=f"{NODE_HOME}/venv/bin/spark-submit",
+            code_prefix=code_prefix,
+            code_dir=f"{NODE_HOME}/code",
+        )
+        ids = new_step_ids("ec2", len(commands))
+        spec = [
+            {"id": sid, "name": step["Name"], "argv": argv}
+            for sid, step, argv in zip(ids, self.steps, commands, strict=True)
+        ]
+        bucket, prefix = split_uri(log_prefix)
+        for sid in ids:
+            s3.load_string(json.dumps({"state": PENDING}), f"{prefix}steps/{sid}/state.json",
+                           bucket_name=bucket, replace=True)  # fmt: skip
+        s3.load_string(json.dumps(spec, indent=1), f"{prefix}steps.json", bucket_name=bucket,
+                       replace=True)  # fmt: skip
+        for item in spec:
+            self.log.info("step %s (%s): %s", item["id"], item["name"], " ".join(item["argv"]))
+        primary = list(self.instance_ids)[0]
+        self.run_command_kwargs = {
+            "InstanceIds": [primary],
+            "Comment": f"fruits-pipeline {self.cluster['cluster_id']}: run the steps"[:100],
+            "Parameters": {"commands": [run_steps_command(log_prefix)]},
+            "TimeoutSeconds": 600,
+        }
+        command_id = super().execute(context)
+        self.log.info("SSM command %s started the step runner on %s", command_id, primary)
+        return ids
+
+
+class Ec2StepsSensor(StepFilesSensor):
+    """Reads ``<log prefix>steps/<id>/state.json``; a failed, cancelled or interrupted
+    step fails the run with its stderr; nodes that are gone fail it at once."""
+
+    template_fields: Sequence[str] = (*StepFilesSensor.template_fields, "cluster", "instance_ids")
+
+    def __init__(self, *, cluster: Any, instance_ids: Any, aws_conn_id: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.cluster = cluster
+        self.instance_ids = instance_ids
+        self.aws_conn_id = aws_conn_id
+
+    def s3(self) -> Any:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        return S3Hook(aws_conn_id=self.aws_conn_id)
+
+    def poke(self, context: Any) -> bool:
+        states = self.step_states()
+        self.log.info("steps: %s", {sid: s["state"] for sid, s in states.items()})
+        sid = failed_step(self.step_ids, states)
+        if sid is not None:
+            message = self.step_report(sid, states[sid])
+            self.log.error("%s", message)
+            raise AirflowFailException(message)
+        if all_done(self.step_ids, states):
+            return True
+        watch_progress(self)
+        from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
+
+        hook = EC2Hook(aws_conn_id=self.aws_conn_id, api_type="client_type")
+        found = hook.conn.describe_instances(InstanceIds=list(self.instance_ids))
+        gone = nodes_gone(instances(found))
+        if gone:
+            raise AirflowFailException(
+                f"cluster {self.cluster['cluster_id']}: {gone}; steps {self.step_ids} cannot finish"
+            )
+        return False
+
+    def step_states(self) -> dict[str, dict]:
+        s3, log_prefix = self.s3(), self.cluster["log_prefix"]
+        return {
+            sid: read_json(s3, f"{log_prefix}steps/{sid}/state.json") or {"state": PENDING}
+            for sid in self.step_ids
+        }
+
+    def step_report(self, step_id: str, state: Mapping[str, Any]) -> str:
+        """The step's headline and the tail of its stderr, as the runner mirrored it."""
+        uri = f"{self.cluster['log_prefix']}steps/{step_id}/stderr"
+        bucket, key = split_uri(uri)
+        s3 = self.s3()
+        if s3.check_for_key(key, bucket_name=bucket):
+            stderr = log_tail(s3.read_key(key, bucket_name=bucket), STDERR_TAIL)
+            return f"{headline(step_id, state)}\n--- {uri} (tail) ---\n{stderr}"
+        return f"{headline(step_id, state)}\n(no stderr at {uri})"

@@ -1,0 +1,226 @@
+"""Every setting of the pipeline, read from the environment, in one place.
+
+``docs/configuration.md`` lists every ``FRUITS_*`` variable with its default and meaning;
+``tests/plugins/fruits/test_settings.py`` keeps that page equal to what the code reads.
+The DAG reads these when it is parsed (``FRUITS_COMPUTE`` picks the cluster backend);
+tasks read them again when they run. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+from fruits.env_values import ConfigError, env_bool, env_float, env_int, env_tags
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+COMPUTE_BACKENDS = ("local", "emr", "ec2")
+
+
+def jobs_module(name: str, jobs_dir: Path | None = None) -> ModuleType:
+    """A ``fruits_spark`` module, from the jobs' folder if it is not importable already.
+
+    The rules the plugins share with the Spark jobs (the model registry, the bounds of
+    the run's numbers) live in the jobs' package, which ships alone to the clusters; the
+    plugins import it from there rather than keep copies.
+    """
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        folder = str(jobs_dir or _jobs_dir(os.environ))
+        if folder not in sys.path:
+            sys.path.append(folder)
+        return importlib.import_module(name)
+
+
+def model_names() -> tuple[str, ...]:
+    """The models the jobs can run: the keys of ``fruits_spark.rules.MODELS``."""
+    return tuple(rules.MODELS)
+
+
+def runtime_names() -> tuple[str, ...]:
+    """What can run the CNN: ``fruits_spark.rules.RUNTIMES``, the default first."""
+    return tuple(rules.RUNTIMES)
+
+
+def _path(value: str) -> Path:
+    """Relative paths are relative to the project root, not to whatever the cwd is."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def _jobs_dir(env: Mapping[str, str]) -> Path:
+    return _path(env.get("FRUITS_JOBS_DIR", "").strip() or "spark_jobs")
+
+
+# the one module of the jobs' package the DAG loads when parsed: dependency-free
+rules = jobs_module("fruits_spark.rules")
+
+
+@dataclass(frozen=True)
+class EmrSettings:
+    release_label: str = "emr-7.13.0"
+    master_type: str = "m5.xlarge"
+    core_type: str = "m5.xlarge"
+    core_count: int = 2
+    task_type: str = "m5.xlarge"
+    task_spot_count: int = 0
+    instance_profile: str = "fruits-emr-instance-role"
+    service_role: str = "fruits-emr-service-role"
+    log_uri: str = ""
+    subnet: str = ""
+    idle_timeout: int = 3600
+    python: str = "/usr/bin/python3.11"
+    log_wait: int = 300
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+AL2023_X86_64 = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+
+
+@dataclass(frozen=True)
+class Ec2Settings:
+    ami: str = AL2023_X86_64
+    primary_type: str = "m5.xlarge"
+    worker_type: str = "m5.xlarge"
+    worker_count: int = 2
+    worker_spot: bool = False
+    subnet: str = ""
+    security_group: str = ""
+    instance_profile: str = "fruits-ec2-node-role"
+    log_uri: str = ""
+    ready_timeout: int = 1200
+    volume_gb: int = 30
+    python: str = "python3.11"
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def emr_settings(env: Mapping[str, str], bucket: str) -> EmrSettings:
+    return EmrSettings(
+        release_label=env.get("FRUITS_EMR_RELEASE_LABEL", "") or EmrSettings.release_label,
+        master_type=env.get("FRUITS_EMR_MASTER_TYPE", "") or EmrSettings.master_type,
+        core_type=env.get("FRUITS_EMR_CORE_TYPE", "") or EmrSettings.core_type,
+        core_count=env_int(env, "FRUITS_EMR_CORE_COUNT", EmrSettings.core_count),
+        task_type=env.get("FRUITS_EMR_TASK_TYPE", "") or EmrSettings.task_type,
+        task_spot_count=env_int(env, "FRUITS_EMR_TASK_SPOT_COUNT", 0),
+        instance_profile=env.get("FRUITS_EMR_INSTANCE_PROFILE", "") or EmrSettings.instance_profile,
+        service_role=env.get("FRUITS_EMR_SERVICE_ROLE", "") or EmrSettings.service_role,
+        log_uri=env.get("FRUITS_EMR_LOG_URI", "") or f"s3://{bucket}/logs/emr/",
+        subnet=env.get("FRUITS_EMR_SUBNET", "").strip(),
+        idle_timeout=env_int(env, "FRUITS_EMR_IDLE_TIMEOUT", EmrSettings.idle_timeout, minimum=60),
+        python=env.get("FRUITS_EMR_PYTHON", "") or EmrSettings.python,
+        log_wait=env_int(env, "FRUITS_EMR_LOG_WAIT", EmrSettings.log_wait),
+        tags=env_tags(env.get("FRUITS_EMR_TAGS", "")),
+    )
+
+
+def ec2_settings(env: Mapping[str, str], bucket: str) -> Ec2Settings:
+    return Ec2Settings(
+        ami=env.get("FRUITS_EC2_AMI", "").strip() or Ec2Settings.ami,
+        primary_type=env.get("FRUITS_EC2_PRIMARY_TYPE", "").strip() or Ec2Settings.primary_type,
+        worker_type=env.get("FRUITS_EC2_WORKER_TYPE", "").strip() or Ec2Settings.worker_type,
+        worker_count=env_int(env, "FRUITS_EC2_WORKER_COUNT", Ec2Settings.worker_count, minimum=1),
+        worker_spot=env_bool(env, "FRUITS_EC2_WORKER_SPOT", False),
+        subnet=env.get("FRUITS_EC2_SUBNET", "").strip(),
+        security_group=env.get("FRUITS_EC2_SECURITY_GROUP", "").strip(),
+        instance_profile=env.get("FRUITS_EC2_INSTANCE_PROFILE", "").strip()
+        or Ec2Settings.instance_profile,
+        log_uri=env.get("FRUITS_EC2_LOG_URI", "").strip() or f"s3://{bucket}/logs/ec2/",
+        ready_timeout=env_int(
+            env, "FRUITS_EC2_READY_TIMEOUT", Ec2Settings.ready_timeout, minimum=10
+        ),
+        volume_gb=env_int(env, "FRUITS_EC2_VOLUME_GB", Ec2Settings.volume_gb, minimum=8),
+        python=env.get("FRUITS_EC2_PYTHON", "").strip() or Ec2Settings.python,
+        tags=env_tags(env.get("FRUITS_EC2_TAGS", ""), "FRUITS_EC2_TAGS"),
+    )
+
+
+RESCHEDULE_FROM_S = 60  # the shortest poke interval at which sensors reschedule
+
+
+@dataclass(frozen=True)
+class Settings:
+    compute: str = "local"
+    bucket: str = "fruits-pipeline"
+    incoming: Path = PROJECT_ROOT / "data" / "incoming"
+    scratch: Path = PROJECT_ROOT / "var" / "scratch"
+    jobs_dir: Path = PROJECT_ROOT / "spark_jobs"
+    aws_conn_id: str = "aws_default"
+    model: str = "mobilenetv2"
+    runtime: str = "auto"
+    weights: str = "imagenet"
+    image_size: int = rules.IMAGE_SIZE_DEFAULT
+    variance: float = rules.VARIANCE_DEFAULT
+    poke_interval: int = 60
+    step_timeout_base: int = 1800
+    step_seconds_per_image: float = 0.5
+    stall_minutes: int = 15
+    progress_seconds: int = 15
+    local_cores: int = os.cpu_count() or 1
+    local_memory: str = "2g"
+    emr: EmrSettings = field(default_factory=EmrSettings)
+    ec2: Ec2Settings = field(default_factory=Ec2Settings)
+
+    @property
+    def sensor_mode(self) -> str:
+        """``reschedule`` (no worker slot held between looks) when the looks are a minute
+        or more apart, as Airflow advises; ``poke`` for the quick looks of ``make demo``,
+        ``make ui`` and the tests. A rescheduled sensor poked every few seconds on a busy
+        host loses to a scheduler race: an executor event from one look, handled after
+        the next look was queued, fails the sensor (apache/airflow#71172)."""
+        return "reschedule" if self.poke_interval >= RESCHEDULE_FROM_S else "poke"
+
+    def step_timeout(self, n_images: int) -> int:
+        """Seconds the steps may take for a batch of ``n_images`` (start-up included)."""
+        return int(self.step_timeout_base + self.step_seconds_per_image * max(0, n_images))
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings now (not at import), so a re-parsed DAG sees the current values."""
+    env = os.environ if env is None else env
+    compute = env.get("FRUITS_COMPUTE", "local").strip().lower() or "local"
+    if compute not in COMPUTE_BACKENDS:
+        choices = ", ".join(COMPUTE_BACKENDS)
+        raise ConfigError(f"FRUITS_COMPUTE={compute!r}: choose one of {choices}")
+    model = env.get("FRUITS_MODEL", "mobilenetv2").strip() or "mobilenetv2"
+    if model not in model_names():
+        raise ConfigError(f"FRUITS_MODEL={model!r}: choose one of {', '.join(model_names())}")
+    runtime = env.get("FRUITS_RUNTIME", "").strip() or runtime_names()[0]
+    if runtime not in runtime_names():
+        choices = ", ".join(runtime_names())
+        raise ConfigError(f"FRUITS_RUNTIME={runtime!r}: choose one of {choices}")
+    bucket = env.get("FRUITS_BUCKET", "fruits-pipeline").strip() or "fruits-pipeline"
+    variance = env_float(env, "FRUITS_VARIANCE", rules.VARIANCE_DEFAULT)
+    if error := rules.variance_error(variance):
+        raise ConfigError(f"FRUITS_VARIANCE {error}")
+    image_size = env_int(env, "FRUITS_IMAGE_SIZE", rules.IMAGE_SIZE_DEFAULT)
+    if error := rules.image_size_error(image_size):
+        raise ConfigError(f"FRUITS_IMAGE_SIZE {error}")
+    return Settings(
+        compute=compute,
+        bucket=bucket,
+        incoming=_path(env.get("FRUITS_INCOMING", "") or "data/incoming"),
+        scratch=_path(env.get("FRUITS_SCRATCH", "") or "var/scratch"),
+        jobs_dir=_jobs_dir(env),
+        aws_conn_id=env.get("FRUITS_AWS_CONN_ID", "") or "aws_default",
+        model=model,
+        runtime=runtime,
+        weights=env.get("FRUITS_WEIGHTS", "").strip() or "imagenet",
+        image_size=image_size,
+        variance=variance,
+        poke_interval=env_int(env, "FRUITS_POKE_INTERVAL", 60, minimum=1),
+        step_timeout_base=env_int(env, "FRUITS_STEP_TIMEOUT_BASE", 1800),
+        step_seconds_per_image=env_float(env, "FRUITS_STEP_SECONDS_PER_IMAGE", 0.5),
+        stall_minutes=env_int(env, "FRUITS_STALL_MINUTES", 15),
+        progress_seconds=env_int(env, "FRUITS_PROGRESS_SECONDS", 15, minimum=1),
+        local_cores=env_int(env, "FRUITS_LOCAL_CORES", os.cpu_count() or 1, minimum=1),
+        local_memory=env.get("FRUITS_LOCAL_MEMORY", "").strip() or "2g",
+        emr=emr_settings(env, bucket),
+        ec2=ec2_settings(env, bucket),
+    )

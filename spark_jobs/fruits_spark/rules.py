@@ -1,0 +1,137 @@
+"""The rules the DAG shares with the jobs, in the one place every layer reads them: the
+bounds of the run's numbers, the models, the runtimes and which files are images.
+
+The trigger form, the settings (``FRUITS_*``), the ``validate_params`` task and the jobs'
+own arguments all check these values; each calls the functions here instead of
+repeating them, so a change reaches every layer at once. Standard library only: the DAG
+imports this module when it is parsed, on Airflow workers that may have no numpy,
+Pillow, TensorFlow or pyspark (tests/spark_jobs/fruits_spark/test_rules.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMAGE_SIZE_DEFAULT = 224
+IMAGE_SIZE_RANGE = (32, 1024)  # pixels a side: below 32 the CNNs' strides leave nothing
+VARIANCE_DEFAULT = 0.95
+VARIANCE_RANGE = (0.0, 1.0)  # a share of the variance: above the first, up to the second
+BATCH_SIZE_DEFAULT = 64
+BATCH_SIZE_RANGE = (1, 4096)
+# A Python worker holds one Arrow batch of decoded images: its memory grows with it
+# (tests/jobs/test_memory.py). 256 images of 224x224.
+MAX_BATCH_PIXELS = 256 * 224**2
+
+
+def image_size_error(size: int) -> str | None:
+    """Why ``size`` cannot be the images' side, or None."""
+    low, high = IMAGE_SIZE_RANGE
+    if not low <= size <= high:
+        return f"must be between {low} and {high}, got {size}"
+    return None
+
+
+def variance_error(variance: float) -> str | None:
+    """Why ``variance`` cannot be the share of variance PCA keeps, or None."""
+    low, high = VARIANCE_RANGE
+    if not low < variance <= high:
+        return f"must be > {low:g} and <= {high:g}, got {variance}"
+    return None
+
+
+def batch_size_error(batch_size: int, image_size: int) -> str | None:
+    """Why ``batch_size`` rows per Arrow batch cannot be used at ``image_size``, or None."""
+    low, high = BATCH_SIZE_RANGE
+    if not low <= batch_size <= high:
+        return f"must be between {low} and {high}, got {batch_size}"
+    if batch_size * image_size**2 > MAX_BATCH_PIXELS:
+        return (
+            f"{batch_size} at image size {image_size} holds more than "
+            f"{MAX_BATCH_PIXELS // 224**2} images of 224x224 per batch: a Python worker's "
+            "memory grows with it"
+        )
+    return None
+
+
+# --- the models (fruits_spark.inference.models builds them) ---
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    application: str  # keras.applications attribute, e.g. "MobileNetV2"
+    module: str  # keras.applications submodule holding preprocess_input
+    n_features: int
+    imagenet_file: str  # name Keras caches the no-top ImageNet weights under
+    preprocess_mode: str  # keras.applications' preprocess_input mode: "tf" or "caffe"
+    offline_source: str = ""  # how to stage those weights with no internet, if we can
+
+
+MODELS: dict[str, ModelSpec] = {
+    "mobilenetv2": ModelSpec(
+        "mobilenetv2",
+        "MobileNetV2",
+        "mobilenet_v2",
+        1280,
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+        "tf",
+    ),
+    # MobileNet v1 1.0: real ImageNet weights offline via `make weights` (its README section)
+    "mobilenet": ModelSpec(
+        "mobilenet",
+        "MobileNet",
+        "mobilenet",
+        1024,
+        "mobilenet_1_0_224_tf_no_top.h5",
+        "tf",
+        "`make weights` (python -m fruits.dev.imagenet_mobilenet) stages them offline",
+    ),
+    "vgg16": ModelSpec(
+        "vgg16",
+        "VGG16",
+        "vgg16",
+        512,
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "caffe",
+    ),
+}
+
+
+# --- what runs them (fruits_spark.inference.runtimes) ---
+
+LITERT = "litert"
+KERAS = "keras"
+AUTO = "auto"
+RUNTIMES = (AUTO, LITERT, KERAS)
+DEFAULT_RUNTIME = AUTO
+# What ``auto`` runs, by model: the faster runtime in ``make bench`` (keras-runtime against
+# shipped); a model not named here runs LiteRT.
+FASTEST = {"vgg16": KERAS}
+
+
+def check(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {list(RUNTIMES)}")
+    return runtime
+
+
+def resolve(runtime: str, model: str) -> str:
+    """The runtime that runs ``model``: ``auto`` becomes the model's faster one."""
+    if check(runtime) == AUTO:
+        return FASTEST.get(model, LITERT)
+    return runtime
+
+
+# --- which files of a batch are images (fruits_spark.inference.images decodes them) ---
+
+# Case-insensitive extensions the job reads; everything else in the tree is skipped.
+IMAGE_EXTENSIONS: tuple[str, ...] = ("jpg", "jpeg", "png", "bmp", "gif", "tif", "tiff", "webp")
+
+
+def has_image_extension(name: str) -> bool:
+    return "." in name and name.rsplit(".", 1)[1].lower() in IMAGE_EXTENSIONS
+
+
+def is_hidden(name: str) -> bool:
+    """Spark's file index skips names starting with '.' or '_'; so do we."""
+    return name.startswith((".", "_"))

@@ -1,0 +1,98 @@
+"""The run's steps: featurize then reduce, as EMR runs them and as the local cluster reads them."""
+
+from __future__ import annotations
+
+import pytest
+from dag_support import BUCKET, CODE
+
+from fruits.clusters.common.spark_steps import build_steps, localize
+
+RUN = {"model": "vgg16", "runtime": "keras", "image_size": 96, "variance": 0.9}
+KEY = "manual__2026-11-24T00-00-00-00-00-0a1b2c3d"  # plan_run's run key
+
+
+def test_steps_run_featurize_then_reduce_on_the_batch():
+    featurize, reduce = build_steps(
+        bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE, run=RUN
+    )
+    for step in (featurize, reduce):
+        assert step["ActionOnFailure"] == "CANCEL_AND_WAIT"
+        assert step["HadoopJarStep"]["Jar"] == "command-runner.jar"
+        args = step["HadoopJarStep"]["Args"]
+        assert args[:5] == [
+            "spark-submit",
+            "--deploy-mode",
+            "cluster",
+            "--py-files",
+            CODE["py_files"],
+        ]
+    f_args, r_args = featurize["HadoopJarStep"]["Args"], reduce["HadoopJarStep"]["Args"]
+    # the run's own staging prefix, never the published runs/batch=<date>/
+    run = f"s3://{BUCKET}/runs/_staging/batch=2026-11-24/{KEY}/"
+    assert f_args[5:] == [
+        CODE["featurize"],
+        "--input", f"s3://{BUCKET}/raw/batch=2026-11-24/",
+        "--output", run + "features/",
+        "--rejected", run + "rejected/",
+        "--model", "vgg16",
+        "--runtime", "keras",
+        "--weights", CODE["weights"],
+        "--image-size", "96",
+        # live progress, which wait_for_step logs (fruits.progress)
+        "--progress", run + "progress/", "--progress-interval", "15",
+    ]  # fmt: skip
+    # a run without a runtime gets the jobs' default
+    default = build_steps(bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE,
+                          run={k: v for k, v in RUN.items() if k != "runtime"})  # fmt: skip
+    args = default[0]["HadoopJarStep"]["Args"]
+    assert args[args.index("--runtime") + 1] == "auto"
+    assert r_args[5:] == [
+        CODE["reduce"],
+        "--input", run + "features/",
+        "--output", run + "pca/",
+        "--report", run + "report/",
+        "--variance", "0.9",
+        "--rejected", run + "rejected/",
+        "--progress", run + "progress/", "--progress-interval", "15",
+    ]  # fmt: skip
+
+
+def test_local_reading_of_the_steps(tmp_path):
+    steps = build_steps(bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE, run=RUN)
+    local = localize(
+        steps,
+        master_url="spark://127.0.0.1:7123",
+        spark_submit="/bin/spark-submit",
+        s3_root=tmp_path,
+    )
+    featurize, reduce = local.commands
+    assert featurize[:3] == ["/bin/spark-submit", "--master", "spark://127.0.0.1:7123"]
+    assert (
+        "cluster" not in featurize and featurize[featurize.index("--deploy-mode") + 1] == "client"
+    )
+    assert not any(a.startswith("s3://") for a in featurize + reduce)
+    root = tmp_path / BUCKET
+    assert featurize[featurize.index("--input") + 1] == str(root / "raw" / "batch=2026-11-24")
+    # inputs: code, weights, raw batch; never an output of an earlier step
+    assert set(local.inputs) == {
+        CODE["py_files"],
+        CODE["featurize"],
+        CODE["reduce"],
+        CODE["weights"],
+        f"s3://{BUCKET}/raw/batch=2026-11-24/",
+    }
+    run = f"s3://{BUCKET}/runs/_staging/batch=2026-11-24/{KEY}/"
+    outputs = ("features", "rejected", "pca", "report", "progress")
+    assert set(local.outputs) == {run + n + "/" for n in outputs}
+    assert reduce[reduce.index("--input") + 1] == str(local.outputs[run + "features/"])
+    assert reduce[reduce.index("--rejected") + 1] == str(local.outputs[run + "rejected/"])
+    progress = str(local.outputs[run + "progress/"])  # both steps report to one folder
+    assert featurize[featurize.index("--progress") + 1] == progress
+    assert reduce[reduce.index("--progress") + 1] == progress
+    with pytest.raises(ValueError, match="only spark-submit"):
+        localize(
+            [{"Name": "x", "HadoopJarStep": {"Jar": "s3://b/x.jar", "Args": ["java"]}}],
+            master_url="spark://h:1",
+            spark_submit="s",
+            s3_root=tmp_path,
+        )

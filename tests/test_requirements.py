@@ -1,0 +1,105 @@
+"""Dependencies split by where they run: the jobs' (every cluster node), Airflow's (the
+image), development's (tests, linters); pinned, locked together, each installed only
+where it runs."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+from pathlib import Path
+
+from fruits.storage import code_bundle as jobcode
+
+ROOT = Path(__file__).resolve().parents[2]
+JOBS = ROOT / "spark_jobs" / "requirements.txt"
+AIRFLOW = ROOT / "requirements" / "airflow.txt"
+DEV = ROOT / "requirements" / "dev.txt"
+PIN = re.compile(r"^([A-Za-z0-9_.-]+)(\[[^\]]+\])?==(\S+)$")
+DEV_TOOLS = ("pytest", "moto", "ruff", "cfn-lint", "playwright", "scikit-learn", "checkov")
+
+
+def norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(path: Path, *, follow: bool = True) -> dict[str, str]:
+    """name -> version of a requirements file, with its ``-r`` includes if ``follow``."""
+    found: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("-r "):
+            if follow:
+                found.update(pins((path.parent / line[3:].strip()).resolve()))
+            continue
+        match = PIN.match(line)
+        assert match, f"{path.name}: {line!r} is not pinned with =="
+        found[norm(match.group(1))] = match.group(3)
+    return found
+
+
+def test_every_pin_is_locked_and_installed():
+    locked = pins(ROOT / "constraints.txt")
+    for path in (JOBS, AIRFLOW, DEV):
+        for name, version in pins(path, follow=False).items():
+            assert locked.get(name) == version, f"{path.name}: {name}=={version} vs constraints"
+            assert importlib.metadata.version(name) == version, f"{name} installed differs"
+
+
+def test_each_layer_holds_only_what_runs_there():
+    jobs, airflow, dev = pins(JOBS), pins(AIRFLOW), pins(DEV)
+    assert set(jobs) <= set(airflow) <= set(dev)
+    assert "pyspark" not in jobs  # EMR brings its own Spark
+    assert {"apache-airflow", "pyspark"} <= set(airflow)
+    for tool in DEV_TOOLS:
+        assert tool not in airflow, f"{tool} would ship in the Airflow image"
+    assert {"pytest", "moto", "ruff"} <= set(dev)
+
+
+def _third_party_imports(folder: Path) -> set[str]:
+    names: set[str] = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.add(node.module.split(".")[0])
+    local = {p.stem for p in folder.glob("*.py")} | {"fruits_spark"}
+    return {n for n in names if n not in sys.stdlib_module_names and n not in local}
+
+
+def test_the_jobs_file_covers_what_the_jobs_import():
+    """A node installs only spark_jobs/requirements.txt (and Spark): every package the
+    jobs import must come from it."""
+    owners = importlib.metadata.packages_distributions()
+    wanted = pins(JOBS)
+    imported = _third_party_imports(ROOT / "spark_jobs")
+    assert {"numpy", "pyarrow", "pyspark", "PIL"} <= imported
+    for module in imported - {"pyspark"}:  # the cluster's own Spark
+        dists = owners.get(module, [])
+        assert any(norm(d) in wanted for d in dists), f"spark_jobs imports {module} ({dists})"
+
+
+def test_the_nodes_get_the_jobs_file(tmp_path):
+    emr, ec2 = tmp_path / "emr.txt", tmp_path / "ec2.txt"
+    emr.write_text(jobcode.job_requirements(ROOT / "spark_jobs"))
+    ec2.write_text(jobcode.node_requirements(ROOT / "spark_jobs"))
+    airflow = pins(AIRFLOW)
+    assert pins(emr) == pins(JOBS)
+    assert pins(ec2) == {**pins(JOBS), "pyspark": airflow["pyspark"], "boto3": airflow["boto3"]}
+
+
+def test_the_image_installs_airflows_file_only():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    installs = re.findall(r"pip install [^\n]*-r (\S+)", dockerfile)
+    assert installs == ["/opt/fruits/requirements/airflow.txt"]
+    # each -r include resolves inside the image as it does in the repository
+    for raw in AIRFLOW.read_text().splitlines():
+        if raw.startswith("-r "):
+            target = (AIRFLOW.parent / raw[3:]).resolve().relative_to(ROOT)
+            copied = re.search(rf"^COPY \S* ?{re.escape(str(target))} /opt/fruits/(\S+)$",
+                               dockerfile, re.M)  # fmt: skip
+            assert copied and copied.group(1).rstrip("/") == str(target.parent), target
