@@ -18,7 +18,8 @@ from bench.data import VAR
 from bench.launch import job_env, run_checked
 
 PARITY_ROWS = 64  # raw Keras's vectors kept for the parity check
-RTOL, ATOL = 1e-4, 1e-4  # the features' contract (tests/spark_jobs/fruits_spark/inference/test_runtimes.py)
+# the features' contract (tests/spark_jobs/fruits_spark/inference/test_runtimes.py)
+RTOL, ATOL = 1e-4, 1e-4
 
 
 def raw_keras(

@@ -31,7 +31,7 @@ FIXTURE_TIERS = {
     "spark": "spark",  # a SparkSession in this process (a JVM, Python workers)
     "airflow_db": "airflow",  # Airflow's metadata database: DAG runs, `airflow` commands
     "py_files": "spark_submit",  # the jobs' zip for spark-submit processes
-    "cluster": "cluster",  # Spark master and worker processes (tests/plugins/fruits/clusters/ec2/node/test_node.py)
+    "cluster": "cluster",  # Spark master and worker processes (the ec2 node program's tests)
     "processes": "cluster",
     "ui": "browser",  # Airflow's API server and Chromium
 }

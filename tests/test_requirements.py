@@ -12,7 +12,7 @@ from pathlib import Path
 
 from fruits.storage import code_bundle as jobcode
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 JOBS = ROOT / "spark_jobs" / "requirements.txt"
 AIRFLOW = ROOT / "requirements" / "airflow.txt"
 DEV = ROOT / "requirements" / "dev.txt"

@@ -137,7 +137,7 @@ def test_bucket_is_created_private(compose):
 
 
 def test_fruits_settings_are_ones_the_pipeline_reads(compose):
-    documented = (ROOT / "plugins" / "fruits" / "config.py").read_text()
+    documented = (ROOT / "docs" / "configuration.md").read_text()
     env = compose["services"]["airflow-scheduler"]["environment"]
     names = [k for k in env if k.startswith("FRUITS_")]
     assert names and all(n in documented for n in names), names

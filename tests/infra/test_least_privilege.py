@@ -120,7 +120,7 @@ def test_nothing_in_the_repository_grants_public_read():
 def test_the_dag_asks_for_what_the_policy_allows(template):
     """The cluster request carries the tag the Airflow policy requires, and names the two
     roles the template creates; otherwise the first real run would be denied."""
-    from fruits.clusters.emr import job_flow
+    from fruits.clusters.emr.job_flow import job_flow
     from fruits.settings import load_settings
 
     settings = load_settings({"FRUITS_COMPUTE": "emr", "FRUITS_BUCKET": "my-fruits"})

@@ -11,6 +11,7 @@ import featurize
 import numpy as np
 import pandas as pd
 import pytest
+from job_support import assert_same_features
 
 from fruits.dev.sample_batch import write_bad_files, write_batch, write_odd_images
 from fruits_spark.inference import driver_model, models, workers
@@ -18,20 +19,6 @@ from fruits_spark.inference.images import decode_image
 from fruits_spark.jobs import JobError
 
 SIZE = 64  # small images keep the CNN cheap; the code path is the same as at 224
-
-
-def assert_same_features(actual: np.ndarray, expected: np.ndarray) -> None:
-    """allclose(rtol=1e-4, atol=1e-4), with atol relative to the features' scale.
-
-    Seeded random weights give MobileNetV2 features of ~1e-11: an absolute 1e-4 would
-    accept any vector at all, zeros included. Scaling atol keeps the check meaningful.
-    """
-    scale = float(np.abs(expected).max())
-    assert scale > 0, "expected features are all zero: the comparison would be vacuous"
-    assert not np.allclose(expected[0], expected[1:], rtol=1e-3, atol=1e-4 * scale), (
-        "different images gave the same features"
-    )
-    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * scale)
 
 
 def save_weights(model: str, seed: int, path: Path) -> Path:
@@ -224,7 +211,7 @@ def test_tensorflow_is_imported_with_scikit_learn_hidden_from_keras():
     jobs never use; after the import scikit-learn must still work for everyone else."""
     code = (
         "import sys\n"
-        "from fruits_spark import models\n"
+        "from fruits_spark.inference import models\n"
         "models.import_tensorflow()\n"
         "assert 'keras' in sys.modules and 'tensorflow' in sys.modules\n"
         "assert 'sklearn' not in sys.modules, 'Keras imported scikit-learn'\n"

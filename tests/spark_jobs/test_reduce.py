@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import reduce as reduce_job
+from job_support import LABELS, ROOT, low_rank_features
 from PIL import Image
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
@@ -26,9 +27,7 @@ from fruits_spark.pca.linalg import choose_k
 
 pytestmark = pytest.mark.spark
 
-ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-LABELS = ["Apple Braeburn", "Banana", "Kiwi", "Pitahaya Red", "Äpfel"]  # as on disk
 METADATA = {
     "model": "mobilenetv2",
     "weights": "random",
@@ -39,14 +38,6 @@ METADATA = {
 
 
 # --- data and an independent reference ---------------------------------------------------
-
-
-def low_rank_features(n: int, d: int, rank: int, seed: int) -> np.ndarray:
-    """Rows with a known low-rank structure plus noise, as float32 (what featurize writes)."""
-    rng = np.random.default_rng(seed)
-    scales = np.geomspace(20, 2, rank)[:, None]
-    signal = rng.normal(size=(n, rank)) @ (scales * rng.normal(size=(rank, d)))
-    return (signal + 0.3 * rng.normal(size=(n, d)) + 5.0).astype(np.float32)
 
 
 def features_df(spark, x: np.ndarray, partitions: int = 4, metadata: dict | None = None):

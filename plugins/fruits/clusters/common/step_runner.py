@@ -1,4 +1,6 @@
-"""Run a local cluster's steps one after another, as EMR does (standard library only).
+"""A cluster's steps, run one after another as EMR does, and their states: the state
+names, the done rule and the tails of their logs, for every backend (standard library
+only: it ships to the ec2 nodes).
 
     python step_runner.py <cluster-dir>
 
@@ -21,19 +23,46 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-if __package__:
-    from .step_states import CANCELLED, COMPLETED, FAILED, INTERRUPTED, PENDING, RUNNING, TERMINAL
-else:  # run as a script, or on an ec2 node: the modules sit side by side
-    from step_states import CANCELLED, COMPLETED, FAILED, INTERRUPTED, PENDING, RUNNING, TERMINAL
+# A step's states are EMR's: PENDING -> RUNNING -> COMPLETED, or one of FAILED_STATES.
+PENDING, RUNNING, COMPLETED = "PENDING", "RUNNING", "COMPLETED"
+FAILED, INTERRUPTED, CANCELLED = "FAILED", "INTERRUPTED", "CANCELLED"
+FAILED_STATES = (FAILED, INTERRUPTED, CANCELLED)  # in the order a report names them
+TERMINAL = (COMPLETED, *FAILED_STATES)  # a step in one of these never changes again
+UNFINISHED = (PENDING, RUNNING)
+STDERR_TAIL = 60  # lines of a failed step's stderr shown in the task log
+LOG_TAIL = 40  # lines of a daemon's or a step's log shown elsewhere
+# log4j lines worth skipping when showing why a step failed
+_NOISE = re.compile(r"^\d{2}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} (INFO|DEBUG) |^\s*$")
 
 # hook(step_id, step_folder): after each state change / every `interval` s while it runs
 Hook = Callable[[str, Path], None]
+
+
+def all_done(step_ids: Sequence[str], states: Mapping[str, Mapping]) -> bool:
+    """The steps are done when the last one COMPLETED (a failure cancels those after it)."""
+    return states[step_ids[-1]]["state"] == COMPLETED
+
+
+def log_tail(text: str, lines: int) -> str:
+    """The last ``lines`` meaningful lines of a log: log4j INFO/DEBUG noise and blank
+    lines dropped."""
+    kept = [line for line in text.splitlines() if not _NOISE.match(line)]
+    return "\n".join(kept[-lines:])
+
+
+def file_tail(path: Path, lines: int = LOG_TAIL) -> str:
+    """:func:`log_tail` of a log file, or a line saying it does not exist."""
+    try:
+        return log_tail(path.read_text(errors="replace"), lines)
+    except FileNotFoundError:
+        return f"({path} does not exist)"
 
 
 def now() -> str:

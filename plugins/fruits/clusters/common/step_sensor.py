@@ -14,7 +14,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
-from fruits.clusters.common.step_states import late_report
+from fruits.clusters.common.step_reports import late_report
 
 
 def step_sensor_args(settings: Any, plan: Any, create_job_flow: Any, add_steps: Any) -> dict:

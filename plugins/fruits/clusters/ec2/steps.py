@@ -12,16 +12,9 @@ from typing import Any
 from airflow.providers.amazon.aws.operators.ssm import SsmRunCommandOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from fruits.clusters.common.step_reports import failed_step, headline, new_step_ids
+from fruits.clusters.common.step_runner import PENDING, STDERR_TAIL, all_done, log_tail
 from fruits.clusters.common.step_sensor import StepFilesSensor, watch_progress
-from fruits.clusters.common.step_states import (
-    PENDING,
-    STDERR_TAIL,
-    all_done,
-    failed_step,
-    headline,
-    log_tail,
-    new_step_ids,
-)
 from fruits.clusters.ec2.instances import instances, nodes_gone
 from fruits.storage.s3sync import read_json, split_uri
 

@@ -28,7 +28,7 @@ USER_DATA_TEMPLATE = NODE_DIR / "user_data.sh"
 # the node program: node.py and the modules it imports from its own folder, and the
 # backends' shared modules it runs too (standard library only)
 NODE_MODULES = ("node.py", "node_report.py", "node_daemons.py", "node_steps.py")
-SHARED_MODULES = ("step_runner.py", "step_states.py", "standalone.py")
+SHARED_MODULES = ("step_runner.py", "standalone.py")
 HADOOP_AWS_PACKAGE = "org.apache.hadoop:hadoop-aws"
 
 # where user_data.sh puts things on a node (run_steps_command relies on them)

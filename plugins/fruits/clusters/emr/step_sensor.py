@@ -16,8 +16,8 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from fruits.clusters.common.step_runner import FAILED, STDERR_TAIL, log_tail
 from fruits.clusters.common.step_sensor import start_waiting, watch_progress
-from fruits.clusters.common.step_states import FAILED, STDERR_TAIL, log_tail
 from fruits.storage.s3sync import split_uri
 
 CLUSTER_GONE = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from fruits.clusters.common.standalone import MASTER_CLASS, WORKER_CLASS, alive_workers
-from fruits.clusters.common.step_states import file_tail
+from fruits.clusters.common.step_runner import file_tail
 from fruits.clusters.local.process_groups import alive, create_time, end_group, spawn
 from fruits.clusters.local.spark_install import free_port, spark_bin
 from fruits.clusters.local.sparkenv import spark_env

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from fruits.clusters.common import step_runner, step_states
+from fruits.clusters.common import step_reports, step_runner
 from fruits.clusters.common.spark_steps import localize
 from fruits.clusters.local.cluster import ClusterError, read_cluster, write_cluster
 from fruits.clusters.local.process_groups import alive, spawn
@@ -63,14 +63,14 @@ def add_steps(
         stage(uri, path)
     for path in local.outputs.values():  # a re-run never sees an older run's files
         shutil.rmtree(path, ignore_errors=True)
-    ids = step_states.new_step_ids("local", len(local.commands))
+    ids = step_reports.new_step_ids("local", len(local.commands))
     spec = [
         {"id": sid, "name": name, "argv": argv}
         for sid, name, argv in zip(ids, local.names, local.commands, strict=True)
     ]
     for sid in ids:
         (folder / "steps" / sid).mkdir(parents=True, exist_ok=True)
-        step_runner.write_state(folder / "steps" / sid, state=step_states.PENDING)
+        step_runner.write_state(folder / "steps" / sid, state=step_runner.PENDING)
     (folder / "steps.json").write_text(json.dumps(spec, indent=1))
     (folder / "outputs.json").write_text(
         json.dumps({uri: str(path) for uri, path in local.outputs.items()}, indent=1)
@@ -96,13 +96,13 @@ def read_step_states(scratch: Path, cluster_id: str, step_ids: list[str]) -> dic
     states = {}
     for sid in step_ids:
         state = step_runner.read_state(folder / "steps" / sid)
-        if state["state"] in step_states.UNFINISHED and not runner_alive:
+        if state["state"] in step_runner.UNFINISHED and not runner_alive:
             # re-read: the runner may have finished between the two looks
             state = step_runner.read_state(folder / "steps" / sid)
-            if state["state"] in step_states.UNFINISHED:
+            if state["state"] in step_runner.UNFINISHED:
                 step_runner.write_state(
                     folder / "steps" / sid,
-                    state=step_states.INTERRUPTED,
+                    state=step_runner.INTERRUPTED,
                     reason="the step runner is gone (cluster removed or worker restarted)",
                 )
                 state = step_runner.read_state(folder / "steps" / sid)
@@ -120,10 +120,10 @@ def failure_report(scratch: Path, cluster_id: str, step_id: str, state: Mapping)
         for line in (folder / name).read_text(errors="replace").splitlines()
         if line.startswith("error:")
     ]
-    parts = [step_states.headline(step_id, state)]
+    parts = [step_reports.headline(step_id, state)]
     if errors:
         parts.append("\n".join(errors))
-    stderr = step_states.file_tail(folder / "stderr")
+    stderr = step_runner.file_tail(folder / "stderr")
     parts.append(f"--- stderr tail ({folder / 'stderr'}) ---\n{stderr}")
     return "\n".join(parts)
 
@@ -140,18 +140,18 @@ def check_steps(
         if seen.get(sid) != state["state"]:
             log.info("step %s: %s", sid, state["state"])
             seen[sid] = state["state"]
-            if state["state"] == step_states.COMPLETED:
+            if state["state"] == step_runner.COMPLETED:
                 folder = Path(read_cluster(scratch, cluster_id)["dir"]) / "steps" / sid
-                log.info("step %s output:\n%s", sid, step_states.file_tail(folder / "stdout", 5))
-    sid = step_states.failed_step(step_ids, states)
+                log.info("step %s output:\n%s", sid, step_runner.file_tail(folder / "stdout", 5))
+    sid = step_reports.failed_step(step_ids, states)
     if sid is not None:
         raise StepFailed(failure_report(scratch, cluster_id, sid, states[sid]))
-    return states if step_states.all_done(step_ids, states) else None
+    return states if step_runner.all_done(step_ids, states) else None
 
 
 def timeout_report(scratch: Path, cluster_id: str, step_ids: list[str], timeout: float) -> str:
     """Why the steps are late: the running step's (or the last step's) state and stderr."""
-    return step_states.late_report(
+    return step_reports.late_report(
         step_ids,
         read_step_states(scratch, cluster_id, step_ids),
         timeout,

@@ -23,8 +23,10 @@ def test_code_bundle_is_reproducible_and_versioned_by_content(tmp_path):
     }
     with zipfile.ZipFile(a.folder / "fruits_spark.zip") as zf:
         names = zf.namelist()
-    sources = sorted((ROOT / "spark_jobs" / "fruits_spark").glob("*.py"))
-    assert names == [f"fruits_spark/{p.name}" for p in sources]
+    package = ROOT / "spark_jobs" / "fruits_spark"
+    sources = sorted(package.rglob("*.py"))
+    assert names == [f"fruits_spark/{p.relative_to(package).as_posix()}" for p in sources]
+    assert "fruits_spark/inference/models.py" in names  # the subpackages travel too
     requirements = (a.folder / "requirements.txt").read_text()
     assert "tensorflow-cpu==" in requirements and "pandas==" in requirements
     assert "pyspark" not in requirements  # EMR brings its own Spark
@@ -32,7 +34,9 @@ def test_code_bundle_is_reproducible_and_versioned_by_content(tmp_path):
     jobs = tmp_path / "jobs"
     (jobs / "fruits_spark").mkdir(parents=True)
     for p in sources:
-        (jobs / "fruits_spark" / p.name).write_bytes(p.read_bytes())
+        copy = jobs / "fruits_spark" / p.relative_to(package)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_bytes(p.read_bytes())
     for script in ("featurize.py", "reduce.py", "requirements.txt"):
         (jobs / script).write_bytes((ROOT / "spark_jobs" / script).read_bytes())
     assert build_bundle(jobs, tmp_path / "c").version == a.version

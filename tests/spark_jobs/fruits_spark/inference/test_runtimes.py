@@ -11,7 +11,7 @@ from pathlib import Path
 import featurize
 import numpy as np
 import pytest
-from test_featurize import assert_same_features
+from job_support import assert_same_features
 
 from fruits_spark.inference import converted, models, runtimes
 from fruits_spark.inference.images import decode_image

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from job_support import LABELS, low_rank_features
 from pyspark.sql import functions as F
-from test_reduce import LABELS, low_rank_features
 
 from fruits_spark.io import local_parquet
 from fruits_spark.io.local_parquet import Piece, local_path, plan_tasks

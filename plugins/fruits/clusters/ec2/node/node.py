@@ -1,7 +1,7 @@
 """The program of an ``ec2`` cluster node: Python's standard library, boto3, and the
 modules next to it in the code bundle (``fruits.clusters.ec2.user_data.node_program``):
-``node_report``, ``node_daemons``, ``node_steps``, and the backends' shared ``step_runner``,
-``step_states`` and ``standalone``.
+``node_report``, ``node_daemons``, ``node_steps``, and the backends' shared ``step_runner``
+and ``standalone``.
 
     node.py primary --host H --log-prefix LOG --workers N --timeout S --cluster-id ID
     node.py worker --host H --master spark://M:7077
@@ -49,8 +49,8 @@ from node_daemons import (  # noqa: E402
 from node_report import LogPrefix, say  # noqa: E402
 from node_steps import cmd_run_steps  # noqa: E402
 from standalone import MASTER_CLASS, MASTER_PORT, REGISTERED, WORKER_CLASS, alive_workers  # noqa: E402
+from step_runner import file_tail as tail  # noqa: E402
 from step_runner import now  # noqa: E402
-from step_states import file_tail as tail  # noqa: E402
 
 
 def daemon_argv(args: argparse.Namespace, main_class: str, *operands: str) -> list[str]:

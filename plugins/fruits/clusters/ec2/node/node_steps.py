@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import step_runner
-import step_states
 from node_report import LogPrefix, say
 
 
@@ -57,7 +56,7 @@ class Mirror:
         say(
             f"step {sid}: {state['state']}" + (f" ({state['reason']})" if "reason" in state else "")
         )
-        if state["state"] in step_states.TERMINAL:  # output first: who sees FAILED finds stderr
+        if state["state"] in step_runner.TERMINAL:  # output first: who sees FAILED finds stderr
             self._copy(sid, folder, ("stdout", "stderr"))
         self._copy(sid, folder, ("state.json",))
 
@@ -108,7 +107,7 @@ def cmd_run_steps(args: argparse.Namespace) -> int:
         folder = work / "steps" / step["id"]
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / "state.json").exists():
-            step_runner.write_state(folder, state=step_states.PENDING, name=step.get("name", ""))
+            step_runner.write_state(folder, state=step_runner.PENDING, name=step.get("name", ""))
         mirror.everything(step["id"], folder)
     # the steps find spark-submit and PySpark's Python in this venv
     bin_dir = str(Path(sys.executable).parent)
@@ -134,14 +133,14 @@ def cmd_run_steps(args: argparse.Namespace) -> int:
             folder = work / "steps" / step["id"]
             state = step_runner.read_state(folder).get("state")
             ended = step_runner.now()
-            if state == step_states.RUNNING:
+            if state == step_runner.RUNNING:
                 step_runner.write_state(
-                    folder, state=step_states.INTERRUPTED, reason=reason, ended=ended
+                    folder, state=step_runner.INTERRUPTED, reason=reason, ended=ended
                 )
-            elif state not in step_states.TERMINAL:
+            elif state not in step_runner.TERMINAL:
                 step_runner.write_state(
                     folder,
-                    state=step_states.CANCELLED,
+                    state=step_runner.CANCELLED,
                     reason=f"not started: {reason}",
                     ended=ended,
                 )

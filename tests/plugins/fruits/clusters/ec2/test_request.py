@@ -5,6 +5,7 @@ and what the Airflow role of infra/fruits-pipeline.yaml allows; the steps it run
 from __future__ import annotations
 
 import pytest
+from dag_support import ROOT
 
 from fruits.clusters import ec2
 from fruits.clusters.common.spark_steps import build_steps, for_standalone
@@ -86,11 +87,10 @@ def test_nodes_are_locked_down_and_only_workers_are_spot():
 
 def test_the_request_is_what_the_airflow_policy_allows():
     """Tags, IMDSv2 and the instance profile the policy's conditions require."""
-    from pathlib import Path
 
     from infra.check_policies import load
 
-    template = load(Path(__file__).resolve().parents[2] / "infra" / "fruits-pipeline.yaml")
+    template = load(ROOT / "infra" / "fruits-pipeline.yaml")
     doc = template["Resources"]["AirflowPolicy"]["Properties"]["PolicyDocument"]
     launch = next(st for st in doc["Statement"] if st.get("Sid") == "LaunchTaggedNodes")
     req = run_instances(request(), "worker")

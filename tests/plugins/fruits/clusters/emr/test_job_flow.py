@@ -1,10 +1,13 @@
-"""The EMR job flow request, its step logs and its bootstrap."""
+"""The EMR job flow request, its step logs and its bootstrap action."""
 
 from __future__ import annotations
 
+import subprocess
+
 from dag_support import BUCKET, CODE, ROOT
 
-from fruits.clusters.emr import job_flow, step_log_key
+from fruits.clusters.emr.job_flow import job_flow
+from fruits.clusters.emr.step_sensor import step_log_key
 from fruits.settings import load_settings
 
 
@@ -63,7 +66,49 @@ def test_step_log_location_follows_the_log_uri():
     assert step_log_key("s3://b/logs", "j-1", "s-2") == ("b", "logs/j-1/steps/s-2/stderr.gz")
 
 
-def test_bootstrap_never_installs_pyspark():
-    script = (ROOT / "plugins" / "fruits" / "emr" / "bootstrap.sh").read_text()
-    assert "python3.11" in script and "pip install" in script
-    assert "pip install pyspark" not in script
+BOOTSTRAP = ROOT / "plugins" / "fruits" / "clusters" / "emr" / "bootstrap.sh"
+STUB = """#!/bin/bash
+# {name}: records its arguments, does nothing else (this is no EMR node)
+echo "{name} $*" >> "$CALLS"
+{extra}
+"""
+
+
+def run_bootstrap(tmp_path, requirements: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """bootstrap.sh for real, with aws, sudo, dnf and the node's python as stubs that record
+    what they were asked to do; ``aws s3 cp`` copies ``requirements`` into place."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    source = tmp_path / "requirements.txt"
+    source.write_text(requirements)
+    stubs = {
+        "aws": f'cp "{source}" "${{@: -1}}"',  # aws s3 cp URI DEST
+        "sudo": "",
+        "dnf": "",
+        "python3.11": "cat > /dev/null",  # pip --version, and the import check on stdin
+    }
+    for name, extra in stubs.items():
+        path = bin_dir / name
+        path.write_text(STUB.format(name=name, extra=extra))
+        path.chmod(0o755)
+    calls = tmp_path / "calls.txt"
+    calls.touch()
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "CALLS": str(calls)}
+    done = subprocess.run(
+        ["bash", str(BOOTSTRAP), "s3://b/code/v/requirements.txt", str(bin_dir / "python3.11")],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    return done, calls.read_text().splitlines()
+
+
+def test_bootstrap_installs_the_jobs_requirements_and_never_pyspark(tmp_path):
+    done, calls = run_bootstrap(tmp_path / "ok", "numpy==2.1.0\ntensorflow-cpu==2.21.0\n")
+    assert done.returncode == 0, done.stderr
+    installs = [c for c in calls if c.startswith("sudo ") and " pip install " in c]
+    assert installs and installs[-1].endswith("requirements.txt"), calls
+    assert not any("pyspark" in c for c in calls), calls
+    # a requirements file that names pyspark is refused before anything is installed
+    done, calls = run_bootstrap(tmp_path / "bad", "numpy==2.1.0\npyspark==3.5.1\n")
+    assert done.returncode == 1
+    assert "refusing to install pyspark" in done.stderr
+    assert not any(" pip install " in c for c in calls), calls
