@@ -56,7 +56,7 @@ grep -oE "\[DAG TEST\] end task task_id=[a-z_]+" "$DEMO_DIR/dags-test.log" |
 # --- where the results are -------------------------------------------------------------
 say "Results in S3 (moto) and the run summary"
 export AIRFLOW__LOGGING__LOGGING_LEVEL=WARNING  # the summary only, not the hooks' chatter
-python -m fruits.publish "$DATE"
+python -m fruits.storage.publish "$DATE"
 COPY="$DEMO_DIR/s3/$FRUITS_BUCKET"
 python - "$DATE" "$COPY" <<'PY'
 import sys
@@ -64,8 +64,8 @@ from pathlib import Path
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-from fruits.config import load_settings
-from fruits.layout import run_prefix
+from fruits.settings import load_settings
+from fruits.storage.layout import run_prefix
 
 date, dest = sys.argv[1], Path(sys.argv[2])
 prefix = run_prefix(date)

@@ -13,7 +13,7 @@ export AIRFLOW__CORE__DAGS_FOLDER="$ROOT/dags"
 export AIRFLOW__CORE__PLUGINS_FOLDER="$ROOT/plugins"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 # SQLite: wait for a lock (a busy host, a backfill beside the scheduler) instead of failing
-export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=fruits.sqlite_db.CONNECT_ARGS
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS=fruits.dev.sqlite_db.CONNECT_ARGS
 # Task processes ask the api-server (make ui) to start and end them; on a busy host an
 # answer can take longer than the 5 s default, and the api-server can come up after the
 # scheduler's first tasks (Airflow's advice for high load: raise the timeout)
@@ -79,7 +79,7 @@ sample_batch() {
         say "Batch: $dir exists and is not a sample batch: using it as it is"
         return
     fi
-    python -m fruits.sample_batch "$dir" --per-label "$per_label" --bad >/dev/null
+    python -m fruits.dev.sample_batch "$dir" --per-label "$per_label" --bad >/dev/null
     touch "$dir/.sample-batch"
     say "Batch: wrote a synthetic batch to $dir ($(find "$dir" -type f ! -name '.*' | wc -l) files, 4 of them undecodable)"
 }

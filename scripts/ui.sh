@@ -60,7 +60,7 @@ shutdown() {
         for _ in $(seq 1 50); do kill -0 "$AIRFLOW_PID" 2>/dev/null || break; sleep 0.2; done
         kill -KILL -- "-$AIRFLOW_PID" 2>/dev/null || true
     fi
-    python -m fruits.local_cluster stop-all "$FRUITS_SCRATCH" || true
+    python -m fruits.clusters.local.cluster stop-all "$FRUITS_SCRATCH" || true
     stop_moto
     echo "stopped"
 }
