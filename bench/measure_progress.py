@@ -100,7 +100,7 @@ def line(row: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     import json
 
-    from bench.run import parse_args
+    from bench.options import parse_args
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--images", type=int, default=1200)

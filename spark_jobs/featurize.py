@@ -83,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--image-size {error}")
     error = rules.batch_size_error(args.batch_size, args.image_size)
     if error:
-        p.error(f"--batch-size {error} (tests/jobs/test_memory.py)")
+        p.error(f"--batch-size {error} (tests/spark_jobs/test_featurize_memory.py)")
     args.runtime = runtimes.resolve(args.runtime, args.model)  # what runs, in the metadata
     return args
 

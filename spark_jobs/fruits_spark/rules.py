@@ -19,7 +19,7 @@ VARIANCE_RANGE = (0.0, 1.0)  # a share of the variance: above the first, up to t
 BATCH_SIZE_DEFAULT = 64
 BATCH_SIZE_RANGE = (1, 4096)
 # A Python worker holds one Arrow batch of decoded images: its memory grows with it
-# (tests/jobs/test_memory.py). 256 images of 224x224.
+# (tests/spark_jobs/test_featurize_memory.py). 256 images of 224x224.
 MAX_BATCH_PIXELS = 256 * 224**2
 
 
