@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,90 @@ def test_run_keys_are_key_safe_unique_and_stay_under_runs():
 )
 def test_sensors_reschedule_only_when_looks_are_a_minute_apart(interval, mode):
     assert load_settings({"FRUITS_POKE_INTERVAL": interval}).sensor_mode == mode
+
+
+# --- docs/configuration.md lists exactly what the code reads, with the code's defaults --
+
+DOC = ROOT / "docs" / "configuration.md"
+ROW = re.compile(r"^\| `(FRUITS_[A-Z0-9_]+)` \| (`[^`]*`|all cores|empty) \|", re.M)
+READ = re.compile(r"[\"'](FRUITS_[A-Z0-9_]*[A-Z0-9])[\"']")  # a whole name, quoted, in code
+
+
+def documented(text: str) -> dict[str, str]:
+    rows = ROW.findall(text)
+    names = [name for name, _ in rows]
+    assert len(names) == len(set(names)), "a variable is listed twice"
+    return {name: default.strip("`") for name, default in rows}
+
+
+def read_by_code() -> set[str]:
+    """Every FRUITS_* name the plugins and the jobs read (as a quoted string in Python)."""
+    names = set()
+    for base in (ROOT / "plugins" / "fruits", ROOT / "spark_jobs"):
+        for path in base.rglob("*.py"):
+            names |= set(READ.findall(path.read_text()))
+    return names
+
+
+def code_default(name: str) -> str | None:
+    """The default the code uses for ``name``, written as docs/configuration.md writes it;
+    None for a variable that is no field of Settings and no special case here."""
+    from fruits.clusters.local import jvm_archive, sparkenv
+    from fruits_spark.inference import converted
+
+    settings = load_settings({})
+    home = str(Path.home())
+    special = {
+        "FRUITS_LOCAL_CORES": "all cores" if settings.local_cores == os.cpu_count() else "?",
+        "FRUITS_JVM_JIT": next(k for k, v in sparkenv.JIT_OPTIONS.items()
+                               if v == sparkenv.jit_options({})),  # fmt: skip
+        "FRUITS_JVM_ARCHIVE": str(jvm_archive.default_folder()).replace(home, "~")
+        + "/spark-<key>.jsa",
+        "FRUITS_MODEL_CACHE": str(converted.cache_dir()).replace(home, "~")
+        if not os.environ.get(converted.CACHE_ENV) else "?",
+        "FRUITS_INFERENCE_PROFILE": "empty",
+        "FRUITS_REDUCE_PROFILE": "empty",
+    }
+    if name in special:
+        return special[name]
+    short = name.removeprefix("FRUITS_").lower()
+    holder: object = settings
+    for group in ("emr", "ec2"):
+        if short.startswith(group + "_"):
+            holder, short = getattr(settings, group), short.removeprefix(group + "_")
+    if not hasattr(holder, short):
+        return None
+    value = getattr(holder, short)
+    if isinstance(value, Path):
+        return str(value.relative_to(ROOT))
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value in ("", {}):
+        return "empty"
+    return str(value).replace(f"s3://{settings.bucket}/", "s3://<bucket>/")
+
+
+def test_the_configuration_page_lists_what_the_code_reads():
+    docs = documented(DOC.read_text())
+    assert len(docs) > 40  # the parser found the tables
+    assert set(docs) == read_by_code()
+
+
+def test_the_configuration_page_gives_the_code_defaults(monkeypatch):
+    monkeypatch.delenv("FRUITS_MODEL_CACHE", raising=False)
+    wrong = {}
+    for name, default in documented(DOC.read_text()).items():
+        expected = code_default(name)
+        assert expected is not None, f"{name}: no field of Settings and no special case"
+        if expected != default:
+            wrong[name] = (default, expected)
+    assert wrong == {}
+
+
+def test_the_page_check_catches_a_wrong_or_missing_row():
+    text = DOC.read_text()
+    docs = documented(text.replace("| `FRUITS_EMR_CORE_COUNT` | `2` |",
+                                   "| `FRUITS_EMR_CORE_COUNT` | `3` |"))  # fmt: skip
+    assert docs["FRUITS_EMR_CORE_COUNT"] == "3" != code_default("FRUITS_EMR_CORE_COUNT")
+    missing = documented(re.sub(r"^\| `FRUITS_STALL_MINUTES` .*\n", "", text, flags=re.M))
+    assert "FRUITS_STALL_MINUTES" in read_by_code() - set(missing)

@@ -173,3 +173,29 @@ def test_batch_size_bounds_name_the_memory_reason():
     assert rules.batch_size_error(rules.BATCH_SIZE_DEFAULT, rules.IMAGE_SIZE_DEFAULT) is None
     assert "between 1 and 4096" in rules.batch_size_error(0, 224)
     assert "memory" in rules.batch_size_error(4096, 64)
+
+
+HEAVY = ("numpy", "PIL", "pandas", "pyarrow", "tensorflow", "keras", "pyspark", "ai_edge_litert")
+
+
+def test_parsing_the_dag_loads_the_rules_and_nothing_heavy():
+    """The DAG reads the shared rules when it is parsed, on Airflow workers that may have
+    none of the jobs' libraries: fruits_spark.rules and what the plugins import at parse
+    time load no numpy, Pillow, pandas, Arrow, TensorFlow, Keras, pyspark or LiteRT."""
+    import subprocess
+    import sys
+
+    from dag_support import ROOT
+
+    probe = (
+        "import sys\n"
+        "import fruits_pipeline\n"
+        "assert 'fruits_spark.rules' in sys.modules\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    paths = [ROOT / "dags", ROOT / "plugins", ROOT / "spark_jobs"]
+    env = {"PYTHONPATH": ":".join(map(str, paths)), "PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
