@@ -112,7 +112,7 @@ def plan_run(
         progress_seconds=settings.progress_seconds,
     )  # fmt: skip
     progress = progress_uri(settings.bucket, run["batch"], run_key)
-    return {"job_flow": cluster, "steps": steps, "timeout": timeout, "run_key": run_key,
+    return {"cluster": cluster, "steps": steps, "timeout": timeout, "run_key": run_key,
             "progress": progress}  # fmt: skip
 
 

@@ -86,7 +86,7 @@ class Backend(Protocol):
         """Remove what runs killed before their teardown left; say what."""
 
     def cluster_tasks(self, settings: Any, plan: Any) -> ClusterTasks:
-        """The backend's tasks; ``plan`` is ``plan_run``'s output (``job_flow``,
+        """The backend's tasks; ``plan`` is ``plan_run``'s output (``cluster``,
         ``steps``, ``timeout``, ``progress``)."""
 
 

@@ -38,6 +38,7 @@ TERMINAL = (COMPLETED, *FAILED_STATES)  # a step in one of these never changes a
 UNFINISHED = (PENDING, RUNNING)
 STDERR_TAIL = 60  # lines of a failed step's stderr shown in the task log
 LOG_TAIL = 40  # lines of a daemon's or a step's log shown elsewhere
+DAEMON_GRACE = 20.0  # seconds a Spark daemon's process group gets between SIGTERM and SIGKILL
 # log4j lines worth skipping when showing why a step failed
 _NOISE = re.compile(r"^\d{2}/\d{2}/\d{2} \d{2}:\d{2}:\d{2} (INFO|DEBUG) |^\s*$")
 

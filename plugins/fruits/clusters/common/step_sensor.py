@@ -23,7 +23,7 @@ def step_sensor_args(settings: Any, plan: Any, create_job_flow: Any, add_steps: 
     interval calls for (``Settings.sensor_mode``: a long batch holds no worker slot), and
     where the steps write their progress."""
     return {
-        "job_flow_id": create_job_flow.output,
+        "cluster_id": create_job_flow.output,
         "step_ids": add_steps.output,
         "timeout_seconds": plan["timeout"],
         "poke_interval": settings.poke_interval,
@@ -45,7 +45,7 @@ def start_waiting(sensor: Any) -> list[str]:
     if sensor.timeout_seconds not in (None, ""):
         sensor.timeout = float(sensor.timeout_seconds)
     sensor.log.info(
-        "Waiting up to %.0fs for steps %s on %s", sensor.timeout, step_ids, sensor.job_flow_id
+        "Waiting up to %.0fs for steps %s on %s", sensor.timeout, step_ids, sensor.cluster_id
     )
     return step_ids
 
@@ -72,12 +72,12 @@ class StepFilesSensor(BaseSensorOperator):
     """Waits for the last of ``step_ids``, whose states :meth:`step_states` reads. On a
     timeout, the running step's :meth:`step_report` (its state and stderr) comes with it."""
 
-    template_fields: Sequence[str] = ("job_flow_id", "step_ids", "timeout_seconds", "progress_uri")
+    template_fields: Sequence[str] = ("cluster_id", "step_ids", "timeout_seconds", "progress_uri")
 
     def __init__(
         self,
         *,
-        job_flow_id: Any,
+        cluster_id: Any,
         step_ids: Any,
         timeout_seconds: Any = None,
         progress_uri: Any = None,
@@ -85,7 +85,7 @@ class StepFilesSensor(BaseSensorOperator):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        self.job_flow_id = job_flow_id
+        self.cluster_id = cluster_id
         self.step_ids = step_ids
         self.timeout_seconds = timeout_seconds
         self.progress_uri = progress_uri  # where the steps write progress (fruits.progress)

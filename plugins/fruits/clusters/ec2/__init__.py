@@ -32,7 +32,7 @@ from typing import Any
 
 from fruits.clusters import ClusterTasks
 from fruits.clusters.common.step_sensor import step_sensor_args
-from fruits.clusters.ec2.create import Ec2CreateClusterOperator
+from fruits.clusters.ec2.create import READY_POLL, Ec2CreateClusterOperator
 from fruits.clusters.ec2.request import cluster_request
 from fruits.clusters.ec2.steps import Ec2AddStepsOperator, Ec2StepsSensor
 from fruits.clusters.ec2.terminate import Ec2TerminateClusterOperator, clear_leftovers
@@ -58,20 +58,20 @@ def code_files() -> dict[str, bytes]:
 def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:
     create_job_flow = Ec2CreateClusterOperator(
         task_id="create_job_flow",
-        cluster=plan["job_flow"],
-        ready_poll=min(15, settings.poke_interval),
+        cluster=plan["cluster"],
+        ready_poll=min(READY_POLL, settings.poke_interval),
         aws_conn_id=settings.aws_conn_id,
     )
     add_steps = Ec2AddStepsOperator(
         task_id="add_steps",
-        cluster=plan["job_flow"],
+        cluster=plan["cluster"],
         instance_ids=create_job_flow.output,
         steps=plan["steps"],
         aws_conn_id=settings.aws_conn_id,
     )
     wait_for_step = Ec2StepsSensor(
         task_id="wait_for_step",
-        cluster=plan["job_flow"],
+        cluster=plan["cluster"],
         instance_ids=create_job_flow.output,
         **step_sensor_args(settings, plan, create_job_flow, add_steps),
     )

@@ -15,6 +15,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from fruits.clusters.ec2.instances import instances, nodes_gone
 from fruits.storage.s3sync import read_json, split_uri
 
+READY_POLL = 15  # seconds between two looks for ready.json (or a node's failure)
+
 
 class Ec2CreateClusterOperator(EC2CreateInstanceOperator):
     """Launch the primary, then the workers, wait until the primary says the cluster is
@@ -23,7 +25,7 @@ class Ec2CreateClusterOperator(EC2CreateInstanceOperator):
 
     template_fields: Sequence[str] = (*EC2CreateInstanceOperator.template_fields, "cluster")
 
-    def __init__(self, *, cluster: Any, ready_poll: float = 15, **kwargs: Any):
+    def __init__(self, *, cluster: Any, ready_poll: float = READY_POLL, **kwargs: Any):
         super().__init__(image_id="", wait_for_completion=True, **kwargs)
         self.cluster = cluster
         self.ready_poll = ready_poll

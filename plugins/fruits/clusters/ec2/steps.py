@@ -18,6 +18,10 @@ from fruits.clusters.common.step_sensor import StepFilesSensor, watch_progress
 from fruits.clusters.ec2.instances import instances, nodes_gone
 from fruits.storage.s3sync import read_json, split_uri
 
+# The SSM command only starts the detached step runner: it ends in seconds.
+SSM_TIMEOUT = 600  # seconds SSM lets the command run
+SSM_POLL, SSM_POLLS = 5, 60  # how often, and how many times, the operator looks at it
+
 
 class Ec2AddStepsOperator(SsmRunCommandOperator):
     """Write the steps (``spark-submit`` lines for the primary's master) to
@@ -29,8 +33,8 @@ class Ec2AddStepsOperator(SsmRunCommandOperator):
     )  # fmt: skip
 
     def __init__(self, *, cluster: Any, instance_ids: Any, steps: Any, **kwargs: Any):
-        kwargs.setdefault("waiter_delay", 5)
-        kwargs.setdefault("waiter_max_attempts", 60)
+        kwargs.setdefault("waiter_delay", SSM_POLL)
+        kwargs.setdefault("waiter_max_attempts", SSM_POLLS)
         super().__init__(document_name="AWS-RunShellScript", wait_for_completion=True, **kwargs)
         self.cluster = cluster
         self.instance_ids = instance_ids
@@ -73,7 +77,7 @@ class Ec2AddStepsOperator(SsmRunCommandOperator):
             "InstanceIds": [primary],
             "Comment": f"fruits-pipeline {self.cluster['cluster_id']}: run the steps"[:100],
             "Parameters": {"commands": [run_steps_command(log_prefix)]},
-            "TimeoutSeconds": 600,
+            "TimeoutSeconds": SSM_TIMEOUT,
         }
         command_id = super().execute(context)
         self.log.info("SSM command %s started the step runner on %s", command_id, primary)

@@ -18,14 +18,16 @@ from fruits.clusters.ec2.instances import (
 )
 from fruits.settings import Settings
 
+TERMINATE_POLL, TERMINATE_POLLS = 5, 120  # seconds between looks, and how many: 10 min
+
 
 class Ec2TerminateClusterOperator(EC2TerminateInstanceOperator):
     """Terminate the cluster's instances: those given, and any other instance carrying
     their cluster id tag that is not ended yet (belt and braces: nothing left billing)."""
 
     def __init__(self, **kwargs: Any):
-        kwargs.setdefault("poll_interval", 5)
-        kwargs.setdefault("max_attempts", 120)
+        kwargs.setdefault("poll_interval", TERMINATE_POLL)
+        kwargs.setdefault("max_attempts", TERMINATE_POLLS)
         super().__init__(wait_for_completion=True, **kwargs)
 
     def execute(self, context: Any) -> list[str]:

@@ -45,7 +45,7 @@ def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:
 
     create_job_flow = EmrCreateJobFlowOperator(
         task_id="create_job_flow",
-        job_flow_overrides=plan["job_flow"],
+        job_flow_overrides=plan["cluster"],
         aws_conn_id=settings.aws_conn_id,
         emr_conn_id=None,
     )

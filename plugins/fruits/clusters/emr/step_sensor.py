@@ -45,6 +45,7 @@ class EmrStepsSensor(EmrStepSensor):
     def __init__(
         self,
         *,
+        cluster_id: Any,
         step_ids: Any,
         timeout_seconds: Any = None,
         log_wait: float = 300,
@@ -52,7 +53,8 @@ class EmrStepsSensor(EmrStepSensor):
         stall_seconds: float = 0,
         **kwargs: Any,
     ):
-        super().__init__(step_id="", **kwargs)
+        super().__init__(job_flow_id=cluster_id, step_id="", **kwargs)
+        self.cluster_id = cluster_id
         self.step_ids = step_ids
         self.timeout_seconds = timeout_seconds
         self.log_wait = log_wait

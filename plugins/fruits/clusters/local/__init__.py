@@ -50,11 +50,11 @@ def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:
 
     create_job_flow = LocalCreateClusterOperator(
         task_id="create_job_flow",
-        job_flow=plan["job_flow"],
+        cluster=plan["cluster"],
     )
     add_steps = LocalAddStepsOperator(
         task_id="add_steps",
-        job_flow_id=create_job_flow.output,
+        cluster_id=create_job_flow.output,
         steps=plan["steps"],
         aws_conn_id=settings.aws_conn_id,
     )
@@ -62,6 +62,6 @@ def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:
         task_id="wait_for_step", **step_sensor_args(settings, plan, create_job_flow, add_steps)
     )
     remove_cluster = LocalTerminateClusterOperator(
-        task_id="remove_cluster", job_flow_id=create_job_flow.output
+        task_id="remove_cluster", cluster_id=create_job_flow.output
     )
     return ClusterTasks((create_job_flow,), (add_steps, wait_for_step), remove_cluster)

@@ -19,20 +19,20 @@ from fruits.settings import load_settings
 class LocalCreateClusterOperator(BaseOperator):
     """Start a master and a worker on 127.0.0.1; returns the cluster id."""
 
-    template_fields: Sequence[str] = ("job_flow",)
+    template_fields: Sequence[str] = ("cluster",)
 
-    def __init__(self, *, job_flow: Any, **kwargs: Any):
+    def __init__(self, *, cluster: Any, **kwargs: Any):
         super().__init__(**kwargs)
-        self.job_flow = job_flow
+        self.cluster = cluster
 
     def execute(self, context: Any) -> str:
         from fruits.clusters.local.cluster import start_cluster
 
         return start_cluster(
             load_settings().scratch,
-            cores=int(self.job_flow["cores"]),
-            memory=str(self.job_flow["memory"]),
-            name=self.job_flow["Name"],
+            cores=int(self.cluster["cores"]),
+            memory=str(self.cluster["memory"]),
+            name=self.cluster["Name"],
             labels={"dag_id": self.dag_id, "run_id": context["run_id"]},
         )
 
@@ -40,11 +40,11 @@ class LocalCreateClusterOperator(BaseOperator):
 class LocalAddStepsOperator(BaseOperator):
     """Stage the inputs from S3 and start the steps, in order; returns the step ids."""
 
-    template_fields: Sequence[str] = ("job_flow_id", "steps")
+    template_fields: Sequence[str] = ("cluster_id", "steps")
 
-    def __init__(self, *, job_flow_id: Any, steps: Any, aws_conn_id: str, **kwargs: Any):
+    def __init__(self, *, cluster_id: Any, steps: Any, aws_conn_id: str, **kwargs: Any):
         super().__init__(**kwargs)
-        self.job_flow_id = job_flow_id
+        self.cluster_id = cluster_id
         self.steps = steps
         self.aws_conn_id = aws_conn_id
 
@@ -57,7 +57,7 @@ class LocalAddStepsOperator(BaseOperator):
         hook = S3Hook(self.aws_conn_id)
         return add_steps(
             load_settings().scratch,
-            self.job_flow_id,
+            self.cluster_id,
             list(self.steps),
             lambda uri, path: stage_down(hook, uri, path),
         )
@@ -79,12 +79,12 @@ class LocalStepsSensor(StepFilesSensor):
 
         scratch = load_settings().scratch
         try:
-            states = check_steps(scratch, self.job_flow_id, self.step_ids)
+            states = check_steps(scratch, self.cluster_id, self.step_ids)
             self.mirror_progress(scratch)
             if states is None:
                 watch_progress(self)
                 return False
-            uploaded = upload_outputs(scratch, self.job_flow_id, S3Hook(self.aws_conn_id))
+            uploaded = upload_outputs(scratch, self.cluster_id, S3Hook(self.aws_conn_id))
         except (StepFailed, ClusterError) as exc:
             raise AirflowFailException(str(exc)) from None  # a retry cannot fix these
         steps = {sid: state["state"] for sid, state in states.items()}
@@ -103,31 +103,31 @@ class LocalStepsSensor(StepFilesSensor):
         from fruits.clusters.local.cluster import read_cluster
         from fruits.progress import mirror_local
 
-        folder = Path(read_cluster(scratch, self.job_flow_id)["dir"]) / "s3"
+        folder = Path(read_cluster(scratch, self.cluster_id)["dir"]) / "s3"
         mirror_local(S3Hook(self.aws_conn_id), local_path(self.progress_uri, folder),
                      self.progress_uri)  # fmt: skip
 
     def step_states(self) -> dict[str, dict]:
         from fruits.clusters.local.steps import read_step_states
 
-        return read_step_states(load_settings().scratch, self.job_flow_id, self.step_ids)
+        return read_step_states(load_settings().scratch, self.cluster_id, self.step_ids)
 
     def step_report(self, step_id: str, state: Mapping[str, Any]) -> str:
         from fruits.clusters.local.steps import failure_report
 
-        return failure_report(load_settings().scratch, self.job_flow_id, step_id, state)
+        return failure_report(load_settings().scratch, self.cluster_id, step_id, state)
 
 
 class LocalTerminateClusterOperator(BaseOperator):
     """End the cluster's processes (exactly those it recorded); safe to run again."""
 
-    template_fields: Sequence[str] = ("job_flow_id",)
+    template_fields: Sequence[str] = ("cluster_id",)
 
-    def __init__(self, *, job_flow_id: Any, **kwargs: Any):
+    def __init__(self, *, cluster_id: Any, **kwargs: Any):
         super().__init__(**kwargs)
-        self.job_flow_id = job_flow_id
+        self.cluster_id = cluster_id
 
     def execute(self, context: Any) -> dict[str, str]:
         from fruits.clusters.local.cluster import stop_cluster
 
-        return stop_cluster(load_settings().scratch, self.job_flow_id)
+        return stop_cluster(load_settings().scratch, self.cluster_id)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fruits.clusters.common.step_runner import start_session
+from fruits.clusters.common.step_runner import DAEMON_GRACE, start_session
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def alive(proc: Mapping[str, Any] | None) -> bool:
     return expected is None or abs(created - float(expected)) < 1.0
 
 
-def end_group(name: str, proc: Mapping[str, Any] | None, grace: float = 20.0) -> str:
+def end_group(name: str, proc: Mapping[str, Any] | None, grace: float = DAEMON_GRACE) -> str:
     """SIGTERM the recorded process group, SIGKILL it after ``grace`` seconds; either way
     wait (with a deadline) until the group is gone and its leader collected: a signal is
     delivered some time after ``killpg`` returns, and a leader that dies after our last

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from node_report import say
-from step_runner import end_process, start_session
+from step_runner import DAEMON_GRACE, end_process, start_session
 
 
 def spark_class(spark_home: str | None) -> str:
@@ -49,7 +49,7 @@ def spawn(argv: list[str], log_path: Path, env: dict[str, str], record: Path) ->
     return proc
 
 
-def stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
+def stop(proc: subprocess.Popen, grace: float = DAEMON_GRACE) -> None:
     """End the daemon's process group (SIGTERM, then SIGKILL) and collect it."""
     end_process(proc, group=True, grace=grace)
 
