@@ -53,8 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--variance",
         type=float,
         default=None,
-        help="keep the fewest components explaining this share "
-        f"(default {rules.VARIANCE_DEFAULT})",
+        help=f"keep the fewest components explaining this share (default {rules.VARIANCE_DEFAULT})",
     )
     size.add_argument("--k", type=int, default=None, help="keep exactly this many components")
     job_progress.add_arguments(p)  # --progress URI, --progress-interval S

@@ -9,6 +9,9 @@ import os
 import sys
 from pathlib import Path
 
+# Airflow reads AIRFLOW_HOME once, when first imported: set the tests' environment before
+# any test module (bench/ tests import code that may import Airflow) is collected.
+import airflow_fixtures  # noqa: E402, F401
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,3 +179,17 @@ def test_test_files_mirror_modules_of_the_code():
 def test_every_backend_module_imports():
     for compute in COMPUTE_BACKENDS:
         importlib.import_module(f"fruits.clusters.{compute}")
+
+
+def test_importing_a_backend_package_does_not_import_airflow():
+    """The bench and the dev tools import backend modules (``local.sparkenv``); Airflow
+    comes only with ``cluster_tasks``, and a test session that imported it that early
+    would configure it before its fixtures set AIRFLOW_HOME."""
+    modules = [f"fruits.clusters.{name}" for name in COMPUTE_BACKENDS]
+    modules += ["fruits.clusters.local.sparkenv", "fruits.clusters.emr.job_flow", "bench.launch"]
+    code = f"import sys\nfor m in {modules!r}: __import__(m)\nprint('airflow' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        str(ROOT / p) for p in (".", "plugins", "spark_jobs"))}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

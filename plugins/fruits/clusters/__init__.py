@@ -66,8 +66,30 @@ class ClusterTasks:
         return (*self.setup, *self.body)
 
 
+def step_sensor_args(settings: Any, plan: Any, create_job_flow: Any, add_steps: Any) -> dict:
+    """What every backend's ``wait_for_step`` sensor is given: the cluster and the step
+    ids from the tasks before it, the batch's timeout from ``plan``, the mode the poke
+    interval calls for (``Settings.sensor_mode``: a long batch holds no worker slot), and
+    where the steps write their progress."""
+    return {
+        "cluster_id": create_job_flow.output,
+        "step_ids": add_steps.output,
+        "timeout_seconds": plan["timeout"],
+        "poke_interval": settings.poke_interval,
+        "mode": settings.sensor_mode,
+        "aws_conn_id": settings.aws_conn_id,
+        # live progress (fruits.progress): logged on each poke, a stalled step fails early
+        "progress_uri": plan["progress"],
+        "stall_seconds": settings.stall_minutes * 60,
+    }
+
+
 class Backend(Protocol):
-    """What a backend's package provides (its ``__init__.py``)."""
+    """What a backend's package provides (its ``__init__.py``).
+
+    Importing the package must not import Airflow: its operators are imported inside
+    ``cluster_tasks``, so the bench, the nodes and the dev tools can import the
+    backend's other modules (``local.sparkenv``, ``emr.job_flow``...) without it."""
 
     # Whether its nodes read the job code and weights from S3 (then ``upload_code``
     # ships the ImageNet weights with the code: the nodes need no internet for them).

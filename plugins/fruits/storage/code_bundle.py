@@ -153,4 +153,3 @@ def upload_code(
         weights = f"{uri}weights/{local_file.name}"
     code["weights"] = weights  # s3:// URIs are passed through as they are
     return code
-

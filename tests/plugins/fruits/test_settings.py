@@ -86,12 +86,14 @@ def code_default(name: str) -> str | None:
     home = str(Path.home())
     special = {
         "FRUITS_LOCAL_CORES": "all cores" if settings.local_cores == os.cpu_count() else "?",
-        "FRUITS_JVM_JIT": next(k for k, v in sparkenv.JIT_OPTIONS.items()
-                               if v == sparkenv.jit_options({})),  # fmt: skip
+        "FRUITS_JVM_JIT": next(
+            k for k, v in sparkenv.JIT_OPTIONS.items() if v == sparkenv.jit_options({})
+        ),  # fmt: skip
         "FRUITS_JVM_ARCHIVE": str(jvm_archive.default_folder()).replace(home, "~")
         + "/spark-<key>.jsa",
         "FRUITS_MODEL_CACHE": str(converted.cache_dir()).replace(home, "~")
-        if not os.environ.get(converted.CACHE_ENV) else "?",
+        if not os.environ.get(converted.CACHE_ENV)
+        else "?",
         "FRUITS_INFERENCE_PROFILE": "empty",
         "FRUITS_REDUCE_PROFILE": "empty",
     }

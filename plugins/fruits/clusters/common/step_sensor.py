@@ -1,8 +1,8 @@
-"""What every backend's ``wait_for_step`` sensor shares: its arguments
-(:func:`step_sensor_args`), its timeout sized by the batch (:func:`start_waiting`), the
-steps' live progress (:func:`watch_progress`), and, for the backends whose steps write
-their states as files (``local``: a folder, ``ec2``: the cluster's log prefix in S3),
-the sensor itself (:class:`StepFilesSensor`). EMR's is the provider's
+"""What every backend's ``wait_for_step`` sensor shares (its arguments come from
+:func:`fruits.clusters.step_sensor_args`): its timeout sized by the batch
+(:func:`start_waiting`), the steps' live progress (:func:`watch_progress`), and, for the
+backends whose steps write their states as files (``local``: a folder, ``ec2``: the
+cluster's log prefix in S3), the sensor itself (:class:`StepFilesSensor`). EMR's is the provider's
 (:class:`fruits.clusters.emr.step_sensor.EmrStepsSensor`).
 """
 
@@ -15,24 +15,6 @@ from airflow.sdk import BaseSensorOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
 from fruits.clusters.common.step_reports import late_report
-
-
-def step_sensor_args(settings: Any, plan: Any, create_job_flow: Any, add_steps: Any) -> dict:
-    """What every backend's ``wait_for_step`` sensor is given: the cluster and the step
-    ids from the tasks before it, the batch's timeout from ``plan``, the mode the poke
-    interval calls for (``Settings.sensor_mode``: a long batch holds no worker slot), and
-    where the steps write their progress."""
-    return {
-        "cluster_id": create_job_flow.output,
-        "step_ids": add_steps.output,
-        "timeout_seconds": plan["timeout"],
-        "poke_interval": settings.poke_interval,
-        "mode": settings.sensor_mode,
-        "aws_conn_id": settings.aws_conn_id,
-        # live progress (fruits.progress): logged on each poke, a stalled step fails early
-        "progress_uri": plan["progress"],
-        "stall_seconds": settings.stall_minutes * 60,
-    }
 
 
 def start_waiting(sensor: Any) -> list[str]:

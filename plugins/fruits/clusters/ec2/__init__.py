@@ -28,14 +28,10 @@ in the user data end the instances if Airflow never does.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from fruits.clusters import ClusterTasks
-from fruits.clusters.common.step_sensor import step_sensor_args
-from fruits.clusters.ec2.create import READY_POLL, Ec2CreateClusterOperator
-from fruits.clusters.ec2.request import cluster_request
-from fruits.clusters.ec2.steps import Ec2AddStepsOperator, Ec2StepsSensor
-from fruits.clusters.ec2.terminate import Ec2TerminateClusterOperator, clear_leftovers
+from fruits.clusters import ClusterTasks, step_sensor_args
 from fruits.settings import Settings
 
 __all__ = ["REMOTE", "clear_leftovers", "cluster_request", "cluster_tasks", "code_files"]
@@ -55,7 +51,25 @@ def code_files() -> dict[str, bytes]:
     }
 
 
+def cluster_request(
+    settings: Settings, *, name: str, code: Mapping[str, str], run_key: str, timeout: int
+) -> dict[str, Any]:
+    from fruits.clusters.ec2 import request
+
+    return request.cluster_request(settings, name=name, code=code, run_key=run_key, timeout=timeout)
+
+
+def clear_leftovers(settings: Settings) -> dict[str, list[str]]:
+    from fruits.clusters.ec2 import terminate
+
+    return terminate.clear_leftovers(settings)
+
+
 def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:
+    from fruits.clusters.ec2.create import READY_POLL, Ec2CreateClusterOperator
+    from fruits.clusters.ec2.steps import Ec2AddStepsOperator, Ec2StepsSensor
+    from fruits.clusters.ec2.terminate import Ec2TerminateClusterOperator
+
     create_job_flow = Ec2CreateClusterOperator(
         task_id="create_job_flow",
         cluster=plan["cluster"],

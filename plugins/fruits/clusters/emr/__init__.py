@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from fruits.clusters import ClusterTasks
-from fruits.clusters.common.step_sensor import step_sensor_args
+from fruits.clusters import ClusterTasks, step_sensor_args
 from fruits.settings import Settings
 
 REMOTE = True  # the nodes read code and weights from code/<version>/

@@ -64,5 +64,3 @@ def job_flow(settings: Settings, *, name: str, code: Mapping[str, str]) -> dict[
     groups = request["Instances"]["InstanceGroups"]
     request["Instances"]["InstanceGroups"] = [g for g in groups if g["InstanceCount"] > 0]
     return request
-
-
