@@ -19,6 +19,9 @@ from types import ModuleType
 from fruits.env_values import ConfigError, env_bool, env_float, env_int, env_tags
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# In a bundle (``make dist``: MWAA's plugins.zip, the image's plugins folder) the jobs'
+# folder and constraints.txt sit beside the ``fruits`` package, not two levels up.
+PLUGINS_ROOT = Path(__file__).resolve().parents[1]
 
 COMPUTE_BACKENDS = ("local", "emr", "ec2")
 
@@ -56,7 +59,28 @@ def _path(value: str) -> Path:
 
 
 def _jobs_dir(env: Mapping[str, str]) -> Path:
-    return _path(env.get("FRUITS_JOBS_DIR", "").strip() or "spark_jobs")
+    if value := env.get("FRUITS_JOBS_DIR", "").strip():
+        return _path(value)
+    bundled = PLUGINS_ROOT / "spark_jobs"
+    return bundled if bundled.is_dir() else PROJECT_ROOT / "spark_jobs"
+
+
+def constraints_file(jobs_dir: Path) -> Path:
+    """The project's pins (``constraints.txt``), beside the jobs' folder in the repository
+    and in a bundle: the versions the ec2 nodes install come from here, not from what
+    the Airflow worker happens to have installed."""
+    return jobs_dir.parent / "constraints.txt"
+
+
+def _incoming(value: str) -> str:
+    """A folder (made absolute) or an ``s3://bucket/prefix`` (kept, without a trailing /)."""
+    value = value.strip()
+    if value.startswith("s3://"):
+        bucket = value[len("s3://") :].split("/", 1)[0]
+        if not bucket:
+            raise ConfigError(f"FRUITS_INCOMING={value!r}: expected s3://bucket/prefix")
+        return value.rstrip("/")
+    return str(_path(value or "data/incoming"))
 
 
 # the one module of the jobs' package the DAG loads when parsed: dependency-free
@@ -98,6 +122,8 @@ class Ec2Settings:
     ready_timeout: int = 1200
     volume_gb: int = 30
     python: str = "python3.11"
+    # the hadoop-aws the nodes fetch must match the Hadoop inside the pinned pyspark
+    hadoop_version: str = "3.5.0"
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -137,6 +163,8 @@ def ec2_settings(env: Mapping[str, str], bucket: str) -> Ec2Settings:
         ),
         volume_gb=env_int(env, "FRUITS_EC2_VOLUME_GB", Ec2Settings.volume_gb, minimum=8),
         python=env.get("FRUITS_EC2_PYTHON", "").strip() or Ec2Settings.python,
+        hadoop_version=env.get("FRUITS_EC2_HADOOP_VERSION", "").strip()
+        or Ec2Settings.hadoop_version,
         tags=env_tags(env.get("FRUITS_EC2_TAGS", ""), "FRUITS_EC2_TAGS"),
     )
 
@@ -148,10 +176,11 @@ RESCHEDULE_FROM_S = 60  # the shortest poke interval at which sensors reschedule
 class Settings:
     compute: str = "local"
     bucket: str = "fruits-pipeline"
-    incoming: Path = PROJECT_ROOT / "data" / "incoming"
+    incoming: str = str(PROJECT_ROOT / "data" / "incoming")  # a folder or s3://bucket/prefix
     scratch: Path = PROJECT_ROOT / "var" / "scratch"
     jobs_dir: Path = PROJECT_ROOT / "spark_jobs"
     aws_conn_id: str = "aws_default"
+    source_conn_id: str = "aws_default"  # who lists and reads an s3:// FRUITS_INCOMING
     model: str = "mobilenetv2"
     runtime: str = "auto"
     weights: str = "imagenet"
@@ -202,13 +231,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     image_size = env_int(env, "FRUITS_IMAGE_SIZE", rules.IMAGE_SIZE_DEFAULT)
     if error := rules.image_size_error(image_size):
         raise ConfigError(f"FRUITS_IMAGE_SIZE {error}")
+    aws_conn_id = env.get("FRUITS_AWS_CONN_ID", "").strip() or "aws_default"
     return Settings(
         compute=compute,
         bucket=bucket,
-        incoming=_path(env.get("FRUITS_INCOMING", "") or "data/incoming"),
+        incoming=_incoming(env.get("FRUITS_INCOMING", "")),
         scratch=_path(env.get("FRUITS_SCRATCH", "") or "var/scratch"),
         jobs_dir=_jobs_dir(env),
-        aws_conn_id=env.get("FRUITS_AWS_CONN_ID", "") or "aws_default",
+        aws_conn_id=aws_conn_id,
+        source_conn_id=env.get("FRUITS_SOURCE_CONN_ID", "").strip() or aws_conn_id,
         model=model,
         runtime=runtime,
         weights=env.get("FRUITS_WEIGHTS", "").strip() or "imagenet",

@@ -14,7 +14,9 @@ from fruits.settings import load_settings
 
 def test_paths_in_settings_are_relative_to_the_project(tmp_path):
     s = load_settings({"FRUITS_INCOMING": "data/x", "FRUITS_SCRATCH": str(tmp_path)})
-    assert s.incoming == ROOT / "data" / "x"
+    assert s.incoming == str(ROOT / "data" / "x")
+    assert load_settings({"FRUITS_INCOMING": "s3://src/landing/"}).incoming == "s3://src/landing"
+    assert load_settings({"FRUITS_AWS_CONN_ID": "a"}).source_conn_id == "a"
     assert s.scratch == tmp_path
     assert load_settings({}).compute == "local"
     for bad in (
@@ -96,6 +98,10 @@ def code_default(name: str) -> str | None:
         else "?",
         "FRUITS_INFERENCE_PROFILE": "empty",
         "FRUITS_REDUCE_PROFILE": "empty",
+        "FRUITS_INCOMING": str(Path(settings.incoming).relative_to(ROOT)),
+        "FRUITS_SOURCE_CONN_ID": "FRUITS_AWS_CONN_ID"
+        if settings.source_conn_id == settings.aws_conn_id
+        else "?",
     }
     if name in special:
         return special[name]
