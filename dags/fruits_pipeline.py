@@ -1,10 +1,11 @@
 """
 ### fruits_pipeline: fruit photos -> CNN features -> PCA, on a Spark cluster
 
-Every day, the batch `data/incoming/<YYYY-MM-DD>/<label>/<image>` goes to S3, a Spark
-cluster runs **featurize** (a CNN without its top; `runtime=auto` runs each model on its
-faster runtime, LiteRT or Keras) and
-**reduce** (PCA), `publish_batch` switches the results in as
+Every day, the batch `<source>/<YYYY-MM-DD>/<label>/<image>` (`FRUITS_INCOMING`: a
+folder, `data/incoming` by default, or `s3://bucket/prefix`, copied server-side) goes to
+the pipeline's bucket, a Spark cluster runs **featurize** (a CNN without its top;
+`runtime=auto` runs each model on its faster runtime, LiteRT or Keras) and **reduce**
+(PCA), `publish_batch` switches the results in as
 `s3://<bucket>/runs/batch=<date>/`, and the cluster is removed whatever happened.
 
 **Cluster** (`FRUITS_COMPUTE`, read when the DAG is parsed): `local` (default; a Spark
@@ -15,8 +16,9 @@ Spark themselves; steps through SSM Run Command). Every backend has the same tas
 `remove_cluster` (a teardown: it runs after any failure; a failed step still fails the run).
 
 **Parameters**: batch date (empty: the run's logical date; a manual run without one
-takes the latest batch folder), model, runtime (`auto`, `litert` or `keras`), weights
-(`imagenet`, `random` for demos, or the s3:// URI of a `.h5`), variance, image size. Bad values fail
+takes the latest batch), source (overrides `FRUITS_INCOMING` for one run), model,
+runtime (`auto`, `litert` or `keras`), weights (`imagenet`, `random` for demos, or the
+s3:// URI of a `.h5`), variance, image size. Bad values fail
 `validate_params`, naming the parameter, before any cluster exists. A missing or
 empty batch stops the run at `find_batch`: success, the rest skipped.
 
@@ -82,22 +84,23 @@ def fruits_pipeline():
         return tasks.validate_params(context["params"], context["dag_run"].logical_date)
 
     @task.short_circuit
-    def find_batch(batch: str) -> int:
-        """How many images the batch folder holds; 0 (missing or empty) skips the rest."""
+    def find_batch(batch: str, source: str) -> int:
+        """How many images the batch holds; 0 (missing or empty) skips the rest."""
         from fruits import tasks
 
-        return tasks.find_batch(batch)
+        return tasks.find_batch(batch, source)
 
     create_bucket = S3CreateBucketOperator(
         task_id="create_bucket", bucket_name=SETTINGS.bucket, aws_conn_id=SETTINGS.aws_conn_id
     )
 
     @task
-    def upload_batch(batch: str) -> dict:
-        """Mirror the batch folder to raw/batch=<date>/: new or changed files only."""
+    def upload_batch(batch: str, source: str) -> dict:
+        """Mirror the batch to raw/batch=<date>/: new or changed files only (server-side
+        copies from an S3 source)."""
         from fruits import tasks
 
-        return tasks.upload_batch(batch)
+        return tasks.upload_batch(batch, source)
 
     @task
     def upload_code(run: dict, compute: str) -> dict:
@@ -115,8 +118,8 @@ def fruits_pipeline():
                               run_id=context["run_id"])  # fmt: skip
 
     run = validate_params()
-    n_images = find_batch(run["batch"])
-    batch_uploaded = upload_batch(run["batch"])
+    n_images = find_batch(run["batch"], run["source"])
+    batch_uploaded = upload_batch(run["batch"], run["source"])
     # the backend is the one this DAG was parsed with, whatever the worker's environment
     code = upload_code(run, compute=SETTINGS.compute)
     plan = plan_run(run, n_images, code, compute=SETTINGS.compute)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,7 @@ from fruits.settings import Settings, jobs_module, model_names, rules, runtime_n
 from fruits.storage.s3sync import split_uri
 
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+SOURCE_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?|/.*)$"
 WEIGHTS_KEYWORDS = ("imagenet", "random")
 
 
@@ -33,8 +34,9 @@ class ParamError(ValueError):
 @dataclass(frozen=True)
 class RunParams:
     batch: str  # YYYY-MM-DD
+    source: str  # where batches wait: a folder or s3://bucket/prefix (FRUITS_INCOMING)
     model: str
-    runtime: str  # fruits_spark.inference.runtimes: litert | keras
+    runtime: str  # fruits_spark.rules.RUNTIMES: auto | litert | keras
     weights: str  # imagenet | random | s3://bucket/key.h5 | /abs/path.h5
     image_size: int
     variance: float
@@ -54,8 +56,19 @@ def trigger_form(settings: Settings) -> dict[str, Any]:
             format="date",
             title="Batch date",
             description=(
-                "Which batch to process: the folder data/incoming/<YYYY-MM-DD>/. "
-                "Empty: the run's logical date, or, without one, the latest batch folder."
+                "Which batch to process: <source>/<YYYY-MM-DD>/. Empty: the run's "
+                "logical date, or, without one, the latest batch in the source."
+            ),
+        ),
+        "source": Param(
+            None,
+            type=["null", "string"],
+            pattern=SOURCE_PATTERN,
+            title="Source",
+            description=(
+                "Where the batches wait, for this run only: s3://bucket/prefix (copied "
+                "server-side) or an absolute folder on the Airflow worker. Empty: "
+                f"FRUITS_INCOMING ({settings.incoming})."
             ),
         ),
         "model": Param(
@@ -132,28 +145,28 @@ def parse_date(name: str, value: Any) -> str:
         raise ParamError(name, f"{value!r} is not a calendar date ({exc})") from None
 
 
-def latest_batch(incoming: Path) -> str | None:
-    """The newest ``YYYY-MM-DD`` folder under the incoming folder, if any."""
-    if not incoming.is_dir():
-        return None
-    dates = []
-    for child in incoming.iterdir():
-        if child.is_dir() and DATE_RE.match(child.name):
-            try:
-                dates.append(dt.date.fromisoformat(child.name))
-            except ValueError:
-                continue
-    return max(dates).isoformat() if dates else None
-
-
-def resolve_batch(value: Any, logical_date: dt.datetime | None, incoming: Path) -> str:
+def resolve_batch(
+    value: Any, logical_date: dt.datetime | None, latest: Callable[[], str | None]
+) -> str:
     """The batch a run processes: the ``batch_date`` parameter, else the logical date,
-    else (a manual run without one) the latest batch folder present, else today (UTC)."""
+    else (a manual run without one) the latest batch in the source (``latest()``), else
+    today (UTC)."""
     if value not in (None, ""):
         return parse_date("batch_date", value)
     if logical_date is not None:
         return logical_date.astimezone(dt.UTC).date().isoformat()
-    return latest_batch(incoming) or dt.datetime.now(dt.UTC).date().isoformat()
+    return latest() or dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def parse_source(value: Any, default: str) -> str:
+    """The run's source: the ``source`` parameter, else ``FRUITS_INCOMING``."""
+    if value in (None, ""):
+        return default
+    if not isinstance(value, str) or not re.match(SOURCE_PATTERN, value.strip()):
+        raise ParamError(
+            "source", f"expected s3://bucket/prefix or an absolute folder, got {value!r}"
+        )
+    return value.strip().rstrip("/") or "/"
 
 
 def parse_weights(value: Any) -> str:
@@ -179,9 +192,18 @@ def parse_weights(value: Any) -> str:
 
 
 def validate(
-    raw: Mapping[str, Any], *, logical_date: dt.datetime | None, settings: Settings
+    raw: Mapping[str, Any],
+    *,
+    logical_date: dt.datetime | None,
+    settings: Settings,
+    latest: Callable[[str], str | None] | None = None,
 ) -> RunParams:
-    """Check the run's parameters (form values or any ``conf``); ParamError names the bad one."""
+    """Check the run's parameters (form values or any ``conf``); ParamError names the bad
+    one. ``latest(source)``: the newest batch there (default: folders only)."""
+    from fruits.storage.batches import latest_batch
+
+    source = parse_source(raw.get("source"), settings.incoming)
+    find_latest = latest or latest_batch
     model = raw.get("model", settings.model)
     if model not in model_names():
         raise ParamError("model", f"{model!r} is not one of {', '.join(model_names())}")
@@ -195,7 +217,8 @@ def validate(
     if error := rules.image_size_error(image_size):
         raise ParamError("image_size", error)
     return RunParams(
-        batch=resolve_batch(raw.get("batch_date"), logical_date, settings.incoming),
+        batch=resolve_batch(raw.get("batch_date"), logical_date, lambda: find_latest(source)),
+        source=source,
         model=model,
         runtime=runtime,
         weights=parse_weights(raw.get("weights", settings.weights)),

@@ -23,6 +23,11 @@ def _s3() -> S3Hook:
     return S3Hook(load_settings().aws_conn_id)
 
 
+def _source_s3() -> S3Hook:
+    """Who lists an S3 source (``FRUITS_SOURCE_CONN_ID``: it may be another account's)."""
+    return S3Hook(load_settings().source_conn_id)
+
+
 def _permanent_fails(what: str, work: Callable[[], Any]) -> Any:
     """``work()``; an S3 error that retrying cannot help (no rights, no bucket) fails the
     task at once, naming ``what`` could not be done."""
@@ -37,10 +42,12 @@ def _permanent_fails(what: str, work: Callable[[], Any]) -> Any:
 def validate_params(params: Mapping[str, Any], logical_date: Any) -> dict:
     """The run's batch and parameters, checked; fails (no retry) naming a bad one."""
     from fruits.params import ParamError, check_weights_readable, validate
+    from fruits.storage.batches import latest_batch
 
     settings = load_settings()
     try:
-        run = validate(params, logical_date=logical_date, settings=settings)
+        run = validate(params, logical_date=logical_date, settings=settings,
+                       latest=lambda source: latest_batch(source, _source_s3()))  # fmt: skip
         check_weights_readable(run.weights, run.model, _s3())
     except ParamError as exc:
         raise AirflowFailException(str(exc)) from None
@@ -48,30 +55,34 @@ def validate_params(params: Mapping[str, Any], logical_date: Any) -> dict:
     return run.as_dict()
 
 
-def find_batch(batch: str) -> int:
-    """How many images the batch folder holds; 0 (missing or empty) skips the rest."""
-    from fruits.storage.batches import count_images
+def find_batch(batch: str, source: str) -> int:
+    """How many images the batch holds in the source; 0 (missing or empty) skips the rest."""
+    from fruits.storage.batches import batch_uri, count_batch
 
-    folder = load_settings().incoming / batch
-    n = count_images(folder)
+    where = batch_uri(source, batch)
+    n = _permanent_fails(
+        f"list the batch {where}", lambda: count_batch(source, batch, _source_s3())
+    )
     if n == 0:
-        print(f"no images in {folder} (missing or empty batch): nothing to do")
+        print(f"no images in {where} (missing or empty batch): nothing to do")
     else:
-        print(f"{n} images in {folder}")
+        print(f"{n} images in {where}")
     return n
 
 
-def upload_batch(batch: str) -> dict:
-    """Mirror the batch folder to raw/batch=<date>/: new or changed files only."""
+def upload_batch(batch: str, source: str) -> dict:
+    """Mirror the batch to raw/batch=<date>/: new or changed files only, copied
+    server-side from an S3 source (never through the worker)."""
+    from fruits.storage.batches import batch_uri, mirror_batch
     from fruits.storage.layout import raw_prefix
-    from fruits.storage.s3sync import upload_folder
 
     settings = load_settings()
-    folder, hook = settings.incoming / batch, _s3()
-    return _permanent_fails(
-        "upload the batch to S3",
-        lambda: upload_folder(hook, folder, settings.bucket, raw_prefix(batch)).as_dict(),
-    )
+    mirrored = _permanent_fails(
+        f"copy the batch {batch_uri(source, batch)} to s3://{settings.bucket}/{raw_prefix(batch)}",
+        lambda: mirror_batch(source, batch, _s3(), _source_s3(), settings.bucket,
+                             raw_prefix(batch)),
+    )  # fmt: skip
+    return mirrored.as_dict()
 
 
 def upload_code(run: dict, compute: str) -> dict:

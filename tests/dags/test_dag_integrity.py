@@ -176,8 +176,13 @@ def test_daily_runs_cover_the_day_that_ended(load_dag):
 def test_trigger_form_has_typed_bounded_documented_params(load_dag):
     dag = load_dag("local")
     schema = {name: dag.params.get_param(name).schema for name in dag.params}
-    assert set(schema) == {"batch_date", "model", "runtime", "weights", "variance", "image_size"}
+    assert set(schema) == {
+        "batch_date", "source", "model", "runtime", "weights", "variance", "image_size"
+    }  # fmt: skip
     assert schema["batch_date"]["format"] == "date"
+    source = dag.params.get_param("source")
+    assert source.resolve("s3://landing-zone/fruits") == "s3://landing-zone/fruits"
+    assert source.resolve(None) is None  # empty: FRUITS_INCOMING
     assert schema["model"]["enum"] == ["mobilenetv2", "mobilenet", "vgg16"]
     assert schema["runtime"]["enum"] == ["auto", "litert", "keras"]
     assert schema["variance"]["type"] == "number"
@@ -194,6 +199,8 @@ def test_trigger_form_has_typed_bounded_documented_params(load_dag):
         dag.params.get_param("model").resolve("resnet50")
     with pytest.raises(ParamValidationError):
         dag.params.get_param("batch_date").resolve("24/11/2026")
+    with pytest.raises(ParamValidationError):
+        source.resolve("landing/relative")
 
 
 def test_dag_file_only_declares():

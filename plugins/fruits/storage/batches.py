@@ -1,23 +1,93 @@
-"""A batch folder as the pipeline sees it: the images it holds, by the jobs' own rules."""
+"""Where a run's batch comes from: a folder on the Airflow worker (the demo's) or an
+``s3://bucket/prefix`` (MWAA, Celery, Kubernetes: no shared disk), both laid out
+``<source>/<YYYY-MM-DD>/<label>/<file>``, counted by the jobs' own rules, and mirrored
+into ``raw/batch=<date>/``. An S3 batch is copied server-side: the images never pass
+through the worker, and ``find_batch`` and ``upload_batch`` may run on different ones.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from fruits.settings import rules
+from fruits.storage.s3sync import SyncResult, list_objects, mirror_copy, split_uri, upload_folder
+
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def is_s3(source: str) -> bool:
+    return source.startswith("s3://")
+
+
+def batch_uri(source: str, batch: str) -> str:
+    """The batch's folder or ``s3://`` prefix (with its trailing slash)."""
+    if is_s3(source):
+        return f"{source.rstrip('/')}/{batch}/"
+    return str(Path(source) / batch)
+
+
+def is_image(relative: str) -> bool:
+    """An image the jobs read: its extension, and no hidden part in its path."""
+    parts = relative.split("/")
+    return not any(rules.is_hidden(p) for p in parts) and rules.has_image_extension(parts[-1])
 
 
 def count_images(folder: Path) -> int:
     """Image files in a batch folder, by the jobs' own rules (extension; hidden skipped)."""
     if not folder.is_dir():
         return 0
-    n = 0
-    for path in folder.rglob("*"):
-        parts = path.relative_to(folder).parts
-        if (
-            path.is_file()
-            and not any(rules.is_hidden(part) for part in parts)
-            and rules.has_image_extension(path.name)
-        ):
-            n += 1
-    return n
+    files = (p for p in folder.rglob("*") if p.is_file())
+    return sum(is_image(p.relative_to(folder).as_posix()) for p in files)
+
+
+def count_s3_images(keys: Iterable[str], prefix: str) -> int:
+    return sum(is_image(key[len(prefix) :]) for key in keys if key.startswith(prefix))
+
+
+def count_batch(source: str, batch: str, source_hook: Any) -> int:
+    """How many images the batch holds; 0 when it is missing or empty."""
+    if not is_s3(source):
+        return count_images(Path(batch_uri(source, batch)))
+    bucket, prefix = split_uri(batch_uri(source, batch))
+    return count_s3_images(list_objects(source_hook, bucket, prefix), prefix)
+
+
+def _latest(names: Iterable[str]) -> str | None:
+    dates = []
+    for name in names:
+        if DATE_RE.match(name):
+            try:
+                dates.append(dt.date.fromisoformat(name))
+            except ValueError:
+                continue
+    return max(dates).isoformat() if dates else None
+
+
+def latest_batch(source: str, source_hook: Any = None) -> str | None:
+    """The newest ``YYYY-MM-DD`` batch under the source, if any."""
+    if not is_s3(source):
+        folder = Path(source)
+        if not folder.is_dir():
+            return None
+        return _latest(child.name for child in folder.iterdir() if child.is_dir())
+    bucket, prefix = split_uri(source.rstrip("/") + "/")
+    found = source_hook.list_prefixes(bucket_name=bucket, prefix=prefix, delimiter="/") or []
+    return _latest(p[len(prefix) :].strip("/") for p in found)
+
+
+def mirror_batch(
+    source: str, batch: str, hook: Any, source_hook: Any, bucket: str, prefix: str
+) -> SyncResult:
+    """Make ``s3://bucket/prefix`` hold exactly the batch: uploaded from a folder, or
+    copied server-side from S3 (listed by ``source_hook``, copied by ``hook``: a copy
+    reads with the copying principal). Unchanged objects are skipped, vanished ones
+    deleted."""
+    where = batch_uri(source, batch)
+    if not is_s3(source):
+        return upload_folder(hook, Path(where), bucket, prefix)
+    src_bucket, src_prefix = split_uri(where)
+    return mirror_copy(source_hook, hook, src_bucket, src_prefix, bucket, prefix)

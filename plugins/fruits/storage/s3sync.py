@@ -220,17 +220,26 @@ def publish_folder(hook: Any, folder: Path, uri: str) -> SyncResult:
     return sync_up(hook, files, bucket, prefix, delete_stale=True, markers_last=True)
 
 
-def copy_objects(hook: Any, bucket: str, copies: dict[str, str], sizes: dict[str, int]) -> int:
-    """Server-side copies inside the bucket (destination key -> source key), in parallel;
-    nothing passes through the worker. ``sizes``: source key -> bytes."""
+def copy_objects(
+    hook: Any,
+    bucket: str,
+    copies: dict[str, str],
+    sizes: dict[str, int],
+    source_bucket: str | None = None,
+) -> int:
+    """Server-side copies into ``bucket`` (destination key -> source key, in
+    ``source_bucket``, by default the same bucket), in parallel; nothing passes through
+    the worker. ``sizes``: source key -> bytes."""
     from airflow.providers.amazon.aws.hooks.s3 import NO_ACL
+
+    source_bucket = source_bucket or bucket
 
     def copy(dest: str, src: str) -> None:
         if sizes.get(src, 0) <= COPY_LIMIT:
             # no ACL header: the bucket enforces owner-only objects (ACLs disabled)
-            hook.copy_object(src, dest, bucket, bucket, acl_policy=NO_ACL)
+            hook.copy_object(src, dest, source_bucket, bucket, acl_policy=NO_ACL)
         else:  # CopyObject stops at 5 GiB: boto3's managed (multipart) copy
-            source = {"Bucket": bucket, "Key": src}
+            source = {"Bucket": source_bucket, "Key": src}
             hook.get_conn().copy(source, bucket, dest, Config=hook.transfer_config)
 
     if not copies:
@@ -239,6 +248,43 @@ def copy_objects(hook: Any, bucket: str, copies: dict[str, str], sizes: dict[str
         for future in [pool.submit(copy, d, s) for d, s in copies.items()]:
             future.result()  # re-raise the first error
     return len(copies)
+
+
+def _same_object(source: dict, dest: dict | None) -> bool:
+    """Same size and ETag: a single-part server-side copy keeps the source's ETag."""
+    return (
+        dest is not None
+        and int(dest.get("Size", -1)) == int(source.get("Size", -2))
+        and dest.get("ETag", "").strip('"') == source.get("ETag", "").strip('"')
+    )
+
+
+def mirror_copy(
+    source_hook: Any, hook: Any, src_bucket: str, src_prefix: str, bucket: str, prefix: str
+) -> SyncResult:
+    """Make ``s3://bucket/prefix`` hold exactly the objects under ``s3://src_bucket/src_prefix``
+    by server-side copies (``hook``'s principal reads the source), skipping objects of the
+    same size and ETag and deleting the ones the source no longer has. ``source_hook``
+    lists the source (it may be another account's connection)."""
+    src_prefix = src_prefix if src_prefix.endswith("/") else src_prefix + "/"
+    prefix = prefix if prefix.endswith("/") else prefix + "/"
+    sources = {
+        key: meta
+        for key, meta in list_objects(source_hook, src_bucket, src_prefix).items()
+        if not key.endswith("/")  # "folder" placeholders some consoles create
+    }
+    remote = list_objects(hook, bucket, prefix)
+    wanted = {prefix + key[len(src_prefix) :]: key for key in sources}
+    changed = {d: s for d, s in wanted.items() if not _same_object(sources[s], remote.get(d))}
+    sizes = {key: int(meta.get("Size", 0)) for key, meta in sources.items()}
+    copied = copy_objects(hook, bucket, changed, sizes, source_bucket=src_bucket)
+    stale = sorted(k for k in remote if k not in wanted)
+    if stale:
+        hook.delete_objects(bucket=bucket, keys=stale)
+    result = SyncResult(copied, len(wanted) - len(changed), len(stale))
+    log.info("s3://%s/%s -> s3://%s/%s: %s", src_bucket, src_prefix, bucket, prefix,
+             result.as_dict())  # fmt: skip
+    return result
 
 
 def stage_down(hook: Any, uri: str, dest: Path) -> Path:

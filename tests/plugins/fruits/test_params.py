@@ -8,8 +8,9 @@ import datetime as dt
 import pytest
 from dag_support import BUCKET
 
-from fruits.params import ParamError, check_weights_readable, latest_batch, validate
+from fruits.params import ParamError, check_weights_readable, validate
 from fruits.settings import load_settings
+from fruits.storage.batches import latest_batch
 
 GOOD = {"model": "vgg16", "weights": "random", "variance": 0.9, "image_size": 96}
 NOON = dt.datetime(2026, 11, 24, 12, tzinfo=dt.UTC)
@@ -54,6 +55,7 @@ def test_good_values_pass_through():
     run = check({**GOOD, "batch_date": "2026-11-20", "image_size": "128", "variance": "1"})
     assert run.as_dict() == {
         "batch": "2026-11-20",
+        "source": load_settings({}).incoming,
         "model": "vgg16",
         "runtime": "auto",
         "weights": "random",
@@ -78,12 +80,24 @@ def test_batch_is_the_param_else_the_logical_date_else_the_latest_folder(tmp_pat
     # no logical date (a manual run): the latest YYYY-MM-DD folder present
     for name in ("2026-11-01", "2026-11-21", "2026-11-03", "not-a-date", "2026-02-30"):
         (tmp_path / name).mkdir()
-    assert latest_batch(tmp_path) == "2026-11-21"
+    assert latest_batch(str(tmp_path)) == "2026-11-21"
     assert check(GOOD, logical_date=None, env=env).batch == "2026-11-21"
     # nothing present: today (UTC)
     empty = {"FRUITS_INCOMING": str(tmp_path / "none")}
     today = dt.datetime.now(dt.UTC).date().isoformat()
     assert check(GOOD, logical_date=None, env=empty).batch == today
+
+
+def test_the_source_is_the_param_else_fruits_incoming(tmp_path):
+    env = {"FRUITS_INCOMING": str(tmp_path)}
+    assert check(GOOD, env=env).source == str(tmp_path)
+    assert check({**GOOD, "source": "s3://landing-zone/fruits/"}, env=env).source == (
+        "s3://landing-zone/fruits"
+    )
+    assert check({**GOOD, "source": "/mnt/batches"}, env=env).source == "/mnt/batches"
+    for bad in ("relative/folder", "s3://", "https://example.com/x", 3):
+        with pytest.raises(ParamError, match="'source'"):
+            check({**GOOD, "source": bad}, env=env)
 
 
 def test_weights_must_be_readable(moto, aws, tmp_path):
