@@ -14,7 +14,7 @@ export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 # Keep Spark and everything it starts on loopback.
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: venv tools weights jvm-archive check-java system-deps check test lint demo ui bench clean
+.PHONY: venv tools weights stage-weights jvm-archive check-java system-deps check test lint demo ui bench clean
 
 venv: $(STAMP)
 
@@ -38,6 +38,12 @@ $(TOOLS_STAMP): infra/tools-requirements.txt
 # converted into Keras' cache (fruits/dev/imagenet_mobilenet.py); a no-op when done.
 weights: venv
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m fruits.dev.imagenet_mobilenet
+
+# The ImageNet weights in Keras' cache, to s3://$(FRUITS_BUCKET)/models/<model>/ for the
+# emr and ec2 backends (fruits/dev/stage_weights.py; your shell's AWS credentials);
+# unchanged objects are skipped. MODELS="mobilenet vgg16" limits it (default: all cached).
+stage-weights: venv
+	$(BIN)/python -m fruits.dev.stage_weights $(if $(FRUITS_BUCKET),--bucket $(FRUITS_BUCKET)) $(if $(MODELS),--models $(MODELS))
 
 # Spark's classes in one class-data-sharing archive, made once per Java and Spark install
 # (plugins/fruits/clusters/local/jvm_archive.py): every Spark JVM we start maps it; a no-op when made.

@@ -96,8 +96,9 @@ def trigger_form(settings: Settings) -> dict[str, Any]:
             pattern=r"^(imagenet|random|s3://[^/]+/.+\.h5|/.+\.h5|file:///.+\.h5)$",
             title="Weights",
             description=(
-                "imagenet (Keras' cached file on the Airflow worker), random (seeded; "
-                "tests and demos only) or the s3:// URI / absolute path of a .h5 file."
+                "imagenet (local: Keras' cached file on the Airflow worker; emr and ec2: "
+                "the copy `make stage-weights` put in s3://<bucket>/models/), random "
+                "(seeded; tests and demos only) or the s3:// URI / absolute path of a .h5 file."
             ),
         ),
         "variance": Param(
@@ -227,9 +228,16 @@ def validate(
     )
 
 
-def check_weights_readable(weights: str, model: str, s3_hook: Any) -> None:
-    """ParamError('weights') unless the weights file exists: in S3, on disk or in Keras' cache."""
+def check_weights_readable(
+    weights: str, model: str, s3_hook: Any, *, staged_in: str | None = None
+) -> None:
+    """ParamError('weights') unless the weights file exists: in S3, on disk, or for
+    ``imagenet`` in Keras' cache (the local backend) or, with ``staged_in`` (the bucket
+    of a remote backend, whose nodes never see the worker's cache), staged there."""
     if weights == "random":
+        return
+    if weights == "imagenet" and staged_in:
+        _check_staged(model, staged_in, s3_hook)
         return
     if weights == "imagenet":
         models = jobs_module("fruits_spark.inference.models")
@@ -249,3 +257,24 @@ def check_weights_readable(weights: str, model: str, s3_hook: Any) -> None:
         return
     if not Path(weights).is_file():
         raise ParamError("weights", f"cannot read {weights}: no such file on the Airflow worker")
+
+
+def _check_staged(model: str, bucket: str, s3_hook: Any) -> None:
+    """The staged ImageNet file of ``model`` is in ``bucket``; else say how to stage it."""
+    from fruits.storage.weights import weights_key, weights_uri
+
+    uri = weights_uri(bucket, model)
+    try:
+        found = s3_hook.head_object(key=weights_key(model), bucket_name=bucket) is not None
+    except Exception as exc:  # 403, bad endpoint: staging would not help
+        raise ParamError(
+            "weights", f"cannot read the staged imagenet weights {uri}: {exc}"
+        ) from None
+    if not found:
+        raise ParamError(
+            "weights",
+            f"imagenet weights for {model} are not staged at {uri} (cloud nodes read them "
+            f"from there, never from the Airflow worker). Stage them once, from a machine "
+            f"whose Keras cache holds them: `make stage-weights FRUITS_BUCKET={bucket}` "
+            f"(or `python -m fruits.dev.stage_weights --bucket {bucket} --models {model}`)",
+        )

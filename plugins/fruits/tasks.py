@@ -39,8 +39,11 @@ def _permanent_fails(what: str, work: Callable[[], Any]) -> Any:
         raise
 
 
-def validate_params(params: Mapping[str, Any], logical_date: Any) -> dict:
-    """The run's batch and parameters, checked; fails (no retry) naming a bad one."""
+def validate_params(
+    params: Mapping[str, Any], logical_date: Any, compute: str | None = None
+) -> dict:
+    """The run's batch and parameters, checked; fails (no retry) naming a bad one. Remote
+    backends read ``imagenet`` from the bucket (staged), not from this worker's cache."""
     from fruits.params import ParamError, check_weights_readable, validate
     from fruits.storage.batches import latest_batch
 
@@ -48,7 +51,8 @@ def validate_params(params: Mapping[str, Any], logical_date: Any) -> dict:
     try:
         run = validate(params, logical_date=logical_date, settings=settings,
                        latest=lambda source: latest_batch(source, _source_s3()))  # fmt: skip
-        check_weights_readable(run.weights, run.model, _s3())
+        staged_in = settings.bucket if backend(compute or settings.compute).REMOTE else None
+        check_weights_readable(run.weights, run.model, _s3(), staged_in=staged_in)
     except ParamError as exc:
         raise AirflowFailException(str(exc)) from None
     print(f"batch {run.batch}: {run.as_dict()}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fruits.settings import Settings, jobs_module, load_settings
+from fruits.settings import Settings, load_settings
 
 JOB_SCRIPTS = ("featurize.py", "reduce.py")
 PACKAGE = "fruits_spark"
@@ -113,8 +113,8 @@ def upload_code(
     extra_files: Mapping[str, bytes] | None = None,
 ) -> dict[str, str]:
     """Build the bundle and send it to ``code/<version>/`` (only what S3 lacks), with the
-    weights file when the run needs one there: a local file always, Keras' cached ImageNet
-    file when ``ship_imagenet`` (nodes that read the code from S3 need no internet then).
+    weights file when the run needs one there (a local file). With ``ship_imagenet``
+    (remote nodes), ``imagenet`` becomes the staged copy's URI (:mod:`fruits.storage.weights`).
     ``extra_files``: a backend's own files for its nodes. Returns the URIs the steps use:
     ``py_files``, ``featurize``, ``reduce``, ``bootstrap``, ``requirements``,
     ``weights`` (a URI, or ``random``/``imagenet`` as the jobs take them), ``version``."""
@@ -140,9 +140,11 @@ def upload_code(
     weights = run["weights"]
     local_file = None
     if weights == "imagenet" and ship_imagenet:
-        # the nodes need no internet access: ship the Airflow worker's cached file
-        models = jobs_module("fruits_spark.inference.models")
-        local_file = models.imagenet_weights_path(run["model"])
+        # remote nodes read the copy `make stage-weights` put in the bucket, never the
+        # Airflow worker's Keras cache (a fresh managed worker has none)
+        from fruits.storage.weights import weights_uri
+
+        weights = weights_uri(settings.bucket, run["model"])
     elif weights.startswith("/"):
         local_file = Path(weights)
     if local_file is not None:

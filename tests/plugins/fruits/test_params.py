@@ -128,3 +128,32 @@ def test_imagenet_weights_must_be_cached(monkeypatch, tmp_path):
     cached.mkdir(parents=True)
     (cached / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5").write_bytes(b"")
     check_weights_readable("imagenet", "mobilenetv2", None)
+
+
+def test_imagenet_weights_of_a_remote_run_must_be_staged(moto, aws, tmp_path, monkeypatch):
+    """emr and ec2 nodes read the staged copy: the worker's Keras cache does not count,
+    and the message gives the command that stages it."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    from fruits.storage.weights import weights_key
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # cached here: not enough
+    cached = tmp_path / "keras" / "models"
+    cached.mkdir(parents=True)
+    (cached / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5").write_bytes(b"")
+    hook = S3Hook(aws_conn_id="aws_default")
+    for bucket_exists in (False, True):
+        if bucket_exists:
+            aws.s3.create_bucket(Bucket=BUCKET)
+        with pytest.raises(ParamError) as caught:
+            check_weights_readable("imagenet", "mobilenetv2", hook, staged_in=BUCKET)
+        message = str(caught.value)
+        uri = f"s3://{BUCKET}/{weights_key('mobilenetv2')}"
+        assert message.startswith(
+            f"param 'weights': imagenet weights for mobilenetv2 are not staged at {uri}"
+        )
+        assert f"`make stage-weights FRUITS_BUCKET={BUCKET}`" in message
+        assert (f"`python -m fruits.dev.stage_weights --bucket {BUCKET} --models mobilenetv2`"
+                in message)  # fmt: skip
+    aws.s3.put_object(Bucket=BUCKET, Key=weights_key("mobilenetv2"), Body=b"h5")
+    check_weights_readable("imagenet", "mobilenetv2", hook, staged_in=BUCKET)

@@ -50,6 +50,7 @@ def test_code_bundle_is_reproducible_and_versioned_by_content(tmp_path):
 
 def test_upload_code_ships_the_weights_file_a_run_needs(hook, aws, tmp_path, monkeypatch):
     from fruits.storage.code_bundle import upload_code
+    from fruits.storage.weights import weights_uri
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     cached = tmp_path / "keras" / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -65,16 +66,17 @@ def test_upload_code_ships_the_weights_file_a_run_needs(hook, aws, tmp_path, mon
     def local(run):
         return upload_code(hook, settings, run, ship_imagenet=False)
 
+    # remote nodes read the staged copy (make stage-weights), never the worker's cache
     code = emr({"weights": "imagenet", "model": "vgg16"})
     prefix = f"code/{code['version']}/"
     assert code["prefix"] == f"s3://{BUCKET}/{prefix}"
-    assert code["weights"] == f"s3://{BUCKET}/{prefix}weights/{cached.name}"
-    assert aws.read(f"{prefix}weights/{cached.name}") == b"imagenet vgg16"
+    assert code["weights"] == weights_uri(BUCKET, "vgg16")
+    assert not [k for k in aws.keys("code/") if k.endswith(cached.name)]  # nothing shipped
     # the local cluster reads Keras' cache itself; a file of one's own is uploaded
     assert local({"weights": "imagenet", "model": "vgg16"})["weights"] == "imagenet"
     code = local({"weights": str(mine), "model": "vgg16"})
+    assert code["weights"] == f"s3://{BUCKET}/{prefix}weights/mine.weights.h5"
     assert aws.read(f"{prefix}weights/mine.weights.h5") == b"fine-tuned"
-    assert f"{prefix}weights/{cached.name}" in aws.keys(prefix)  # other weights stay
     s3_weights = "s3://elsewhere/w.h5"
     assert emr({"weights": s3_weights, "model": "vgg16"})["weights"] == s3_weights
     assert sorted(k.removeprefix(prefix) for k in aws.keys(prefix)) == [
@@ -84,7 +86,6 @@ def test_upload_code_ships_the_weights_file_a_run_needs(hook, aws, tmp_path, mon
         "reduce.py",
         "requirements.txt",
         "weights/mine.weights.h5",
-        f"weights/{cached.name}",
     ]
 
 
