@@ -84,5 +84,17 @@ ui: venv weights check-java jvm-archive
 bench: venv check-java jvm-archive
 	$(BIN)/python -m bench.run
 
+# One bundle per platform from the same sources (bundles/build.py, docs/bundles.md):
+# dist/mwaa (dags/, plugins.zip, requirements.txt, startup.sh) and dist/image (a Dockerfile
+# on the official Airflow image). tests/dist checks them; dist-check installs one.
+dist: venv
+	$(BIN)/python -m bundles.build dist
+
+# A fresh virtualenv (dist/check-venv) with the pinned Airflow and the MWAA bundle's
+# requirements.txt, then the DAG parsed there from an MWAA-like layout; prints sizes.
+# Downloads packages: not part of make test.
+dist-check: dist
+	$(BIN)/python -m bundles.check dist
+
 clean:
 	rm -rf var build .pytest_cache .ruff_cache
