@@ -10,15 +10,14 @@ running cluster.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.metadata
+import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fruits.settings import Settings, load_settings
+from fruits.settings import Settings, constraints_file, load_settings
 
 JOB_SCRIPTS = ("featurize.py", "reduce.py")
 PACKAGE = "fruits_spark"
@@ -68,13 +67,27 @@ def job_requirements(jobs_dir: Path) -> str:
     return "\n".join([*lines, *pinned(jobs_dir / REQUIREMENTS)]) + "\n"
 
 
+def pin_of(name: str, constraints: Path) -> str:
+    """``name==version`` as ``constraints`` pins it (names compared as pip does)."""
+
+    def norm(text: str) -> str:
+        return re.sub(r"[-_.]+", "-", text).lower()
+
+    for line in pinned(constraints):
+        if norm(line.split("==", 1)[0]) == norm(name):
+            return line
+    raise LookupError(f"{constraints} pins no {name}: the ec2 nodes need it pinned")
+
+
 def node_requirements(jobs_dir: Path | None = None) -> str:
-    """The ec2 nodes' requirements: the jobs' file, plus the Airflow worker's own pyspark
-    (the local backend's, so both run the same Spark) and boto3 for the node program."""
+    """The ec2 nodes' requirements: the jobs' file, plus pyspark (the local backend's,
+    so both run the same Spark) and boto3 for the node program, at the versions of the
+    project's pins (constraints.txt), not the Airflow worker's: the worker of a cloud
+    backend has no pyspark at all."""
     folder = jobs_dir or load_settings().jobs_dir
     lines = ["# Installed by the ec2 nodes' user data (spark_jobs/requirements.txt + Spark)."]
     lines += pinned(folder / REQUIREMENTS)
-    lines += [f"{name}=={importlib.metadata.version(name)}" for name in NODE_EXTRAS]
+    lines += [pin_of(name, constraints_file(folder)) for name in NODE_EXTRAS]
     return "\n".join(lines) + "\n"
 
 

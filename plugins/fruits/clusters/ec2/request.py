@@ -67,8 +67,6 @@ def cluster_request(
 ) -> dict[str, Any]:
     """What ``create_job_flow`` launches: both roles' requests and the user data values
     (rendered at launch: the workers' needs the primary's address)."""
-    from fruits.clusters.ec2.user_data import hadoop_version
-
     ec2 = settings.ec2
     cluster_id = f"ec2-{run_key}"
     log_prefix = f"{ec2.log_uri.rstrip('/')}/{cluster_id}/"
@@ -100,7 +98,7 @@ def cluster_request(
             "workers": ec2.worker_count,
             "ready_timeout": ec2.ready_timeout,
             "lifetime_minutes": lifetime,
-            "hadoop_aws": hadoop_version(),
+            "hadoop_aws": ec2.hadoop_version,
             "python": ec2.python,
         },
     }

@@ -4,8 +4,8 @@ instance into a Spark standalone node, and the program the nodes run (``node.py`
 - :func:`render_user_data` fills ``user_data.sh`` (a bash script; each ``{{name}}`` in
   it sits inside single quotes) for ``EC2CreateInstanceOperator``: one rendering for
   the primary (Spark master, driver of the steps), one for the workers.
-- :func:`hadoop_aws_coordinate` names the s3a connector (``spark.jars.packages``) of
-  the Hadoop version the installed pyspark bundles: the two must match.
+- ``hadoop_aws`` in the user data names the s3a connector (``spark.jars.packages``):
+  ``FRUITS_EC2_HADOOP_VERSION``, the Hadoop the pinned pyspark bundles (they must match).
 - ``node.py`` (standard library + boto3; its modules and ``step_runner.py`` sit next
   to it in the code bundle, :func:`node_program`) starts the master or a worker,
   reports ``<log>/ready.json`` or ``<log>/failed/...``, and runs the steps
@@ -17,7 +17,6 @@ Light on purpose: no boto3, Airflow or pyspark import here.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
 from collections.abc import Mapping
@@ -66,10 +65,6 @@ def node_program() -> list[Path]:
     :data:`NODE_MODULES` and the :data:`SHARED_MODULES` the local backend runs too."""
     common = Path(__file__).parents[1] / "common"
     return [*(NODE_DIR / n for n in NODE_MODULES), *(common / n for n in SHARED_MODULES)]
-
-
-class HadoopVersionError(RuntimeError):
-    """The Hadoop version of the installed pyspark cannot be told."""
 
 
 def render_user_data(values: Mapping[str, object]) -> str:
@@ -136,39 +131,6 @@ def _check(text: Mapping[str, str]) -> None:
             problems.append(f"{name}={text[name]!r}")
     if problems:
         raise ValueError("user data: bad value(s): " + "; ".join(problems))
-
-
-def _pyspark_jars() -> Path:
-    spec = importlib.util.find_spec("pyspark")
-    if spec is None or not spec.submodule_search_locations:
-        raise HadoopVersionError("pyspark is not installed: no Hadoop version to match")
-    return Path(next(iter(spec.submodule_search_locations))) / "jars"
-
-
-def hadoop_version() -> str:
-    """The Hadoop version bundled with the installed pyspark, from its jars' names
-    (``hadoop-client-api-<v>.jar``; ``hadoop-common-<v>.jar`` in older layouts)."""
-    jars = _pyspark_jars()
-    for stem in ("hadoop-client-api", "hadoop-client-runtime", "hadoop-common"):
-        found = {
-            m.group(1)
-            for path in jars.glob(f"{stem}-*.jar")
-            if (m := re.fullmatch(rf"{stem}-({_VERSION})\.jar", path.name))
-        }
-        if len(found) > 1:
-            raise HadoopVersionError(f"{jars}: several Hadoop versions ({sorted(found)})")
-        if found:
-            return found.pop()
-    raise HadoopVersionError(
-        f"no hadoop-client-api-<version>.jar (or hadoop-common) in {jars}: "
-        "cannot tell which hadoop-aws matches this pyspark"
-    )
-
-
-def hadoop_aws_coordinate() -> str:
-    """``org.apache.hadoop:hadoop-aws:<v>`` for ``spark.jars.packages``: the s3a
-    connector must be of the Hadoop version Spark runs (its AWS SDK comes with it)."""
-    return f"{HADOOP_AWS_PACKAGE}:{hadoop_version()}"
 
 
 def run_steps_command(log_prefix: str) -> str:

@@ -209,23 +209,19 @@ def _pyspark_jars() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "jars"
 
 
-def test_hadoop_aws_is_the_version_of_pyspark_hadoop_jars():
+def test_the_hadoop_setting_is_the_version_of_the_pinned_pysparks_hadoop_jars():
+    """FRUITS_EC2_HADOOP_VERSION's default is the Hadoop inside the pyspark of
+    constraints.txt (the one installed here): the Airflow worker reads no jar for it."""
+    from fruits.settings import Ec2Settings
+
     jars = sorted(_pyspark_jars().glob("hadoop-client-api-*.jar"))
     assert len(jars) == 1, jars
     with zipfile.ZipFile(jars[0]) as jar:
         props = jar.read("common-version-info.properties").decode()
     version = re.search(r"^version=(\S+)$", props, re.M).group(1)
-    assert ec2.hadoop_version() == version
-    assert ec2.hadoop_aws_coordinate() == f"org.apache.hadoop:hadoop-aws:{version}"
-    script = ec2.render_user_data({**PRIMARY, "hadoop_aws": ec2.hadoop_aws_coordinate()})
-    assert f"HADOOP_AWS='org.apache.hadoop:hadoop-aws:{version}'" in script
-
-
-def test_hadoop_version_says_when_it_cannot_tell(tmp_path, monkeypatch):
-    (tmp_path / "spark-core_2.13-4.3.0.jar").write_bytes(b"")
-    monkeypatch.setattr(ec2, "_pyspark_jars", lambda: tmp_path)
-    with pytest.raises(ec2.HadoopVersionError, match="hadoop-client-api"):
-        ec2.hadoop_aws_coordinate()
+    assert Ec2Settings.hadoop_version == version
+    script = ec2.render_user_data({**PRIMARY, "hadoop_aws": Ec2Settings.hadoop_version})
+    assert f"HADOOP_AWS='{version}'" in script
 
 
 # --- the node program ships alone ---------------------------------------------------
