@@ -14,7 +14,7 @@ export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 # Keep Spark and everything it starts on loopback.
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: venv tools weights stage-weights jvm-archive check-java system-deps check test lint demo ui bench clean
+.PHONY: venv tools weights stage-weights jvm-archive check-java system-deps check test lint demo ui bench clean dist dist-check
 
 venv: $(STAMP)
 

@@ -10,9 +10,9 @@ export FRUITS_COMPUTE="${FRUITS_COMPUTE:-emr}"
 export FRUITS_BUCKET="${FRUITS_BUCKET:-my-fruits}"
 # Where batches wait, <prefix>/<YYYY-MM-DD>/<label>/<file>: MWAA's workers share no disk.
 export FRUITS_INCOMING="${FRUITS_INCOMING:-s3://my-fruits-landing/incoming}"
-# The ImageNet weights, uploaded once (docs/deploy-aws.md, "Weights"): an MWAA worker has
-# no Keras cache, so the form's default is this file rather than imagenet.
-export FRUITS_WEIGHTS="${FRUITS_WEIGHTS:-s3://my-fruits/code/weights/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5}"
+# The form's default weights: imagenet reads s3://<FRUITS_BUCKET>/models/<model>/, which
+# `make stage-weights` fills once from a machine with the project (not from MWAA).
+export FRUITS_WEIGHTS="${FRUITS_WEIGHTS:-imagenet}"
 # MWAA's aws_default connection uses the environment's execution role.
 export FRUITS_AWS_CONN_ID="${FRUITS_AWS_CONN_ID:-aws_default}"
 # Sensors look every minute and free their worker slot in between.
