@@ -63,6 +63,12 @@ def bundle_env(home: Path, airflow_home: Path, settings: dict[str, str]) -> dict
 
 
 @pytest.fixture(scope="session")
+def bundle_environ() -> Callable[[Path, Path, dict[str, str]], dict[str, str]]:
+    """:func:`bundle_env`, for tests that start their own subprocess."""
+    return bundle_env
+
+
+@pytest.fixture(scope="session")
 def bundle_python() -> Callable[..., dict]:
     """``bundle_python(home, airflow_home, settings, *args)``: bundles/parse_dag.py in a
     subprocess (its import guard on), returning what it printed."""
