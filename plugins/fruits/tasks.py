@@ -42,8 +42,10 @@ def _permanent_fails(what: str, work: Callable[[], Any]) -> Any:
 def validate_params(
     params: Mapping[str, Any], logical_date: Any, compute: str | None = None
 ) -> dict:
-    """The run's batch and parameters, checked; fails (no retry) naming a bad one. Remote
-    backends read ``imagenet`` from the bucket (staged), not from this worker's cache."""
+    """The run's batch and parameters, checked, and the backend's settings (its
+    ``preflight``): fails (no retry) naming what to change, before anything is uploaded
+    or created. Remote backends read ``imagenet`` staged in the bucket, not this cache."""
+    from fruits.clusters.common.preflight import PreflightError
     from fruits.params import ParamError, check_weights_readable, validate
     from fruits.storage.batches import latest_batch
 
@@ -51,9 +53,11 @@ def validate_params(
     try:
         run = validate(params, logical_date=logical_date, settings=settings,
                        latest=lambda source: latest_batch(source, _source_s3()))  # fmt: skip
-        staged_in = settings.bucket if backend(compute or settings.compute).REMOTE else None
+        cluster = backend(compute or settings.compute)
+        staged_in = settings.bucket if cluster.REMOTE else None
         check_weights_readable(run.weights, run.model, _s3(), staged_in=staged_in)
-    except ParamError as exc:
+        cluster.preflight(settings, run.as_dict())
+    except (ParamError, PreflightError) as exc:
         raise AirflowFailException(str(exc)) from None
     print(f"batch {run.batch}: {run.as_dict()}")
     return run.as_dict()

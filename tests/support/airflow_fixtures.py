@@ -36,7 +36,7 @@ from dag_support import (
 # what a conftest.py gets with ``from airflow_fixtures import *``
 __all__ = [
     "airflow_db", "aws", "earlier_outputs", "ec2_nodes", "emr_steps", "fruits_env", "hook",
-    "load_dag", "moto", "moto_server",
+    "load_dag", "moto", "moto_server", "staged_weights",
 ]  # fmt: skip
 
 _AIRFLOW_WAS_IMPORTED = "airflow" in sys.modules  # then our AIRFLOW_HOME comes too late
@@ -238,3 +238,25 @@ def hook(moto, aws):
 
     aws.s3.create_bucket(Bucket=BUCKET)
     return S3Hook(aws_conn_id="aws_default")
+
+
+@pytest.fixture
+def staged_weights(aws, tmp_path, monkeypatch) -> Callable[[str], str]:
+    """``staged_weights(model)``: a stand-in ImageNet file for ``model``, staged to the
+    bucket from an operator's Keras cache as ``make stage-weights`` does; returns its URI.
+    The Airflow worker's own cache (``KERAS_HOME``) is empty, as on a fresh MWAA worker."""
+    from fruits.settings import rules
+    from fruits.storage.weights import stage
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "worker-keras"))
+    cache = tmp_path / "operator-keras" / "models"
+    cache.mkdir(parents=True)
+    if BUCKET not in {b["Name"] for b in aws.s3.list_buckets()["Buckets"]}:
+        aws.s3.create_bucket(Bucket=BUCKET)
+
+    def put(model: str = "mobilenetv2") -> str:
+        (cache / rules.MODELS[model].imagenet_file).write_bytes(f"stand-in {model}".encode())
+        (staged,) = stage(aws.s3, BUCKET, [model], cache)
+        return staged.uri
+
+    return put

@@ -111,6 +111,12 @@ class Backend(Protocol):
         """The backend's tasks; ``plan`` is ``plan_run``'s output (``cluster``,
         ``steps``, ``timeout``, ``progress``)."""
 
+    def preflight(self, settings: Any, run: dict) -> None:
+        """Check the backend's settings in ``validate_params``, before anything is uploaded
+        or created (``run``: the checked parameters); raise
+        ``fruits.clusters.common.preflight.PreflightError`` saying what to change. Airflow
+        and boto3 are imported inside."""
+
 
 def backend(compute: str) -> Backend:
     """The backend named ``compute`` (one of ``fruits.settings.COMPUTE_BACKENDS``)."""

@@ -34,7 +34,14 @@ from typing import Any
 from fruits.clusters import ClusterTasks, step_sensor_args
 from fruits.settings import Settings
 
-__all__ = ["REMOTE", "clear_leftovers", "cluster_request", "cluster_tasks", "code_files"]
+__all__ = [
+    "REMOTE",
+    "clear_leftovers",
+    "cluster_request",
+    "cluster_tasks",
+    "code_files",
+    "preflight",
+]
 
 REMOTE = True  # the nodes read code and weights from code/<version>/
 
@@ -63,6 +70,13 @@ def clear_leftovers(settings: Settings) -> dict[str, list[str]]:
     from fruits.clusters.ec2 import terminate
 
     return terminate.clear_leftovers(settings)
+
+
+def preflight(settings: Settings, run: dict) -> None:
+    """The subnet and security group, if set: in the connection's region, one VPC."""
+    from fruits.clusters.common.preflight import ec2_network
+
+    ec2_network(settings)
 
 
 def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:

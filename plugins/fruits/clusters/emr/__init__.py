@@ -33,6 +33,13 @@ def clear_leftovers(settings: Settings) -> dict[str, Any]:
     return {}  # EMR ends an idle cluster by itself (auto-termination)
 
 
+def preflight(settings: Settings, run: dict) -> None:
+    """``FRUITS_EMR_SUBNET``, if set: in the connection's region, tagged for EMR."""
+    from fruits.clusters.common.preflight import emr_network
+
+    emr_network(settings)
+
+
 def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:
     from airflow.providers.amazon.aws.operators.emr import (
         EmrAddStepsOperator,

@@ -39,6 +39,14 @@ def clear_leftovers(settings: Settings) -> dict[str, Any]:
     return reap_abandoned(settings.scratch)
 
 
+def preflight(settings: Settings, run: dict) -> None:
+    """Refuse a distributed executor: the cluster, its scratch folder and its sensor must
+    share the host that runs ``create_job_flow``."""
+    from fruits.clusters.common.preflight import single_host
+
+    single_host()
+
+
 def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:
     from fruits.clusters.local.operators import (
         LocalAddStepsOperator,
