@@ -14,7 +14,7 @@ export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 # Keep Spark and everything it starts on loopback.
 export SPARK_LOCAL_IP := 127.0.0.1
 
-.PHONY: venv tools weights stage-weights jvm-archive check-java system-deps check test lint demo ui bench clean dist dist-check
+.PHONY: venv tools weights stage-weights jvm-archive check-java system-deps check test lint demo ui bench aws-smoke clean dist dist-check
 
 venv: $(STAMP)
 
@@ -83,6 +83,13 @@ ui: venv weights check-java jvm-archive
 
 bench: venv check-java jvm-archive
 	$(BIN)/python -m bench.run
+
+# Opt-in, never part of `make test`: one tiny batch through the DAG on YOUR AWS account
+# (it costs money), then a look for leftovers and a report to paste into an issue. Needs
+# FRUITS_COMPUTE=emr|ec2, FRUITS_BUCKET, a region and the backend's subnet settings; it
+# states the cost and asks first. ARGS="--yes --weights random" (fruits/dev/aws_smoke.py).
+aws-smoke: venv
+	$(BIN)/python -m fruits.dev.aws_smoke $(ARGS)
 
 # One bundle per platform from the same sources (bundles/build.py, docs/bundles.md):
 # dist/mwaa (dags/, plugins.zip, requirements.txt, startup.sh) and dist/image (a Dockerfile
