@@ -5,8 +5,8 @@
 
 Same network (seeded random weights), same preprocessed batch of 32, two threads each;
 prints images/s over three alternating rounds, the conversion time and the largest
-difference from Keras relative to the features' scale. How LiteRT was picked: README,
-"Performance".
+difference from Keras relative to the features' scale. How LiteRT was picked:
+docs/performance.md, "Choosing the runtime".
 """
 
 from __future__ import annotations

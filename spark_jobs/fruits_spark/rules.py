@@ -76,7 +76,7 @@ MODELS: dict[str, ModelSpec] = {
         "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
         "tf",
     ),
-    # MobileNet v1 1.0: real ImageNet weights offline via `make weights` (its README section)
+    # MobileNet v1 1.0: real ImageNet weights offline via `make weights` (docs/weights.md)
     "mobilenet": ModelSpec(
         "mobilenet",
         "MobileNet",

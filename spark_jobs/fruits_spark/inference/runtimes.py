@@ -1,7 +1,7 @@
 """What runs the CNN on the workers: LiteRT (a converted ``.tflite``) or Keras itself.
 
 LiteRT's interpreter with its XNNPACK delegate runs the MobileNets ~4x faster than Keras
-``predict`` on a CPU with the same features (``make bench``, README "Performance"), and
+``predict`` on a CPU with the same features (``make bench``, docs/performance.md), and
 its wheel (``ai-edge-litert``) needs no TensorFlow: a worker that runs it starts in well
 under a second instead of importing TensorFlow and tracing the network. The conversion
 needs TensorFlow and happens once per model, size and weights, on the driver
