@@ -161,6 +161,21 @@ def test_unreadable_weights_fail_the_run_before_any_cluster(
     assert "param 'weights'" in capfd.readouterr().out
 
 
+def test_imagenet_weights_come_from_the_staged_copy_not_the_workers_cache(
+    load_dag, batch, aws, emr_steps, staged_weights
+):
+    """A fresh worker (empty Keras cache) runs imagenet on EMR: the steps read the copy
+    ``make stage-weights`` put in models/, and no weights travel with the code."""
+    uri = staged_weights("mobilenetv2")
+    emr_steps("complete")
+    dag_run = run(load_dag("emr"), conf={**CONF, "weights": "imagenet"})
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    (cluster,) = aws.clusters()
+    featurize = aws.emr.list_steps(ClusterId=cluster["Id"])["Steps"][-1]["Config"]["Args"]
+    assert featurize[featurize.index("--weights") + 1] == uri
+    assert [k for k in aws.keys("code/") if "/weights/" in k] == []
+
+
 def test_params_outside_the_form_schema_are_refused_at_trigger(load_dag, batch, aws):
     from airflow.sdk.exceptions import ParamValidationError
 
@@ -189,6 +204,28 @@ def test_missing_batch_ends_the_run_early_without_a_cluster(load_dag, fruits_env
         assert skipped == set(states) - {"validate_params", "find_batch"}
     assert aws.clusters() == []
     assert aws.s3.list_buckets()["Buckets"] == []  # nothing uploaded, no bucket even
+
+
+def test_a_run_given_an_s3_source_takes_its_latest_batch_and_skips_a_missing_one(
+    load_dag, fruits_env, aws, emr_steps
+):
+    """The ``source`` parameter points one run at another bucket: a manual run takes the
+    newest date there, copies it server-side; a date missing there ends the run early."""
+    emr_steps("complete")
+    aws.s3.create_bucket(Bucket="landing-zone")
+    for date in ("2026-11-02", "2026-11-21"):
+        aws.s3.put_object(Bucket="landing-zone", Key=f"in/{date}/Lime/a.jpg", Body=b"jpg")
+    conf = {**CONF, "source": "s3://landing-zone/in"}
+    dag_run = load_dag("emr").test(logical_date=None, run_conf=conf)
+    assert str(dag_run.state) == "success", task_states(dag_run)
+    assert aws.keys("raw/") == ["raw/batch=2026-11-21/Lime/a.jpg"]
+    assert len(aws.clusters()) == 1
+
+    dag_run = load_dag("emr").test(logical_date=logical("2026-11-22"), run_conf=conf)
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "success", states
+    assert states["upload_batch"] == "skipped" and states["create_job_flow"] == "skipped"
+    assert len(aws.clusters()) == 1  # no second cluster
 
 
 def test_a_manual_run_without_logical_date_takes_the_latest_batch(
