@@ -1,6 +1,7 @@
 """Dependencies split by where they run: the jobs' (every cluster node), Airflow's (the
-image), development's (tests, linters); pinned, locked together, each installed only
-where it runs."""
+image), the slim worker's (an Airflow that brings itself: make dist's bundles),
+development's (tests, linters); pinned, locked together, each installed only where it
+runs."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from fruits.storage import code_bundle as jobcode
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = ROOT / "spark_jobs" / "requirements.txt"
 AIRFLOW = ROOT / "requirements" / "airflow.txt"
+WORKER = ROOT / "requirements" / "airflow-worker.txt"
 DEV = ROOT / "requirements" / "dev.txt"
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)(\[[^\]]+\])?==(\S+)$")
 DEV_TOOLS = ("pytest", "moto", "ruff", "cfn-lint", "playwright", "scikit-learn", "checkov")
@@ -43,7 +45,7 @@ def pins(path: Path, *, follow: bool = True) -> dict[str, str]:
 
 def test_every_pin_is_locked_and_installed():
     locked = pins(ROOT / "constraints.txt")
-    for path in (JOBS, AIRFLOW, DEV):
+    for path in (JOBS, AIRFLOW, WORKER, DEV):
         for name, version in pins(path, follow=False).items():
             assert locked.get(name) == version, f"{path.name}: {name}=={version} vs constraints"
             assert importlib.metadata.version(name) == version, f"{name} installed differs"
@@ -59,9 +61,21 @@ def test_each_layer_holds_only_what_runs_there():
     assert {"pytest", "moto", "ruff"} <= set(dev)
 
 
-def _third_party_imports(folder: Path) -> set[str]:
+def test_the_worker_file_is_airflows_without_airflow_and_the_jobs_stack():
+    """What make dist's bundles install beside a platform's own Airflow: a subset of
+    airflow.txt at the same versions, and nothing that runs the jobs."""
+    worker, airflow, jobs = pins(WORKER), pins(AIRFLOW), pins(JOBS)
+    assert worker.items() <= airflow.items()
+    assert "apache-airflow-providers-amazon" in worker
+    assert not set(worker) & {"apache-airflow", "pyspark", "psutil", *DEV_TOOLS}
+    assert not set(worker) & (set(jobs) - {"pyarrow"})  # pyarrow: publish reads footers
+
+
+def _third_party_imports(folder: Path, skip: tuple[str, ...] = ()) -> set[str]:
     names: set[str] = set()
     for path in folder.rglob("*.py"):
+        if any(part in skip for part in path.relative_to(folder).parts):
+            continue
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)
@@ -69,6 +83,21 @@ def _third_party_imports(folder: Path) -> set[str]:
                 names.add(node.module.split(".")[0])
     local = {p.stem for p in folder.glob("*.py")} | {"fruits_spark"}
     return {n for n in names if n not in sys.stdlib_module_names and n not in local}
+
+
+def test_the_worker_file_covers_what_the_cloud_backends_import_on_airflow():
+    """The Airflow side of emr and ec2 (plugins/fruits without the local backend, the
+    dev tools and the ec2 nodes' own program) imports only Airflow, the worker file's
+    packages and what they pull in."""
+    from bundles.pins import AIRFLOW_DISTS, closure
+
+    owners = importlib.metadata.packages_distributions()
+    provided = closure([*AIRFLOW_DISTS, *pins(WORKER)])
+    imported = _third_party_imports(ROOT / "plugins" / "fruits", skip=("local", "dev", "node"))
+    assert {"airflow", "pyarrow"} <= imported
+    for module in imported - {"fruits"}:
+        dists = owners.get(module, [])
+        assert any(norm(d) in provided for d in dists), f"plugins import {module} ({dists})"
 
 
 def test_the_jobs_file_covers_what_the_jobs_import():
