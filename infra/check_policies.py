@@ -23,7 +23,13 @@ from typing import Any
 # Actions with no resource-level permissions: "*" is the only valid Resource for them,
 # so they are allowed only when a Condition narrows them (e.g. by request tags).
 UNSCOPABLE_ACTIONS = frozenset(
-    {"elasticmapreduce:RunJobFlow", "ec2:DescribeInstances", "ssm:GetCommandInvocation"}
+    {
+        "elasticmapreduce:RunJobFlow",
+        "ec2:DescribeInstances",
+        "ec2:DescribeSubnets",
+        "ec2:DescribeSecurityGroups",
+        "ssm:GetCommandInvocation",
+    }
 )
 PROJECT = "fruits-pipeline"
 # An Allow of one of these actions on one of these resource types (None: any) must carry

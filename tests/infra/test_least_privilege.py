@@ -205,14 +205,17 @@ def test_ec2_nodes_read_code_and_raw_and_write_only_runs_and_their_state(templat
     grants = s3_grants(template, "Ec2NodeRole")
     bucket = "${DataBucket.Arn}"
     assert grants.pop("s3:GetObject") == {
-        f"{bucket}/code/*", f"{bucket}/raw/*", f"{bucket}/runs/*", f"{bucket}/logs/ec2/*"
+        f"{bucket}/code/*", f"{bucket}/raw/*", f"{bucket}/models/*", f"{bucket}/runs/*",
+        f"{bucket}/logs/ec2/*",
     }  # fmt: skip
     assert grants.pop("s3:PutObject") == {f"{bucket}/runs/*", f"{bucket}/logs/ec2/*"}
     assert grants.pop("s3:DeleteObject") == {f"{bucket}/runs/*", f"{bucket}/logs/ec2/*"}
     assert grants.pop("s3:ListBucket") == {"DataBucket"}  # the bucket, only under prefixes:
     assert grants == {}
     listing = statement(template, "Ec2NodeRole", "ListOwnPrefixes")["Condition"]
-    assert set(listing["StringLike"]["s3:prefix"]) == {"code/*", "raw/*", "runs/*", "logs/ec2/*"}
+    assert set(listing["StringLike"]["s3:prefix"]) == {
+        "code/*", "raw/*", "models/*", "runs/*", "logs/ec2/*"
+    }  # fmt: skip
     role = template["Resources"]["Ec2NodeRole"]["Properties"]
     assert [sub(a) for a in role["ManagedPolicyArns"]] == [
         "arn:${AWS::Partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
@@ -288,7 +291,7 @@ def test_airflow_terminates_and_commands_only_the_projects_instances(template):
     assert sub(doc["Resource"]) == (
         "arn:${AWS::Partition}:ssm:${AWS::Region}::document/AWS-RunShellScript"
     )
-    for sid in ("DescribeNodes", "ReadCommandResults"):
+    for sid in ("DescribeNodes", "DescribeClusterNetwork", "ReadCommandResults"):
         unscoped = statement(template, "AirflowPolicy", sid)
         assert unscoped["Resource"] == "*"
         assert unscoped["Condition"] == {
