@@ -121,13 +121,65 @@ def test_secrets_are_overridable_local_defaults_only(raw):
     assert "AIRFLOW__CORE__FERNET_KEY" not in raw or "${" in raw
 
 
+def connection(uri: str):
+    from airflow.models.connection import Connection
+
+    return Connection(conn_id="aws_default", uri=uri)
+
+
 def test_connection_points_at_minio_with_the_minio_credentials(compose):
     env = compose["services"]["airflow-scheduler"]["environment"]
-    conn = json.loads(env["AIRFLOW_CONN_AWS_DEFAULT"])
-    assert conn["extra"]["endpoint_url"] == "http://minio:9000"
+    conn = connection(env["AIRFLOW_CONN_AWS_DEFAULT"])
+    assert conn.conn_type == "aws"
+    assert conn.extra_dejson == {"endpoint_url": "http://minio:9000", "region_name": "us-east-1"}
+    # boto3 takes the credentials from the environment: MinIO's root user by default
+    assert (conn.login, conn.password) == (None, None)
     minio = compose["services"]["minio"]["environment"]
-    assert (conn["login"], conn["password"]) == (minio["MINIO_ROOT_USER"],
-                                                 minio["MINIO_ROOT_PASSWORD"])  # fmt: skip
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
+        minio["MINIO_ROOT_USER"], minio["MINIO_ROOT_PASSWORD"]
+    )  # fmt: skip
+
+
+def dot_env(path: Path) -> dict[str, str]:
+    """The ``KEY=value`` lines of an env file (comments and blanks left out)."""
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_env_example_lists_every_variable_with_its_default(raw):
+    """.env.example names every variable the file reads, each at the file's default:
+    copying it to .env changes nothing until a line is edited."""
+    example = dot_env(ROOT / ".env.example")
+    defaults: dict[str, str] = {}
+    for name, default in re.findall(r"(?<!\$)" + VARIABLE.pattern, raw):  # $$: the container's
+        assert defaults.setdefault(name, default) == default, f"{name}: two defaults"
+    assert example == defaults
+    commented = (ROOT / ".env.example").read_text().split("real AWS instead", 1)[1]
+    assert "# FRUITS_COMPUTE=emr" in commented and "# AIRFLOW_CONN_AWS_DEFAULT=aws://" in commented
+
+
+def test_a_dot_env_points_the_stack_at_aws(raw):
+    """The connection, its credentials and the backend settings all come from .env."""
+    doc = yaml.safe_load(interpolate(raw, {
+        "AIRFLOW_CONN_AWS_DEFAULT": "aws://?region_name=eu-west-1",
+        "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+        "FRUITS_COMPUTE": "emr", "FRUITS_BUCKET": "my-fruits",
+        "FRUITS_INCOMING": "s3://my-landing/incoming", "FRUITS_EMR_SUBNET": "subnet-0abc",
+    }))  # fmt: skip
+    env = doc["services"]["airflow-scheduler"]["environment"]
+    assert connection(env["AIRFLOW_CONN_AWS_DEFAULT"]).extra_dejson == {"region_name": "eu-west-1"}
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == ("", "")  # the role's
+    assert (env["FRUITS_COMPUTE"], env["FRUITS_BUCKET"]) == ("emr", "my-fruits")
+    assert (env["FRUITS_INCOMING"], env["FRUITS_EMR_SUBNET"]) == (
+        "s3://my-landing/incoming", "subnet-0abc"
+    )  # fmt: skip
+    from fruits.settings import load_settings
+
+    fruits = {k: str(v) for k, v in env.items() if k.startswith("FRUITS_")}
+    settings = load_settings(fruits)
+    assert (settings.compute, settings.incoming, settings.emr.subnet) == (
+        "emr", "s3://my-landing/incoming", "subnet-0abc"
+    )  # fmt: skip
 
 
 def test_bucket_is_created_private(compose):
@@ -157,8 +209,9 @@ def test_overriding_a_secret_changes_it(raw):
     reason="docker-compose v1 not installed (make test installs it: scripts/system-deps.sh)",
 )
 def test_compose_schema_accepts_the_file():
-    done = subprocess.run(
-        ["docker-compose", "-f", str(ROOT / "docker-compose.yaml"), "config", "-q"],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
+    for env_file in ([], ["--env-file", str(ROOT / ".env.example")]):
+        done = subprocess.run(
+            ["docker-compose", *env_file, "-f", str(ROOT / "docker-compose.yaml"), "config", "-q"],
+            capture_output=True, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
