@@ -5,7 +5,8 @@ Opt-in and never part of ``make test``: it spends money. It refuses to start wit
 explicit settings (a cloud backend, the bucket, a region, the backend's network), or
 when the connection points anywhere but AWS (moto, MinIO), and it states the cost
 before it asks. It has never run on a real account (there is none where it was
-written): its pieces are tested on moto (tests/plugins/fruits/dev/test_aws_smoke.py).
+written): its pieces are tested on moto (tests/plugins/fruits/dev/). The cost is
+``aws_smoke_cost``'s, the leftovers and the report ``aws_smoke_report``'s.
 
     python -m fruits.dev.aws_smoke [--yes] [--weights random] [--date 2000-01-01]
 """
@@ -15,19 +16,24 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
-import re
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fruits.clusters.ec2.instances import BUCKET_TAG, CLUSTER_TAG, PROJECT_TAG
+from fruits.dev.aws_smoke_cost import cost_lines
+from fruits.dev.aws_smoke_report import (
+    billing,
+    find_leftovers,
+    public_settings,
+    report,
+    settle,
+    versions,
+)
 from fruits.settings import PROJECT_ROOT, Settings
 
 DAG_ID = "fruits_pipeline"
@@ -41,31 +47,6 @@ NETWORK = {
     "emr": ("FRUITS_EMR_SUBNET",),
     "ec2": ("FRUITS_EC2_SUBNET", "FRUITS_EC2_SECURITY_GROUP"),
 }
-
-# Prices: assumptions, not quotes. On-demand Linux, us-east-1, USD per instance-hour;
-# m5.xlarge, the EMR fee and the spot discount as bench/emr_estimate.py assumes them.
-EC2_USD_PER_HOUR = {
-    "m5.large": 0.096, "m5.xlarge": 0.192, "m5.2xlarge": 0.384, "m5.4xlarge": 0.768,
-    "m6i.xlarge": 0.192, "m6i.2xlarge": 0.384, "m7i.xlarge": 0.2016,
-    "m6g.xlarge": 0.154, "m7g.xlarge": 0.1632, "c5.xlarge": 0.17, "c5.2xlarge": 0.34,
-    "r5.xlarge": 0.252,
-}  # fmt: skip
-EMR_FEE_SHARE = 0.25  # EMR's fee on top of EC2's price (m5.xlarge: $0.048 on $0.192)
-SPOT_DISCOUNT = 0.60  # spot nodes, off on-demand: varies by region, zone and hour
-FIXED_MINUTES = 12.0  # cluster start, bootstrap or boot installs, teardown (bench's figure)
-TINY_BATCH_MINUTES = 3.0  # two spark-submits of a tiny batch, their start-up included
-ASSUMPTIONS = (
-    "prices are us-east-1 on-demand Linux (other regions differ); EMR's fee is taken as "
-    f"{EMR_FEE_SHARE:.0%} of the EC2 price; spot as {SPOT_DISCOUNT:.0%} off; every node "
-    f"is billed per second for the cluster's whole life; {FIXED_MINUTES:.0f} min of "
-    f"start-up and teardown plus {TINY_BATCH_MINUTES:.0f} min of steps (bench/emr_estimate.py"
-    "'s assumptions, not measured on AWS); EBS, S3 requests, NAT and data transfer not counted"
-)
-
-LIVE_EMR = ["STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING", "TERMINATING"]
-LIVE_SERVERLESS = ["CREATING", "CREATED", "STARTING", "STARTED", "STOPPING", "STOPPED"]
-SECRET = re.compile(r"SECRET|PASSWORD|TOKEN|CREDENTIAL|KEY", re.I)
-ACCOUNT = re.compile(r"(?<!\d)\d{12}(?!\d)")
 
 
 # --- refusing to start -----------------------------------------------------------------
@@ -131,82 +112,6 @@ def refusals(env: Mapping[str, str], extra: Mapping[str, Any] | None) -> list[st
     return problems
 
 
-# --- what it will cost -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Nodes:
-    role: str
-    instance_type: str
-    count: int
-    spot: bool = False
-
-
-def nodes(settings: Settings) -> list[Nodes]:
-    """The instances the chosen backend launches, from the settings."""
-    if settings.compute == "emr":
-        emr = settings.emr
-        groups = [
-            Nodes("primary", emr.master_type, 1),
-            Nodes("core", emr.core_type, emr.core_count),
-            Nodes("task", emr.task_type, emr.task_spot_count, spot=True),
-        ]
-    else:
-        ec2 = settings.ec2
-        groups = [
-            Nodes("primary", ec2.primary_type, 1),
-            Nodes("worker", ec2.worker_type, ec2.worker_count, spot=ec2.worker_spot),
-        ]
-    return [g for g in groups if g.count > 0]
-
-
-def hourly(node: Nodes, compute: str) -> float | None:
-    """USD per hour of one instance of ``node``; None when the table has no price."""
-    price = EC2_USD_PER_HOUR.get(node.instance_type)
-    if price is None:
-        return None
-    fee = price * EMR_FEE_SHARE if compute == "emr" else 0.0  # EMR bills its fee on spot too
-    return price * (1 - SPOT_DISCOUNT if node.spot else 1) + fee
-
-
-def worst_minutes(settings: Settings, n_images: int) -> float:
-    """How long a cluster lives if the teardown never runs: EMR's idle timeout after the
-    steps; an ec2 node's shutdown timer (ready timeout + steps' timeout + 30 min)."""
-    if settings.compute == "emr":
-        return FIXED_MINUTES + TINY_BATCH_MINUTES + settings.emr.idle_timeout / 60
-    timeout = settings.step_timeout(n_images)
-    return math.ceil((settings.ec2.ready_timeout + timeout) / 60) + 30
-
-
-def cost_lines(settings: Settings, n_images: int) -> list[str]:
-    """What the run will cost, from the settings and the price table (estimates)."""
-    minutes = FIXED_MINUTES + TINY_BATCH_MINUTES
-    lines = [f"Cost of this smoke run on {settings.compute} (an estimate, not a quote):"]
-    per_hour, unpriced = 0.0, []
-    for node in nodes(settings):
-        price = hourly(node, settings.compute)
-        market = "spot" if node.spot else "on-demand"
-        shown = f"${price:.3f}/h each" if price is not None else "no price in the table"
-        lines.append(
-            f"  {node.role:<8} {node.count} x {node.instance_type:<11} {market:<9} {shown}"
-        )
-        if price is None:
-            unpriced.append(node.instance_type)
-        else:
-            per_hour += price * node.count
-    at_least = "at least " if unpriced else ""
-    count = sum(n.count for n in nodes(settings))
-    lines.append(f"  total    {count} instances, {at_least}${per_hour:.2f}/h; expected "
-                 f"~{minutes:.0f} min: {at_least}~${per_hour * minutes / 60:.2f}")  # fmt: skip
-    worst = worst_minutes(settings, n_images)
-    lines.append(f"  if the teardown never ran, the cluster would end itself after ~{worst:.0f} "
-                 f"min: {at_least}~${per_hour * worst / 60:.2f}")  # fmt: skip
-    if unpriced:
-        lines.append(f"  look up the price of {', '.join(sorted(set(unpriced)))} yourself")
-    lines.append(f"  assumptions: {ASSUMPTIONS}")
-    return lines
-
-
 # --- the run ---------------------------------------------------------------------------
 
 
@@ -261,124 +166,6 @@ def parse_task_states(text: str) -> list[dict[str, Any]]:
     return out
 
 
-# --- nothing left behind ---------------------------------------------------------------
-
-
-def find_leftovers(emr: Any, ec2: Any, serverless: Any | None, *, bucket: str) -> list[str]:
-    """Everything of this project still alive: EMR clusters and EMR Serverless
-    applications tagged ``project=fruits-pipeline``, EC2 instances tagged so and with this
-    bucket (as the ec2 backend tags them) that are not terminated. One line each."""
-    key, value = PROJECT_TAG["Key"], PROJECT_TAG["Value"]
-    found = []
-    for page in emr.get_paginator("list_clusters").paginate(ClusterStates=LIVE_EMR):
-        for summary in page["Clusters"]:
-            cluster = emr.describe_cluster(ClusterId=summary["Id"])["Cluster"]
-            if {t["Key"]: t["Value"] for t in cluster.get("Tags", [])}.get(key) == value:
-                state = cluster["Status"]["State"]
-                found.append(f"EMR cluster {cluster['Id']} ({cluster['Name']}, {state})")
-    pages = ec2.get_paginator("describe_instances").paginate(Filters=[
-        {"Name": f"tag:{key}", "Values": [value]},
-        {"Name": f"tag:{BUCKET_TAG}", "Values": [bucket]},
-    ])  # fmt: skip
-    for page in pages:
-        for inst in (i for r in page["Reservations"] for i in r["Instances"]):
-            state = inst["State"]["Name"]
-            if state != "terminated":
-                tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
-                found.append(f"EC2 instance {inst['InstanceId']} ({inst['InstanceType']}, "
-                             f"{state}, {CLUSTER_TAG}={tags.get(CLUSTER_TAG, '?')})")  # fmt: skip
-    if serverless is not None:
-        for page in serverless.get_paginator("list_applications").paginate(states=LIVE_SERVERLESS):
-            for app in page["applications"]:
-                got = serverless.get_application(applicationId=app["id"])["application"]
-                if got.get("tags", {}).get(key) == value:
-                    found.append(f"EMR Serverless application {app['id']} ({app['name']}, "
-                                 f"{app['state']})")  # fmt: skip
-    return found
-
-
-def settle(look: Callable[[], list[str]], *, wait: float = 300, every: float = 15) -> list[str]:
-    """``look()`` until it finds nothing or ``wait`` seconds have passed: a cluster just
-    torn down takes a minute or two to reach terminated."""
-    deadline = time.monotonic() + wait
-    found = look()
-    while found and time.monotonic() < deadline:
-        time.sleep(every)
-        found = look()
-    return found
-
-
-# --- the report ------------------------------------------------------------------------
-
-
-def public_settings(env: Mapping[str, str]) -> dict[str, str]:
-    """The settings a report may show: FRUITS_* and the region, secrets and account ids
-    hidden."""
-    shown = {}
-    for name in sorted(env):
-        if name.startswith("FRUITS_") or name == "AWS_DEFAULT_REGION":
-            value = "<hidden>" if SECRET.search(name) else ACCOUNT.sub("<account>", env[name])
-            shown[name] = value
-    return shown
-
-
-def versions() -> dict[str, str]:
-    """Airflow's, the Amazon provider's and this checkout's commit (``+dirty`` if changed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for label, dist in (("Airflow", "apache-airflow"),
-                        ("Amazon provider", "apache-airflow-providers-amazon")):  # fmt: skip
-        try:
-            found[label] = version(dist)
-        except PackageNotFoundError:
-            found[label] = "not installed"
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True,
-                              text=True, timeout=30)  # fmt: skip
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD")
-    found["fruits-pipeline"] = (commit + ("+dirty" if git("status", "--porcelain") else "")) or (
-        "unknown (not a git checkout)"
-    )
-    found["Python"] = sys.version.split()[0]
-    return found
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
-
-
-def report(result: Mapping[str, Any]) -> str:
-    """The run as markdown, for an issue: versions, region, backend, settings, each task's
-    state and duration, outputs, leftovers, total time."""
-    outcome = "succeeded" if result["succeeded"] else "FAILED"
-    lines = [f"### fruits-pipeline AWS smoke run: {outcome}", "",
-             f"Started {result['started']}, total {_duration(result['total_seconds'])}; "
-             f"batch {result['date']} ({result['images']} images), weights {result['weights']}.",
-             "", "| | |", "|---|---|"]  # fmt: skip
-    lines += [f"| {k} | {v} |" for k, v in result["versions"].items()]
-    lines += [f"| region | {result['region']} |", f"| backend | {result['backend']} |", ""]
-    lines += ["Settings (secrets and account ids hidden):", "", "```"]
-    lines += [f"{k}={v}" for k, v in result["settings"].items()] + ["```", ""]
-    lines += ["| task | state | duration |", "|---|---|---|"]
-    lines += [f"| {t['task_id']} | {t['state']} | {_duration(t['seconds'])} |"
-              for t in result["tasks"]] or ["| (no task ran) | | |"]  # fmt: skip
-    out = result.get("outputs")
-    lines += ["", "Outputs: " + (
-        f"{out['rows']} rows, k={out['k']}, {out['rejected']} rejected" if out
-        else "none published"), ""]  # fmt: skip
-    leftovers = result["leftovers"]
-    lines.append("Leftovers: " + ("none" if not leftovers else f"{len(leftovers)}, STILL BILLING"))
-    lines += [f"- {item}" for item in leftovers]
-    return "\n".join(lines) + "\n"
-
-
 # --- the command -----------------------------------------------------------------------
 
 
@@ -393,11 +180,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _clients(conn_id: str) -> tuple[Any, Any, Any]:
-    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+def _clients(conn_id: str, region: str) -> tuple[Any, Any, Any]:
+    """EMR, EC2 and EMR Serverless clients with your shell's credentials when it has some:
+    the pipeline's role may not list clusters (its grants follow what the DAG does);
+    else the connection's."""
+    import boto3
 
-    return tuple(AwsBaseHook(aws_conn_id=conn_id, client_type=kind).get_conn()
-                 for kind in ("emr", "ec2", "emr-serverless"))  # fmt: skip
+    session = boto3.Session(region_name=region)
+    if session.get_credentials() is None:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        session = AwsBaseHook(aws_conn_id=conn_id).get_session(region_name=region)
+    return session.client("emr"), session.client("ec2"), session.client("emr-serverless")
 
 
 def _outputs(settings: Settings, date: str) -> dict[str, Any] | None:
@@ -471,10 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
          "-o", "json"], env=run, capture_output=True, text=True, check=False,
     )  # fmt: skip
     tasks = parse_task_states(states.stdout)
-    emr, ec2, serverless = _clients(conn_id)
+    emr, ec2, serverless = _clients(conn_id, region_of(env, extra))
     leftovers = settle(lambda: find_leftovers(emr, ec2, serverless, bucket=settings.bucket))
     result = {
-        "succeeded": returncode == 0 and not leftovers,
+        "succeeded": returncode == 0 and not billing(leftovers),
         "started": started,
         "total_seconds": time.monotonic() - t0,
         "date": args.date,

@@ -1,6 +1,6 @@
-"""``make aws-smoke``'s pieces, without an AWS account: it refuses without explicit
-settings, states the cost from the settings, finds what is left billing (on moto), builds
-the DAG run it would start (never started here) and writes the report from a result."""
+"""``make aws-smoke``'s command, without an AWS account: it refuses without explicit
+settings, asks before it spends, and builds the DAG run it would start (never started
+here). The cost and the report have files of their own."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import sys
 
 import pytest
-from dag_support import BUCKET, REGION
 
 from fruits.dev import aws_smoke
 from fruits.settings import load_settings
@@ -38,7 +37,7 @@ def test_nothing_explicit_is_refused_naming_each_missing_setting():
         ({**EMR_ENV, "FRUITS_EMR_SUBNET": ""}, REGIONAL, "FRUITS_EMR_SUBNET is not set"),
         ({**EC2_ENV, "FRUITS_EC2_SECURITY_GROUP": " "}, REGIONAL, "FRUITS_EC2_SECURITY_GROUP"),
         ({**EC2_ENV, "FRUITS_EC2_SUBNET": ""}, REGIONAL, "FRUITS_EC2_SUBNET is not set"),
-        (EMR_ENV, {"region_name": REGION, "endpoint_url": "http://127.0.0.1:5000"}, "moto"),
+        (EMR_ENV, {"region_name": "eu-west-1", "endpoint_url": "http://127.0.0.1:5000"}, "moto"),
         ({**EMR_ENV, "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9000"}, REGIONAL, "MinIO"),
         ({**EMR_ENV, "AWS_ACCESS_KEY_ID": "testing"}, REGIONAL, "moto's"),
         (EMR_ENV, {}, "no region"),
@@ -88,47 +87,6 @@ def test_main_asks_before_spending(monkeypatch, capsys):
     assert "Cost of this smoke run on emr" in out and out.rstrip().endswith("not started")
 
 
-# --- the cost --------------------------------------------------------------------------
-
-
-def test_the_cost_lines_come_from_the_settings():
-    lines = aws_smoke.cost_lines(load_settings(EMR_ENV), 24)
-    text = "\n".join(lines)
-    assert "primary  1 x m5.xlarge   on-demand $0.240/h each" in text
-    assert "core     2 x m5.xlarge   on-demand $0.240/h each" in text
-    assert "total    3 instances, $0.72/h; expected ~15 min: ~$0.18" in text
-    assert "after ~75 min: ~$0.90" in text  # the idle hour after the steps
-    assert "assumptions: prices are us-east-1 on-demand" in text
-
-    spot = load_settings({**EMR_ENV, "FRUITS_EMR_TASK_SPOT_COUNT": "2"})
-    assert "task     2 x m5.xlarge   spot      $0.125/h each" in "\n".join(
-        aws_smoke.cost_lines(spot, 24)
-    )
-
-
-def test_ec2_costs_spot_workers_and_names_an_unpriced_type():
-    settings = load_settings({**EC2_ENV, "FRUITS_EC2_WORKER_SPOT": "true",
-                              "FRUITS_EC2_PRIMARY_TYPE": "x9.huge"})  # fmt: skip
-    text = "\n".join(aws_smoke.cost_lines(settings, 24))
-    assert "primary  1 x x9.huge     on-demand no price in the table" in text
-    assert "worker   2 x m5.xlarge   spot      $0.077/h each" in text
-    assert "at least $0.15/h" in text and "look up the price of x9.huge yourself" in text
-    # the nodes' shutdown timer: ready timeout + steps' timeout + 30 min
-    assert f"after ~{20 + 31 + 30} min" in text
-
-
-def test_the_price_assumptions_are_the_benchs():
-    from bench.emr_estimate import ASSUMPTIONS
-
-    m5 = aws_smoke.EC2_USD_PER_HOUR["m5.xlarge"]
-    assert m5 == ASSUMPTIONS["ec2_usd_per_node_hour"]
-    assert m5 * aws_smoke.EMR_FEE_SHARE == pytest.approx(ASSUMPTIONS["emr_fee_per_node_hour"])
-    assert (
-        ASSUMPTIONS["spot_discount"],
-        ASSUMPTIONS["emr_fixed_minutes"],
-    ) == (aws_smoke.SPOT_DISCOUNT, aws_smoke.FIXED_MINUTES)
-
-
 # --- the run, built but not started ----------------------------------------------------
 
 
@@ -169,132 +127,3 @@ def test_task_states_are_read_from_airflows_json():
         {"task_id": "publish_batch", "state": "none", "seconds": None},
     ]
     assert aws_smoke.parse_task_states("no run found") == []
-
-
-# --- nothing left behind (moto) --------------------------------------------------------
-
-
-def _tagged_instance(aws, bucket: str = BUCKET) -> str:
-    image = aws.ec2.describe_images()["Images"][0]["ImageId"]
-    tags = [
-        {"Key": "project", "Value": "fruits-pipeline"},
-        {"Key": "fruits:bucket", "Value": bucket},
-        {"Key": "fruits:cluster-id", "Value": "ec2-smoke"},
-    ]
-    done = aws.ec2.run_instances(
-        ImageId=image, MinCount=1, MaxCount=1, InstanceType="m5.xlarge",
-        TagSpecifications=[{"ResourceType": "instance", "Tags": tags}],
-    )  # fmt: skip
-    return done["Instances"][0]["InstanceId"]
-
-
-def _cluster(aws, tagged: bool = True) -> str:
-    tags = [{"Key": "project", "Value": "fruits-pipeline"}] if tagged else []
-    return aws.emr.run_job_flow(
-        Name="fruits_pipeline smoke" if tagged else "someone else's",
-        ReleaseLabel="emr-7.13.0",
-        Instances={
-            "MasterInstanceType": "m5.xlarge",
-            "InstanceCount": 1,
-            "KeepJobFlowAliveWhenNoSteps": True,
-        },  # fmt: skip
-        JobFlowRole="EMR_EC2_DefaultRole",
-        ServiceRole="EMR_DefaultRole",
-        Tags=tags,
-    )["JobFlowId"]
-
-
-def test_the_leftover_finder_reports_live_tagged_resources_until_they_end(aws):
-    import boto3
-
-    serverless = boto3.client("emr-serverless", endpoint_url=aws.s3.meta.endpoint_url,
-                              region_name=REGION)  # fmt: skip
-    instance, other_bucket = _tagged_instance(aws), _tagged_instance(aws, "not-ours")
-    cluster, untagged = _cluster(aws), _cluster(aws, tagged=False)
-    app = serverless.create_application(
-        name="fruits", releaseLabel="emr-7.13.0", type="SPARK", tags={"project": "fruits-pipeline"}
-    )["applicationId"]
-
-    def look() -> list[str]:
-        return aws_smoke.find_leftovers(aws.emr, aws.ec2, serverless, bucket=BUCKET)
-
-    found = look()
-    assert len(found) == 3, found
-    assert any(f"EC2 instance {instance} (m5.xlarge, running, fruits:cluster-id=ec2-smoke)" == f
-               for f in found)  # fmt: skip
-    assert any(f.startswith(f"EMR cluster {cluster} (fruits_pipeline smoke, ") for f in found)
-    assert any(f.startswith(f"EMR Serverless application {app} (fruits, ") for f in found)
-    assert not any(other_bucket in f or untagged in f for f in found)
-
-    aws.ec2.terminate_instances(InstanceIds=[instance])
-    aws.emr.terminate_job_flows(JobFlowIds=[cluster])
-    serverless.stop_application(applicationId=app)  # AWS deletes only stopped applications
-    assert len(look()) == 1  # stopped is not gone: it could start again
-    serverless.delete_application(applicationId=app)
-    assert look() == []
-    assert aws_smoke.find_leftovers(aws.emr, aws.ec2, None, bucket=BUCKET) == []
-
-
-def test_settle_looks_again_until_nothing_is_left():
-    answers = [["EMR cluster j-1 (x, TERMINATING)"], ["EMR cluster j-1 (x, TERMINATING)"], []]
-    assert aws_smoke.settle(lambda: answers.pop(0), wait=5, every=0) == []
-    assert aws_smoke.settle(lambda: ["stuck"], wait=0, every=0) == ["stuck"]
-
-
-# --- the report ------------------------------------------------------------------------
-
-
-RESULT = {
-    "succeeded": False,
-    "started": "2026-12-05T12:00:00+00:00",
-    "total_seconds": 1003.2,
-    "date": "2000-01-01",
-    "images": 24,
-    "weights": "random",
-    "versions": {"Airflow": "3.3.2", "Amazon provider": "9.1.0", "fruits-pipeline": "0d817b9"},
-    "region": "eu-west-1",
-    "backend": "emr",
-    "settings": aws_smoke.public_settings(
-        {
-            **EMR_ENV,
-            "FRUITS_EMR_SERVICE_ROLE": "arn:aws:iam::123456789012:role/r",
-            "FRUITS_FAKE_SECRET": "hunter2",
-            "AWS_SECRET_ACCESS_KEY": "x",
-            "AWS_DEFAULT_REGION": "eu-west-1",
-        }
-    ),  # fmt: skip
-    "tasks": [
-        {"task_id": "create_job_flow", "state": "success", "seconds": 412.0},
-        {"task_id": "publish_batch", "state": "upstream_failed", "seconds": None},
-    ],  # fmt: skip
-    "outputs": {"rows": 24, "k": 5, "rejected": 0},
-    "leftovers": ["EMR cluster j-1 (fruits_pipeline smoke, WAITING)"],
-}
-
-
-def test_the_report_is_markdown_with_every_part_and_no_secret():
-    text = aws_smoke.report(RESULT)
-    assert text.startswith("### fruits-pipeline AWS smoke run: FAILED\n")
-    assert "total 16 min 43 s; batch 2000-01-01 (24 images), weights random." in text
-    for row in (
-        "| Airflow | 3.3.2 |", "| Amazon provider | 9.1.0 |", "| fruits-pipeline | 0d817b9 |",
-        "| region | eu-west-1 |", "| backend | emr |", "| create_job_flow | success | 6 min 52 s |",
-        "| publish_batch | upstream_failed | - |",
-    ):  # fmt: skip
-        assert row in text.splitlines()
-    assert "FRUITS_EMR_SUBNET=subnet-0abc" in text
-    assert "FRUITS_EMR_SERVICE_ROLE=arn:aws:iam::<account>:role/r" in text
-    assert "FRUITS_FAKE_SECRET=<hidden>" in text
-    assert "hunter2" not in text and "AWS_SECRET_ACCESS_KEY" not in text
-    assert "Outputs: 24 rows, k=5, 0 rejected" in text
-    assert "Leftovers: 1, STILL BILLING\n- EMR cluster j-1 (fruits_pipeline smoke, WAITING)" in text
-    clean = aws_smoke.report({**RESULT, "succeeded": True, "tasks": [], "outputs": None,
-                              "leftovers": []})  # fmt: skip
-    assert "run: succeeded" in clean and "Leftovers: none" in clean
-    assert "Outputs: none published" in clean and "| (no task ran) | | |" in clean
-
-
-def test_versions_name_airflow_the_provider_and_the_commit():
-    found = aws_smoke.versions()
-    assert found["Airflow"].startswith("3.") and found["Amazon provider"][0].isdigit()
-    assert found["fruits-pipeline"]
