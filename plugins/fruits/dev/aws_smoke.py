@@ -54,10 +54,14 @@ NETWORK = {
 
 def connection_extra(conn_id: str, env: Mapping[str, str]) -> dict[str, Any] | None:
     """The extras of the Airflow connection ``conn_id``: from ``AIRFLOW_CONN_<ID>`` (JSON or
-    URI), else from Airflow's secrets and database; None when it is not defined."""
+    URI), else, with AIRFLOW_HOME set (the run then uses that Airflow), from its secrets
+    and database; None when it is not defined. Without AIRFLOW_HOME the run gets an
+    Airflow home of its own, which knows only the environment's connections."""
     from airflow.models.connection import Connection
 
     raw = env.get(f"AIRFLOW_CONN_{conn_id.upper()}", "").strip()
+    if not raw and not env.get("AIRFLOW_HOME"):
+        return None
     try:
         if raw:
             conn = (
@@ -95,7 +99,7 @@ def refusals(env: Mapping[str, str], extra: Mapping[str, Any] | None) -> list[st
     if extra is None:
         problems.append(
             f"the Airflow connection {conn_id} is not defined: set AIRFLOW_CONN_"
-            f"{conn_id.upper()} (docs/deploy-aws.md)"
+            f"{conn_id.upper()}, or AIRFLOW_HOME to an Airflow that has it (docs/deploy-aws.md)"
         )
     if not region_of(env, extra):
         problems.append(f"no region: set region_name in {conn_id}'s extras or AWS_DEFAULT_REGION")

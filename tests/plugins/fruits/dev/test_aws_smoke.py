@@ -60,6 +60,8 @@ def test_the_connection_is_read_from_json_or_uri(monkeypatch):
     uri = "aws://?region_name=eu-west-1&role_arn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fa"
     extra = aws_smoke.connection_extra("other", {"AIRFLOW_CONN_OTHER": uri})
     assert extra["region_name"] == "eu-west-1" and extra["role_arn"].endswith(":role/a")
+    # the run's own Airflow home would not have a connection of another Airflow's database
+    assert aws_smoke.connection_extra("aws_default", {}) is None
 
 
 def test_main_refuses_and_touches_nothing_without_explicit_settings(monkeypatch, capsys):
