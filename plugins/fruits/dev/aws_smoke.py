@@ -42,7 +42,8 @@ SMOKE_DATE = "2000-01-01"
 PER_LABEL = 4  # 6 labels x 4 images: a batch that costs nothing to featurize
 WORK = PROJECT_ROOT / "var" / "aws-smoke"  # the run's log, report and Airflow home
 
-# What each cloud backend needs besides FRUITS_BUCKET and a region (docs/deploy-aws.md).
+# What each cloud backend needs besides FRUITS_BUCKET and a region (docs/deploy-aws.md);
+# EMR Serverless, once built, gets its entry here (its leftovers are already looked for).
 NETWORK = {
     "emr": ("FRUITS_EMR_SUBNET",),
     "ec2": ("FRUITS_EC2_SUBNET", "FRUITS_EC2_SECURITY_GROUP"),
