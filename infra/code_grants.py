@@ -56,6 +56,12 @@ ROLES: dict[str, Role] = {
     "serverless-job": Role((JOBS, "plugins/fruits/clusters/serverless/**/*.py")),
 }
 
+# Functions that run with an operator's own credentials (``make stage-weights``), not as
+# any role of the stack: their calls are not collected, and no code outside plugins/fruits/
+# dev/ may call them (:func:`operator_only_callers`).
+OPERATOR_ONLY = {"plugins/fruits/storage/weights.py": ("stage", "_remote_sha256")}
+OPERATOR_CALLERS = ("plugins/fruits/dev/",)
+
 _RECEIVER = re.compile(r"^_?(hook|\w+_hook|s3|\w+_s3|s3_\w+|emr|ec2|ssm|client|conn|boto3)$")
 _KEYISH = re.compile(r"(prefix|root|key|uri)$", re.IGNORECASE)
 _KEY_ARGS = frozenset({"key", "prefix", "Key", "Prefix", "s3_prefix", "dest_key", "source_key"})
@@ -97,14 +103,23 @@ def role_files(role: Role, root: Path = ROOT) -> list[Path]:
     )  # fmt: skip
 
 
-def collect(role: str, root: Path = ROOT, roles: dict[str, Role] | None = None) -> Found:
-    """Everything the files of ``role`` ask of AWS."""
+def collect(
+    role: str,
+    root: Path = ROOT,
+    roles: dict[str, Role] | None = None,
+    symbols: dict[str, str] | None = None,
+) -> Found:
+    """Everything the files of ``role`` ask of AWS (``symbols``: :func:`prefix_symbols`)."""
     from infra.shell_grants import scan_shell
 
     found = Found()
+    symbols = prefix_symbols(root, roles) if symbols is None else symbols
     for path in role_files((roles or ROLES)[role], root):
         text, where = path.read_text(), str(path.relative_to(root))
-        found.merge(scan_shell(text, where) if path.suffix == ".sh" else scan_python(text, where))
+        if path.suffix == ".sh":
+            found.merge(scan_shell(text, where))
+        else:
+            found.merge(scan_python(text, where, symbols))
     return found
 
 
@@ -195,6 +210,92 @@ def _key_literals(tree: ast.AST) -> Iterator[tuple[ast.AST, ast.AST]]:
             yield node.value, node.value
 
 
+def _locals(scope: ast.AST) -> dict[str, ast.AST]:
+    """Name -> value of the single-name assignments directly in a module or function."""
+    found: dict[str, ast.AST] = {}
+    for node in ast.walk(scope):
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if isinstance(target, ast.Name):
+                found.setdefault(target.id, node.value)
+            elif isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+                for t, v in zip(target.elts, node.value.elts, strict=False):
+                    if isinstance(t, ast.Name):
+                        found.setdefault(t.id, v)
+        elif (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and node.value is not None
+        ):
+            found.setdefault(node.target.id, node.value)
+    return found
+
+
+def _prefix_of(node: ast.AST, names: dict[str, ast.AST], symbols: dict[str, str], depth=0):
+    """The top-level prefix a key expression starts with, if it can be told: a literal,
+    an f-string or ``+`` starting with one, a name assigned one, or a call of a function
+    (``raw_prefix(batch)``) or a constant (``STAGING_ROOT``) whose value starts with one."""
+    if depth > 8:
+        return None
+    if isinstance(node, ast.Constant | ast.JoinedStr):
+        head = _literal_head(node)
+        if head is not None:
+            return _top_prefix(head)
+        first = node.values[0] if isinstance(node, ast.JoinedStr) and node.values else None
+        return _prefix_of(first.value, names, symbols, depth + 1) if first else None
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _prefix_of(node.left, names, symbols, depth + 1)
+    if isinstance(node, ast.Name):
+        if node.id in names:
+            return _prefix_of(names[node.id], {}, symbols, depth + 1)
+        return symbols.get(node.id)
+    if isinstance(node, ast.Attribute):
+        return symbols.get(node.attr)
+    if isinstance(node, ast.Call):
+        return symbols.get(_name(node.func).rsplit(".", 1)[-1])
+    return None
+
+
+def prefix_symbols(root: Path = ROOT, roles: dict[str, Role] | None = None) -> dict[str, str]:
+    """Module-level constants and functions whose value starts with a top-level prefix,
+    by bare name (a name two modules give different prefixes is left out)."""
+    found: dict[str, set[str]] = {}
+    defs: list[tuple[str, ast.AST, dict[str, ast.AST]]] = []
+    paths = {p for role in (roles or ROLES).values() for p in role_files(role, root)}
+    for path in sorted(p for p in paths if p.suffix == ".py"):
+        tree = ast.parse(path.read_text())
+        for name, value in _locals(ast.Module(body=[
+            n for n in tree.body if isinstance(n, ast.Assign | ast.AnnAssign)
+        ], type_ignores=[])).items():  # fmt: skip
+            defs.append((name, value, {}))
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef):
+                names = _locals(node)
+                for sub in ast.walk(node):
+                    if isinstance(sub, ast.Return) and sub.value is not None:
+                        defs.append((node.name, sub.value, names))
+    symbols: dict[str, str] = {}
+    for _ in range(3):  # functions built from functions: raw_prefix <- run_uris <- ...
+        found.clear()
+        for name, value, names in defs:
+            prefix = _prefix_of(value, names, symbols)
+            if prefix:
+                found.setdefault(name, set()).add(prefix)
+        symbols = {n: p.pop() for n, p in found.items() if len(p) == 1}
+    return symbols
+
+
+def _link_keys(call: ast.Call, names: dict[str, ast.AST], symbols: dict[str, str]):
+    """The prefixes of the keys an S3 call names (positional arguments, ``key=``,
+    ``keys=[...]``, ``prefix=``), where they can be told."""
+    args = [*call.args, *(k.value for k in call.keywords if k.arg in _KEY_ARGS | {"keys"})]
+    for arg in args:
+        for item in arg.elts if isinstance(arg, ast.List | ast.Tuple) else [arg]:
+            prefix = _prefix_of(item, names, symbols)
+            if prefix:
+                yield prefix
+
+
 def _aws_receivers(tree: ast.AST) -> set[str]:
     """Names assigned a hook or a client anywhere in the module (``emr = self.hook.conn``)."""
     clients: set[str] = set()
@@ -226,9 +327,22 @@ def _spark_io(call: ast.Call) -> str | None:
     return None
 
 
-def scan_python(text: str, where: str) -> Found:
-    """The AWS actions and S3 prefixes of one Python file."""
+def scan_python(text: str, where: str, symbols: dict[str, str] | None = None) -> Found:
+    """The AWS actions and S3 prefixes of one Python file; ``symbols``
+    (:func:`prefix_symbols`) tell the prefixes of keys built elsewhere."""
     tree = ast.parse(text)
+    symbols = symbols or {}
+    operator = {
+        id(sub)
+        for fn in ast.walk(tree)
+        if isinstance(fn, ast.FunctionDef) and fn.name in OPERATOR_ONLY.get(where, ())
+        for sub in ast.walk(fn)
+    }  # fmt: skip
+    scopes: dict[int, dict[str, ast.AST]] = {}  # call -> its function's assignments
+    for fn in ast.walk(tree):
+        if isinstance(fn, ast.FunctionDef):
+            names = _locals(fn)
+            scopes.update((id(c), names) for c in ast.walk(fn) if isinstance(c, ast.Call))
     found = Found()
     jobs = where.startswith("spark_jobs/")
     for name, line in _provider_imports(tree):
@@ -240,6 +354,8 @@ def scan_python(text: str, where: str) -> Found:
     called = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
     chained = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     for node in ast.walk(tree):
+        if id(node) in operator:
+            continue
         if isinstance(node, ast.JoinedStr):
             for prefix in _uri_prefixes(node):
                 found.prefixes.setdefault(prefix, f"{where}:{node.lineno}")
@@ -264,6 +380,10 @@ def scan_python(text: str, where: str) -> Found:
             found.unmapped.append(f"{call} (no entry in aws_actions)")
             continue
         found.add(actions, call)
+        for prefix in _link_keys(node, scopes.get(id(node), {}), symbols):
+            for action in actions:
+                if action.startswith("s3:") and "@" not in action:
+                    found.linked.setdefault((prefix, action), call)
         args = [_name(a) for a in [*node.args, *(k.value for k in node.keywords)]]
         if any("source" in a for a in [_name(node.func.value), *args]) and any(
             a.startswith("s3:") for a in actions
@@ -274,4 +394,30 @@ def scan_python(text: str, where: str) -> Found:
         prefix = _top_prefix(head) if head and not head.startswith(("/", "s3")) else None
         if prefix:
             found.prefixes.setdefault(prefix, f"{where}:{at.lineno}")
+    return found
+
+
+def operator_only_callers(root: Path = ROOT) -> list[str]:
+    """Where code outside OPERATOR_CALLERS imports an OPERATOR_ONLY function by name, or
+    its own module calls it (it would run as Airflow, with grants nobody checked)."""
+    found = []
+    files = sorted(root.glob("plugins/**/*.py")) + sorted(root.glob("dags/**/*.py"))
+    for home, funcs in OPERATOR_ONLY.items():
+        module = home.removeprefix("plugins/").removesuffix(".py").replace("/", ".")
+        for path in files:
+            where = str(path.relative_to(root))
+            if where.startswith(OPERATOR_CALLERS):
+                continue
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                names: list[str] = []
+                if isinstance(node, ast.ImportFrom) and node.module == module:
+                    names = [a.name for a in node.names if a.name in funcs]
+                elif where == home and isinstance(node, ast.FunctionDef):
+                    calls = [c for c in ast.walk(node) if isinstance(c, ast.Call)]
+                    names = [
+                        _name(c.func) for c in calls
+                        if _name(c.func) in funcs and node.name not in funcs
+                    ]  # fmt: skip
+                found += [f"{where}:{node.lineno}: {n} runs as the operator" for n in names]
     return found

@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from infra.aws_actions import MODES, PREFIXES, SOURCE
-from infra.code_grants import JOBS, ROLES, ROOT, Role, collect, role_files, table_prefix
+from infra.code_grants import (
+    JOBS,
+    ROLES,
+    ROOT,
+    Role,
+    collect,
+    operator_only_callers,
+    prefix_symbols,
+    role_files,
+    table_prefix,
+)
 
 DATA = "${DataBucket.Arn}"
 SOURCE_BUCKET = "arn:${AWS::Partition}:s3:::${SourceBucket}"
@@ -135,12 +145,14 @@ def check(template: dict, root: Path = ROOT, roles: dict[str, Role] | None = Non
     """Every problem between the code under ``root`` and the stack: calls and prefixes it
     cannot map, and needs (per role) no Allow of that role covers."""
     roles = roles or ROLES
-    found = {name: collect(name, root, roles) for name in roles}
+    symbols = prefix_symbols(root, roles)
+    found = {name: collect(name, root, roles, symbols) for name in roles}
     prefixes: dict[str, str] = {}
     for f in found.values():
         for prefix, where in f.prefixes.items():
             prefixes.setdefault(prefix, where)
     problems = [f"unmapped call: {u}" for f in found.values() for u in f.unmapped]
+    problems += operator_only_callers(root)
     problems += [
         f"unmapped prefix: {p} ({where}): add a row to aws_actions.PREFIXES"
         for p, where in sorted(prefixes.items()) if table_prefix(p) is None

@@ -242,3 +242,45 @@ def test_the_scanners_read_literals_keys_and_shell_continuations():
         "node/user_data.sh",
     )
     assert shell.linked == {("logs/ec2/", "s3:PutObject"): "node/user_data.sh:1 aws s3 cp"}
+
+
+def test_a_key_built_elsewhere_is_tied_to_its_prefix_and_action(template, tmp_path):
+    """A delete under models/ (which Airflow only reads) is caught through the layout
+    function that builds the key, in another module."""
+    root = write(
+        tmp_path,
+        {
+            "plugins/fruits/storage/keys.py": (
+                "MODELS_ROOT = 'models/'\n"
+                "def model_key(name):\n    return f'{MODELS_ROOT}{name}/w.h5'\n"
+            ),
+            AIRFLOW: (
+                "from fruits.storage.keys import model_key\n"
+                "def f(hook, bucket):\n"
+                "    key = model_key('m')\n"
+                "    hook.check_for_key(key, bucket_name=bucket)\n"
+                "    hook.delete_objects(bucket=bucket, keys=[key])\n"
+            ),
+        },
+    )
+    assert check(template, root) == [
+        "airflow: s3:DeleteObject under models/ (plugins/fruits/x.py:5 hook.delete_objects), "
+        "not in PREFIXES"
+    ]
+
+
+def test_what_runs_as_the_operator_stays_out_of_airflow_s_code(template, tmp_path):
+    weights = (
+        "PREFIX = 'models/'\n"
+        "def stage(client, bucket):\n    client.upload_file('f', bucket, PREFIX + 'm/w.h5')\n"
+    )
+    root = write(
+        tmp_path,
+        {
+            "plugins/fruits/storage/weights.py": weights,
+            "plugins/fruits/dev/stage_weights.py": "from fruits.storage.weights import stage\n",
+        },
+    )
+    assert check(template, root) == []  # the operator's upload is not Airflow's
+    write(root, {AIRFLOW: "from fruits.storage.weights import stage\n"})
+    assert check(template, root) == ["plugins/fruits/x.py:1: stage runs as the operator"]
