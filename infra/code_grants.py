@@ -62,7 +62,9 @@ ROLES: dict[str, Role] = {
 OPERATOR_ONLY = {"plugins/fruits/storage/weights.py": ("stage", "_remote_sha256")}
 OPERATOR_CALLERS = ("plugins/fruits/dev/",)
 
-_RECEIVER = re.compile(r"^_?(hook|\w+_hook|s3|\w+_s3|s3_\w+|emr|ec2|ssm|client|conn|boto3)$")
+_RECEIVER = re.compile(
+    r"^_?(hook|\w+_hook|s3|\w+_s3|s3_\w+|emr|ec2|ssm|client|\w+_client|conn|boto3)$"
+)
 _KEYISH = re.compile(r"(prefix|root|key|uri)$", re.IGNORECASE)
 _KEY_ARGS = frozenset({"key", "prefix", "Key", "Prefix", "s3_prefix", "dest_key", "source_key"})
 _RETURNS_CLIENT = frozenset({"get_key", "get_conn", "client", "Object"})

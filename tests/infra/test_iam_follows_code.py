@@ -73,7 +73,7 @@ def test_the_collector_sees_each_role_s_calls_and_prefixes():
     )
     # the node code is the node roles', not Airflow's
     assert not any("ec2/node/" in where for where in airflow.actions.values())
-    assert set(emr.actions) == set(ec2.actions) == {
+    assert set(emr.actions) & set(ec2.actions) >= {
         "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"
     }  # fmt: skip
     assert "plugins/fruits/clusters/emr/bootstrap.sh" in emr.prefixes["code/"]
