@@ -74,8 +74,9 @@ S3_URI = re.compile(r"s3a?://[^/{}\s\"']+/([a-z_][a-z0-9_.=-]*/(?:[a-z_][a-z0-9_
 
 @dataclass
 class Found:
-    """What one scan found: actions, prefixes, actions known to act under one prefix
-    (``aws s3`` commands), each with where; and what it could not map."""
+    """What one scan found: actions, prefixes, (prefix, action) pairs where a call's key
+    is known to be under a prefix (``aws s3`` commands, keys built from a layout
+    function or constant), each with where; and what it could not map."""
 
     actions: dict[str, str] = field(default_factory=dict)
     prefixes: dict[str, str] = field(default_factory=dict)
