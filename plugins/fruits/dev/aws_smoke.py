@@ -17,6 +17,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,7 @@ DAG_ID = "fruits_pipeline"
 SMOKE_DATE = "2000-01-01"
 PER_LABEL = 4  # 6 labels x 4 images: a batch that costs nothing to featurize
 WORK = PROJECT_ROOT / "var" / "aws-smoke"  # the run's log, report and Airflow home
+SETTLE_SECONDS = 300  # how long a torn-down cluster may take to reach terminated
 
 # What each cloud backend needs besides FRUITS_BUCKET and a region (docs/deploy-aws.md);
 # EMR Serverless, once built, gets its entry here (its leftovers are already looked for).
@@ -157,9 +159,17 @@ def write_sample(settings: Settings, date: str, per_label: int, upload: Callable
 
 
 def parse_task_states(text: str) -> list[dict[str, Any]]:
-    """``airflow tasks states-for-dag-run -o json``'s rows as task, state, seconds."""
-    start = text.find("[")
-    rows, _ = json.JSONDecoder().raw_decode(text[start:]) if start >= 0 else ([], 0)
+    """``airflow tasks states-for-dag-run -o json``'s rows as task, state, seconds: the
+    first JSON list of rows in ``text`` (log lines may come before it)."""
+    rows: list[dict[str, Any]] = []
+    for start in (m.start() for m in re.finditer(r"^\s*\[", text, re.M)):
+        try:
+            found, _ = json.JSONDecoder().raw_decode(text[start:].lstrip())
+        except ValueError:
+            continue
+        if isinstance(found, list) and all(isinstance(r, dict) and "task_id" in r for r in found):
+            rows = found
+            break
     out = []
     for row in rows:
         seconds = None
@@ -224,13 +234,18 @@ def _confirmed() -> bool:
         return False
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+def _task_states(date: str, env: Mapping[str, str]) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, "-m", "airflow", "tasks", "states-for-dag-run", DAG_ID, date,
+         "-o", "json"], env=dict(env), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return parse_task_states(done.stdout)
 
+
+def _checked(env: Mapping[str, str]) -> tuple[Settings, dict[str, Any]] | list[str]:
+    """The settings and the connection's extras, or why the smoke must not start."""
     from fruits.settings import ConfigError, load_settings
 
-    args = parse_args(argv)
-    env = dict(os.environ)
     conn_id = env.get("FRUITS_AWS_CONN_ID", "").strip() or "aws_default"
     extra = connection_extra(conn_id, env)
     problems = refusals(env, extra)
@@ -238,13 +253,67 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(env)
     except ConfigError as exc:
         problems.append(str(exc))
-    if problems:
-        print("aws-smoke will not start:\n" + "\n".join(f"  - {p}" for p in problems),
-              file=sys.stderr)  # fmt: skip
-        return 2
+    return problems or (settings, extra or {})
+
+
+def run_smoke(
+    args: argparse.Namespace, settings: Settings, env: Mapping[str, str], extra: Mapping
+) -> dict[str, Any]:
+    """Write the batch, run the DAG, look for leftovers: the report's result."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    WORK.mkdir(parents=True, exist_ok=True)
+    log = WORK / "dags-test.log"
+    log.write_text("")
+    started, t0 = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), time.monotonic()
+    hook = S3Hook(settings.source_conn_id)
+    upload = lambda path, bucket, key: hook.load_file(str(path), key, bucket, replace=True)  # noqa: E731
+    where = write_sample(settings, args.date, args.per_label, upload)
+    print(f"batch written to {where}; running the DAG (log: {log})")
+    weights = args.weights or settings.weights
+    run = run_env(env, incoming=settings.incoming, weights=weights)
+    _logged([sys.executable, "-m", "airflow", "db", "migrate"], run, log)
+    returncode = _logged(dag_test_command(args.date), run, log)
+    emr, ec2, serverless = _clients(settings.aws_conn_id, region_of(env, extra))
+    leftovers = settle(
+        lambda: find_leftovers(emr, ec2, serverless, bucket=settings.bucket), wait=SETTLE_SECONDS
+    )
+    outputs = _outputs(settings, args.date)
+    return {
+        # a run that published nothing (no batch found, say) proves nothing either
+        "succeeded": returncode == 0 and outputs is not None and not billing(leftovers),
+        "started": started,
+        "total_seconds": time.monotonic() - t0,
+        "date": args.date,
+        "images": len(_labels()) * args.per_label,
+        "weights": weights,
+        "versions": versions(),
+        "region": region_of(env, extra),
+        "backend": settings.compute,
+        "settings": public_settings(run),
+        "tasks": _task_states(args.date, run),
+        "outputs": outputs,
+        "leftovers": leftovers,
+        "log": str(log),
+    }
+
+
+def _labels() -> list[str]:
     from fruits.dev.sample_batch import FRUITS
 
-    images = len(FRUITS) * args.per_label
+    return list(FRUITS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = dict(os.environ)
+    checked = _checked(env)
+    if isinstance(checked, list):
+        print("aws-smoke will not start:\n" + "\n".join(f"  - {p}" for p in checked),
+              file=sys.stderr)  # fmt: skip
+        return 2
+    settings, extra = checked
+    images = len(_labels()) * args.per_label
     weights = args.weights or settings.weights
     print("\n".join(cost_lines(settings, images)))
     print(f"It writes a {images}-image batch for {args.date} to {settings.incoming}, runs "
@@ -254,42 +323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.yes and not _confirmed():
         print("not started")
         return 1
-    WORK.mkdir(parents=True, exist_ok=True)
-    log = WORK / "dags-test.log"
-    log.write_text("")
-    started, t0 = dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), time.monotonic()
-    hook = S3Hook(settings.source_conn_id)
-    upload = lambda path, bucket, key: hook.load_file(str(path), key, bucket, replace=True)  # noqa: E731
-    where = write_sample(settings, args.date, args.per_label, upload)
-    print(f"batch written to {where}; running the DAG (log: {log})")
-    run = run_env(env, incoming=settings.incoming, weights=weights)
-    _logged([sys.executable, "-m", "airflow", "db", "migrate"], run, log)
-    returncode = _logged(dag_test_command(args.date), run, log)
-    states = subprocess.run(
-        [sys.executable, "-m", "airflow", "tasks", "states-for-dag-run", DAG_ID, args.date,
-         "-o", "json"], env=run, capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    tasks = parse_task_states(states.stdout)
-    emr, ec2, serverless = _clients(conn_id, region_of(env, extra))
-    leftovers = settle(lambda: find_leftovers(emr, ec2, serverless, bucket=settings.bucket))
-    result = {
-        "succeeded": returncode == 0 and not billing(leftovers),
-        "started": started,
-        "total_seconds": time.monotonic() - t0,
-        "date": args.date,
-        "images": images,
-        "weights": weights,
-        "versions": versions(),
-        "region": region_of(env, extra),
-        "backend": settings.compute,
-        "settings": public_settings(run),
-        "tasks": tasks,
-        "outputs": _outputs(settings, args.date),
-        "leftovers": leftovers,
-    }
+    result = run_smoke(args, settings, env, extra)
     text = report(result)
     (WORK / "report.md").write_text(text)
-    print(f"\n{text}\n(also in {WORK / 'report.md'}; the run's log: {log})")
+    print(f"\n{text}\n(also in {WORK / 'report.md'}; the run's log: {result['log']})")
     return 0 if result["succeeded"] else 1
 
 

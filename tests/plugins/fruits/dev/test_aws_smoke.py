@@ -8,6 +8,7 @@ import json
 import sys
 
 import pytest
+from dag_support import BUCKET
 
 from fruits.dev import aws_smoke
 from fruits.settings import load_settings
@@ -119,7 +120,7 @@ def test_the_sample_batch_goes_to_a_folder_or_to_s3(tmp_path):
 
 
 def test_task_states_are_read_from_airflows_json():
-    text = "some log line\n" + json.dumps([
+    text = "[2026-12-05 12:00:00] a log line\n[1, 2]\n" + json.dumps([
         {"task_id": "validate_params", "state": "success",
          "start_date": "2000-01-01T10:00:00+00:00", "end_date": "2000-01-01T10:00:02.5+00:00"},
         {"task_id": "publish_batch", "state": "", "start_date": "", "end_date": ""},
@@ -129,3 +130,48 @@ def test_task_states_are_read_from_airflows_json():
         {"task_id": "publish_batch", "state": "none", "seconds": None},
     ]
     assert aws_smoke.parse_task_states("no run found") == []
+
+
+# --- the whole command on moto, the DAG run and Airflow's CLI faked ----------------------
+
+
+def test_main_writes_the_batch_runs_the_dag_and_reports(aws, monkeypatch, tmp_path, capsys):
+    aws.s3.create_bucket(Bucket=BUCKET)
+    env = {**EMR_ENV, "FRUITS_BUCKET": BUCKET, "FRUITS_INCOMING": f"s3://{BUCKET}/landing"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    ran = []
+    monkeypatch.setattr(aws_smoke, "refusals", lambda env, extra: [])  # moto's endpoint
+    monkeypatch.setattr(aws_smoke, "WORK", tmp_path)
+    monkeypatch.setattr(aws_smoke, "SETTLE_SECONDS", 0)
+    monkeypatch.setattr(aws_smoke, "_logged", lambda cmd, env, log: ran.append(cmd) or 0)
+    monkeypatch.setattr(aws_smoke, "_clients", lambda conn, region: (aws.emr, aws.ec2, None))
+    monkeypatch.setattr(aws_smoke, "_task_states", lambda date, env: [
+        {"task_id": "publish_batch", "state": "success", "seconds": 3.0}])  # fmt: skip
+    monkeypatch.setattr(aws_smoke, "_outputs", lambda s, d: {"rows": 24, "k": 4, "rejected": 0})
+
+    assert aws_smoke.main(["--yes", "--weights", "random"]) == 0
+    assert ran == [[sys.executable, "-m", "airflow", "db", "migrate"],
+                   aws_smoke.dag_test_command("2000-01-01")]  # fmt: skip
+    assert len(aws.keys("landing/2000-01-01/")) == 24
+    text = (tmp_path / "report.md").read_text()
+    assert "run: succeeded" in text and "Outputs: 24 rows, k=4" in text
+    assert "FRUITS_WEIGHTS=random" in text and "| publish_batch | success | 3 s |" in text
+    assert text in capsys.readouterr().out
+
+    instance = aws.ec2.run_instances(
+        ImageId=aws.ec2.describe_images()["Images"][0]["ImageId"], MinCount=1, MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [
+            {"Key": "project", "Value": "fruits-pipeline"},
+            {"Key": "fruits:bucket", "Value": BUCKET}]}],
+    )["Instances"][0]["InstanceId"]  # fmt: skip
+    assert aws_smoke.main(["--yes"]) == 1  # something left billing: red
+    text = (tmp_path / "report.md").read_text()
+    assert (
+        "run: FAILED" in text and f"Leftovers: 1, STILL BILLING\n- EC2 instance {instance}" in text
+    )
+
+    aws.ec2.terminate_instances(InstanceIds=[instance])
+    monkeypatch.setattr(aws_smoke, "_outputs", lambda s, d: None)
+    assert aws_smoke.main(["--yes"]) == 1  # a run that published nothing proves nothing
+    assert "Outputs: none published" in (tmp_path / "report.md").read_text()
