@@ -129,7 +129,7 @@ def test_every_stack_parameter_and_output_the_page_names_is_in_the_template():
 
 
 def test_every_relative_link_resolves():
-    assert "../bundles/mwaa/README.md" in PAGE.read_text()
+    assert "(bundles.md)" in PAGE.read_text() and "../bundles/mwaa/README.md" in PAGE.read_text()
     assert broken_links(PAGE, PAGE.read_text()) == []
 
 
