@@ -104,4 +104,4 @@ dist-check: dist
 	$(BIN)/python -m bundles.check dist
 
 clean:
-	rm -rf var build .pytest_cache .ruff_cache
+	rm -rf var build dist .pytest_cache .ruff_cache

@@ -81,7 +81,9 @@ def fruits_pipeline():
         """The run's batch and parameters, checked; fails (no retry) naming a bad one."""
         from fruits import tasks
 
-        return tasks.validate_params(context["params"], context["dag_run"].logical_date)
+        return tasks.validate_params(
+            context["params"], context["dag_run"].logical_date, compute=SETTINGS.compute
+        )
 
     @task.short_circuit
     def find_batch(batch: str, source: str) -> int:

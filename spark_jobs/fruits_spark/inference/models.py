@@ -48,9 +48,9 @@ def imagenet_weights_path(model: str) -> Path:
             f"ImageNet weights for {model} are not cached at {path} and cannot be downloaded "
             f"here. {offline}n a machine with internet access run "
             f"`python -c 'import keras; keras.applications.{s.application}"
-            f'(include_top=False, weights="imagenet")\'`, upload '
-            f"~/.keras/models/{s.imagenet_file} to s3://<bucket>/code/weights/, "
-            f"and pass --weights s3://<bucket>/code/weights/{s.imagenet_file}"
+            f'(include_top=False, weights="imagenet")\'`; for the cloud backends, stage '
+            f"it from that cache with `make stage-weights FRUITS_BUCKET=<bucket>` (it lands "
+            f"at s3://<bucket>/models/{model}/{s.imagenet_file})"
         )
     return path
 
