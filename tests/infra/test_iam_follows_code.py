@@ -12,6 +12,7 @@ import copy
 from pathlib import Path
 
 import pytest
+from stack_support import without
 
 from infra import aws_actions
 from infra.check_policies import load
@@ -34,21 +35,6 @@ def write(root: Path, files: dict[str, str]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return root
-
-
-def without(template: dict, resource: str, sid: str | None = None) -> dict:
-    """The template without a resource, or without one statement of it."""
-    t = copy.deepcopy(template)
-    if sid is None:
-        del t["Resources"][resource]
-        return t
-    props = t["Resources"][resource]["Properties"]
-    docs = [props["PolicyDocument"]] if "PolicyDocument" in props else [
-        p["PolicyDocument"] for p in props["Policies"]
-    ]  # fmt: skip
-    for doc in docs:
-        doc["Statement"] = [st for st in doc["Statement"] if st.get("Sid") != sid]
-    return t
 
 
 # -- the repository ------------------------------------------------------------------------

@@ -8,11 +8,11 @@ a recording stand-in for S3Hook), so a key built at run time is checked as built
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 from s3transfer.manager import TransferConfig
+from stack_support import without
 
 from infra.check_policies import load
 from infra.code_grants import ROLES
@@ -116,13 +116,7 @@ def test_a_uri_outside_the_grants_is_caught(template):
     ],
 )  # fmt: skip
 def test_a_grant_taken_away_from_a_built_uri_is_missed(template, compute, resource, sid, lost):
-    t = copy.deepcopy(template)
-    props = t["Resources"][resource]["Properties"]
-    docs = [props["PolicyDocument"]] if "PolicyDocument" in props else [
-        p["PolicyDocument"] for p in props["Policies"]
-    ]  # fmt: skip
-    for doc in docs:
-        doc["Statement"] = [st for st in doc["Statement"] if st.get("Sid") != sid]
+    t = without(template, resource, sid)
     missing = [
         uri for role, action, uri in uses(compute)
         if not granted(t, ROLES[role].stack, need(action, uri))
