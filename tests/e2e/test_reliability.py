@@ -172,7 +172,9 @@ def test_an_s3_error_on_upload_fails_the_run_before_any_cluster(
     assert states["plan_run"] == "upstream_failed"
     assert states["create_job_flow"] == "upstream_failed"
     assert aws.clusters() == []
-    assert "cannot upload the batch to S3" in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert "cannot copy the batch" in out and "s3://fruits-test/raw/batch=" in out, out[-2000:]
+    assert "AccessDenied" in out
     assert snapshot(aws) == earlier_outputs  # marker included
 
 

@@ -277,7 +277,8 @@ def test_missing_imagenet_weights_fail_at_once_with_staging_advice(
     spark, sample_batch, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty-keras"))
-    with pytest.raises(JobError, match=r"not cached.*--weights s3://"):
+    advice = r"not cached.*make stage-weights FRUITS_BUCKET=.*s3://<bucket>/models/mobilenetv2/"
+    with pytest.raises(JobError, match=advice):
         featurize.run(spark, job_args(sample_batch, tmp_path, "--weights", "imagenet"))
     assert not (tmp_path / "features").exists()
 
