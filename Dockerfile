@@ -15,5 +15,6 @@ ENV JAVA_HOME=/usr/lib/jvm/default-java
 USER airflow
 COPY --chown=airflow:root constraints.txt /opt/fruits/
 COPY --chown=airflow:root requirements/airflow.txt /opt/fruits/requirements/
+COPY --chown=airflow:root requirements/convert.txt /opt/fruits/requirements/
 COPY --chown=airflow:root spark_jobs/requirements.txt /opt/fruits/spark_jobs/
 RUN pip install --no-cache-dir -r /opt/fruits/requirements/airflow.txt -c /opt/fruits/constraints.txt

@@ -20,7 +20,7 @@ venv: $(STAMP)
 
 # requirements/dev.txt includes Airflow's (requirements/airflow.txt), which includes the
 # jobs' (spark_jobs/requirements.txt); constraints.txt locks them together.
-$(STAMP): requirements/dev.txt requirements/airflow.txt spark_jobs/requirements.txt constraints.txt
+$(STAMP): requirements/dev.txt requirements/airflow.txt requirements/convert.txt spark_jobs/requirements.txt constraints.txt
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/dev.txt -c constraints.txt

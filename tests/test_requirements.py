@@ -18,6 +18,7 @@ JOBS = ROOT / "spark_jobs" / "requirements.txt"
 AIRFLOW = ROOT / "requirements" / "airflow.txt"
 WORKER = ROOT / "requirements" / "airflow-worker.txt"
 DEV = ROOT / "requirements" / "dev.txt"
+CONVERT = ROOT / "requirements" / "convert.txt"  # TensorFlow: the converter, never the nodes
 PIN = re.compile(r"^([A-Za-z0-9_.-]+)(\[[^\]]+\])?==(\S+)$")
 DEV_TOOLS = ("pytest", "moto", "ruff", "cfn-lint", "playwright", "scikit-learn", "checkov")
 
@@ -45,7 +46,7 @@ def pins(path: Path, *, follow: bool = True) -> dict[str, str]:
 
 def test_every_pin_is_locked_and_installed():
     locked = pins(ROOT / "constraints.txt")
-    for path in (JOBS, AIRFLOW, WORKER, DEV):
+    for path in (JOBS, AIRFLOW, WORKER, DEV, CONVERT):
         for name, version in pins(path, follow=False).items():
             assert locked.get(name) == version, f"{path.name}: {name}=={version} vs constraints"
             assert importlib.metadata.version(name) == version, f"{name} installed differs"
@@ -55,6 +56,10 @@ def test_each_layer_holds_only_what_runs_there():
     jobs, airflow, dev = pins(JOBS), pins(AIRFLOW), pins(DEV)
     assert set(jobs) <= set(airflow) <= set(dev)
     assert "pyspark" not in jobs  # EMR brings its own Spark
+    # the nodes run a converted model: the converter is the dev install's and the local
+    # backend's (airflow.txt includes it), never the nodes'
+    assert not set(jobs) & {"tensorflow", "tensorflow-cpu", "keras", "h5py"}
+    assert {"tensorflow-cpu", "keras", "h5py"} <= set(pins(CONVERT)) <= set(airflow)
     assert {"apache-airflow", "pyspark"} <= set(airflow)
     for tool in DEV_TOOLS:
         assert tool not in airflow, f"{tool} would ship in the Airflow image"
@@ -102,13 +107,19 @@ def test_the_worker_file_covers_what_the_cloud_backends_import_on_airflow():
 
 def test_the_jobs_file_covers_what_the_jobs_import():
     """A node installs only spark_jobs/requirements.txt (and Spark): every package the
-    jobs import must come from it."""
+    jobs import must come from it, except the converter's (TensorFlow, Keras), which only
+    a featurize without --model-file imports (the local backend, or --runtime keras);
+    tests/spark_jobs/test_featurize_without_tensorflow.py runs the nodes' path with
+    them refused."""
     owners = importlib.metadata.packages_distributions()
-    wanted = pins(JOBS)
+    wanted, converter = pins(JOBS), pins(CONVERT)
     imported = _third_party_imports(ROOT / "spark_jobs")
     assert {"numpy", "pyarrow", "pyspark", "PIL"} <= imported
     for module in imported - {"pyspark"}:  # the cluster's own Spark
         dists = owners.get(module, [])
+        if module in {"tensorflow", "keras"}:
+            assert any(norm(d) in converter for d in dists), f"{module} ({dists})"
+            continue
         assert any(norm(d) in wanted for d in dists), f"spark_jobs imports {module} ({dists})"
 
 

@@ -28,7 +28,8 @@ def test_code_bundle_is_reproducible_and_versioned_by_content(tmp_path):
     assert names == [f"fruits_spark/{p.relative_to(package).as_posix()}" for p in sources]
     assert "fruits_spark/inference/models.py" in names  # the subpackages travel too
     requirements = (a.folder / "requirements.txt").read_text()
-    assert "tensorflow-cpu==" in requirements and "pandas==" in requirements
+    assert "ai-edge-litert==" in requirements and "pandas==" in requirements
+    assert "tensorflow" not in requirements and "keras" not in requirements
     assert "pyspark" not in requirements  # EMR brings its own Spark
     # a changed source is a new version
     jobs = tmp_path / "jobs"
