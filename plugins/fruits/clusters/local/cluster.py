@@ -83,15 +83,19 @@ def start_cluster(
     name: str = "fruits",
     timeout: float = START_TIMEOUT,
     labels: Mapping[str, str] | None = None,
+    workers: int = 1,
 ) -> str:
-    """Start a master and one worker on 127.0.0.1; return the cluster id once the worker
-    has registered. On any failure, what was started is stopped again.
+    """Start a master and ``workers`` workers (``cores`` and ``memory`` each) on
+    127.0.0.1; return the cluster id once every worker has registered. On any failure,
+    what was started is stopped again. More than one worker is for the tests that lose
+    one mid-job (the first is ``worker``, the others ``worker-2``...).
 
     The calling process is recorded as the cluster's owner (see :func:`reap_abandoned`);
     ``labels`` (run id, batch) are recorded too, to say whose a leftover cluster was."""
     cluster_id = f"local-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}-{secrets.token_hex(3)}"
     folder = cluster_dir(scratch, cluster_id)
     folder.mkdir(parents=True)
+    roles = worker_roles(workers)
     ports = {k: free_port() for k in ("master", "master_ui", "worker", "worker_ui")}
     info: dict[str, Any] = {
         "id": cluster_id,
@@ -117,20 +121,23 @@ def start_cluster(
             env,
         )  # fmt: skip
         write_cluster(folder, info)
-        info["processes"]["worker"] = spawn(
-            [spark_class, WORKER_CLASS, info["master_url"], "--host", "127.0.0.1",
-             "--cores", str(cores), "--memory", memory,
-             "--port", str(ports["worker"]), "--webui-port", str(ports["worker_ui"]),
-             "--work-dir", str(folder / "work")],
-            folder / "logs" / "worker.log",
-            env,
-        )  # fmt: skip
-        write_cluster(folder, info)
+        for role in roles:  # the first keeps the names it always had (work/, worker.log)
+            own = "" if role == "worker" else role.removeprefix("worker")
+            info["processes"][role] = spawn(
+                [spark_class, WORKER_CLASS, info["master_url"], "--host", "127.0.0.1",
+                 "--cores", str(cores), "--memory", memory,
+                 "--port", str(ports["worker"]) if not own else "0",  # 0: any free port
+                 "--webui-port", str(ports["worker_ui"]) if not own else "0",
+                 "--work-dir", str(folder / f"work{own}")],
+                folder / "logs" / f"{role}.log",
+                env,
+            )  # fmt: skip
+            write_cluster(folder, info)
         deadline = time.monotonic() + timeout
         while True:
-            if (alive_workers("127.0.0.1", ports["master_ui"]) or 0) >= 1:
+            if (alive_workers("127.0.0.1", ports["master_ui"]) or 0) >= workers:
                 break
-            for role in ("master", "worker"):
+            for role in ("master", *roles):
                 if not alive(info["processes"][role]):
                     raise ClusterError(
                         f"the Spark {role} exited while starting:\n"
@@ -138,12 +145,12 @@ def start_cluster(
                     )
             if time.monotonic() > deadline:
                 raise ClusterError(
-                    f"no worker registered with {info['master_url']} within {timeout:.0f}s:\n"
-                    + file_tail(folder / "logs" / "worker.log", 30)
+                    f"not all {workers} worker(s) registered with {info['master_url']} "
+                    f"within {timeout:.0f}s:\n" + file_tail(folder / "logs" / "worker.log", 30)
                 )
             time.sleep(0.5)
     except BaseException:
-        for role in ("worker", "master"):
+        for role in (*roles, "master"):
             end_group(role, info["processes"].get(role), grace=5)
         info["state"] = "TERMINATED_WITH_ERRORS"
         write_cluster(folder, info)
@@ -154,13 +161,22 @@ def start_cluster(
     return cluster_id
 
 
+def worker_roles(workers: int) -> list[str]:
+    """The workers' names in ``cluster.json``: ``worker``, then ``worker-2``..."""
+    if workers < 1:
+        raise ClusterError(f"a cluster needs at least one worker, not {workers}")
+    return ["worker", *(f"worker-{n}" for n in range(2, workers + 1))]
+
+
 def stop_cluster(scratch: Path, cluster_id: str) -> dict[str, str]:
     """End the runner, the worker (and its executors) and the master; delete staged data.
     Safe to call again: what is not running is left alone."""
     info = read_cluster(scratch, cluster_id)
     folder = Path(info["dir"])
+    processes = info["processes"]
+    extra = sorted(r for r in processes if r.startswith("worker-"))
     ended = {
-        role: end_group(role, info["processes"].get(role)) for role in ("steps", "worker", "master")
+        role: end_group(role, processes.get(role)) for role in ("steps", "worker", *extra, "master")
     }
     shutil.rmtree(folder / "s3", ignore_errors=True)  # staged inputs, outputs (now in S3)
     info["state"] = "TERMINATED"
