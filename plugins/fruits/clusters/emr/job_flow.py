@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fruits.clusters.common import executor_sizing
 from fruits.settings import Settings
 
 TEMPLATE = Path(__file__).with_name("job_flow.json")
@@ -63,4 +64,47 @@ def job_flow(settings: Settings, *, name: str, code: Mapping[str, str]) -> dict[
     request = _render(json.loads(TEMPLATE.read_text()), values)
     groups = request["Instances"]["InstanceGroups"]
     request["Instances"]["InstanceGroups"] = [g for g in groups if g["InstanceCount"] > 0]
+    executor_types = [
+        g["InstanceType"]
+        for g in request["Instances"]["InstanceGroups"]
+        if g["InstanceRole"] in ("CORE", "TASK")
+    ]
+    add_configurations(request["Configurations"], executor_configurations(executor_types))
     return request
+
+
+def executor_configurations(instance_types: list[str]) -> list[dict[str, Any]]:
+    """The executors' size on the core and task nodes, by the backends' one rule
+    (:func:`fruits.clusters.common.executor_sizing.size_executors`, with EMR's room for
+    HDFS, its agents and the application master), for the smallest of those nodes: the
+    executor settings, and YARN's memory per node set to match (EMR's own default is
+    lower than that on some types, and an executor larger than YARN's node never starts).
+    A type of unknown shape falls back to EMR's ``maximizeResourceAllocation``."""
+    shapes = [executor_sizing.instance_shape(t) for t in instance_types]
+    if not shapes or None in shapes:
+        return [{"Classification": "spark", "Properties": {"maximizeResourceAllocation": "true"}}]
+    vcpus = min(v for v, _ in shapes)
+    memory = min(m for _, m in shapes)
+    size = executor_sizing.size_executors(vcpus, memory, executor_sizing.emr_reserved_mib(memory))
+    yarn_mib = memory - executor_sizing.yarn_reserved_mib(memory)
+    return [
+        {"Classification": "spark-defaults", "Properties": size.spark_conf()},
+        {
+            "Classification": "yarn-site",
+            "Properties": {
+                "yarn.nodemanager.resource.memory-mb": str(yarn_mib),
+                "yarn.scheduler.maximum-allocation-mb": str(yarn_mib),
+            },
+        },
+    ]
+
+
+def add_configurations(configurations: list[dict[str, Any]], extra: list[dict[str, Any]]) -> None:
+    """Merge ``extra`` into the request's ``Configurations``: a classification already
+    there gets the properties added, others are appended."""
+    by_name = {c["Classification"]: c for c in configurations}
+    for item in extra:
+        if item["Classification"] in by_name:
+            by_name[item["Classification"]].setdefault("Properties", {}).update(item["Properties"])
+        else:
+            configurations.append(item)
