@@ -30,6 +30,7 @@ starts ``run-steps`` on the primary, detached (``fruits.clusters.ec2.user_data.r
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import re
 import sys
@@ -48,9 +49,58 @@ from node_daemons import (  # noqa: E402
 )
 from node_report import LogPrefix, say  # noqa: E402
 from node_steps import cmd_run_steps  # noqa: E402
-from standalone import MASTER_CLASS, MASTER_PORT, REGISTERED, WORKER_CLASS, alive_workers  # noqa: E402
+from standalone import (  # noqa: E402
+    MASTER_CLASS,
+    MASTER_PORT,
+    REGISTERED,
+    WORKER_CLASS,
+    alive_workers,
+    declare_ready,
+    quorum,
+)
 from step_runner import file_tail as tail  # noqa: E402
 from step_runner import now  # noqa: E402
+
+QUORUM_GRACE = 120.0  # seconds: the stragglers' chance once a quorum of workers joined
+RUNNER_LOG = "/var/log/fruits-steps.log"  # fruits.clusters.ec2.user_data.run_steps_command's
+
+
+def cmd_run_steps_reported(args: argparse.Namespace) -> int:
+    """``run-steps`` that says it runs: ``LOG/runner.json`` is ``running`` before the
+    first step and ``exited`` (with the status, and the error if it crashed) however it
+    ends; its own log goes to ``LOG/runner.log`` then. The ``wait_for_step`` sensor
+    fails at once on an ``exited`` runner whose steps are not done."""
+    log = LogPrefix(args.log_prefix)
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    with (work / ".lock").open("w") as lock:  # a second runner must not report the first's
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"another run-steps is running in {work}: not starting a second one")
+            return 1
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    log.put_json("runner.json", {"state": "running", "pid": os.getpid(), "started_at": now()})
+    code, error = 1, ""
+    try:
+        code = cmd_run_steps(args)
+        return code
+    except BaseException as exc:
+        error = f"run-steps crashed: {exc!r}"
+        say(error)
+        raise
+    finally:
+        sys.stdout.flush()
+        path = Path(args.runner_log)
+        try:
+            if path.is_file():
+                log.put("runner.log", tail(path, 400).encode())
+            log.put_json(
+                "runner.json",
+                {"state": "exited", "returncode": code, "error": error, "ended_at": now()},
+            )
+        except Exception as exc:  # S3 unreachable: the sensor's own checks remain
+            say(f"could not report the runner's end to {log.uri}: {exc}")
 
 
 def daemon_argv(args: argparse.Namespace, main_class: str, *operands: str) -> list[str]:
@@ -71,10 +121,15 @@ def cmd_primary(args: argparse.Namespace) -> int:
     log_path = work / "master.log"
     proc = None
     alive = 0
+    need = quorum(args.workers)
+    quorum_since: float | None = None  # since when a quorum (not all) has been alive
     try:
         argv = daemon_argv(args, MASTER_CLASS)
         proc = spawn(argv, log_path, spark_env(args.host), work / "master.json")
-        say(f"waiting up to {args.timeout:g}s for {args.workers} worker(s) at {ui}/json/")
+        say(
+            f"waiting up to {args.timeout:g}s for {args.workers} worker(s) at {ui}/json/ "
+            f"(ready with all, or with a quorum of {need} alive for {args.quorum_grace:g}s)"
+        )
         deadline = time.monotonic() + args.timeout
         answered = False
         while True:
@@ -91,11 +146,21 @@ def cmd_primary(args: argparse.Namespace) -> int:
                 if count != alive:
                     say(f"{count} of {args.workers} worker(s) alive")
                 alive = count
-                if alive >= args.workers:
+                if alive < need:
+                    quorum_since = None
+                elif quorum_since is None:
+                    quorum_since = time.monotonic()
+                held = 0.0 if quorum_since is None else time.monotonic() - quorum_since
+                # at the deadline a quorum is enough, whatever the grace
+                grace = 0.0 if time.monotonic() > deadline else args.quorum_grace
+                if declare_ready(alive, args.workers, held, grace):
                     ready = {
                         "cluster_id": args.cluster_id,
+                        "instance_id": args.instance_id,
                         "master_url": url,
                         "workers": alive,
+                        "expected_workers": args.workers,
+                        "quorum": need,
                         "ready_at": now(),
                         "ui_url": ui,
                     }
@@ -105,7 +170,7 @@ def cmd_primary(args: argparse.Namespace) -> int:
             if time.monotonic() > deadline:
                 error = (
                     f"only {alive} of {args.workers} workers registered with {url} "
-                    f"within {args.timeout:g}s"
+                    f"within {args.timeout:g}s (a quorum is {need})"
                 )
                 if not answered:
                     error += f" (the master's UI {ui} never answered)"
@@ -119,6 +184,7 @@ def cmd_primary(args: argparse.Namespace) -> int:
         stop(proc)
     failure = {
         "role": "primary",
+        "instance_id": args.instance_id,
         "cluster_id": args.cluster_id,
         "master_url": url,
         "error": error,
@@ -180,6 +246,13 @@ def parser() -> argparse.ArgumentParser:
     pri.add_argument("--workers", type=int, required=True, help="workers to wait for")
     pri.add_argument("--timeout", type=float, required=True, help="seconds to wait for them")
     pri.add_argument("--cluster-id", required=True)
+    pri.add_argument("--instance-id", default="", help="this node's: ready.json names it")
+    pri.add_argument(
+        "--quorum-grace",
+        type=float,
+        default=QUORUM_GRACE,
+        help="seconds a quorum of workers (not all) must be alive before the cluster is ready",
+    )
     pri.add_argument("--port", type=int, default=MASTER_PORT)
     pri.add_argument("--ui-port", type=int, default=8080)
     pri.add_argument("--spark-home", help="default: $SPARK_HOME, else this Python's pyspark")
@@ -207,12 +280,17 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--log-prefix", required=True, help="s3://bucket/logs/ec2/<id>/")
     run.add_argument("--work-dir", required=True, help="steps' local files")
     run.add_argument(
+        "--runner-log",
+        default=RUNNER_LOG,
+        help="this runner's own output (the SSM command's redirect): uploaded as runner.log",
+    )
+    run.add_argument(
         "--mirror-interval",
         type=float,
         default=30.0,
         help="seconds between copies of a running step's output",
     )
-    run.set_defaults(func=cmd_run_steps)
+    run.set_defaults(func=cmd_run_steps_reported)
     return p
 
 

@@ -118,6 +118,7 @@ case "$ROLE" in
 primary)
     "${NODE[@]}" primary --host "$PRIVATE_IP" --log-prefix "$LOG_PREFIX" \
         --workers "$WORKERS" --timeout "$READY_TIMEOUT" --cluster-id "$CLUSTER_ID" \
+        --instance-id "$INSTANCE_ID" \
         --spark-home "$SPARK_HOME" --work-dir "$NODE_HOME/work"
     ;;
 worker)

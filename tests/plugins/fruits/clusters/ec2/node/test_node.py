@@ -402,7 +402,7 @@ def cluster(moto_server, processes, tmp_path_factory) -> dict:
     primary = processes.node(
         "primary", "--host", "127.0.0.1", "--log-prefix", LOG, "--workers", "1",
         "--timeout", str(START_DEADLINE), "--cluster-id", CLUSTER_ID,
-        "--port", str(port), "--ui-port", str(ui_port),
+        "--instance-id", "i-0primary", "--port", str(port), "--ui-port", str(ui_port),
         work=root / "primary", log=primary_log,
     )  # fmt: skip
     worker = processes.node(
@@ -434,6 +434,7 @@ def test_primary_and_worker_start_a_cluster_and_report_ready(cluster):
     assert ready is not None, out
     assert ready["master_url"] == cluster["master_url"]
     assert ready["workers"] == 1 and ready["cluster_id"] == CLUSTER_ID
+    assert ready["instance_id"] == "i-0primary"  # what wait_for_cluster checks it against
     assert ready["ready_at"].startswith("20")
     # the master outlives node.py (detached), with the worker registered
     assert _alive_workers(cluster["ui_port"]) == 1
@@ -441,15 +442,15 @@ def test_primary_and_worker_start_a_cluster_and_report_ready(cluster):
     assert "cluster ready" in cluster["primary_out"]
 
 
-def test_a_primary_short_of_workers_reports_why_and_stops_its_master(
+def test_a_primary_short_of_a_quorum_reports_why_and_stops_its_master(
     moto, aws, processes, tmp_path
 ):
     aws.s3.create_bucket(Bucket=BUCKET)
     port, ui_port = _free_port(), _free_port()
-    timeout = 60  # the one worker registers well within it; the second never comes
+    timeout = 60  # the one worker registers well within it; the other two never come
     primary = processes.node(
-        "primary", "--host", "127.0.0.1", "--log-prefix", LOG, "--workers", "2",
-        "--timeout", str(timeout), "--cluster-id", CLUSTER_ID,
+        "primary", "--host", "127.0.0.1", "--log-prefix", LOG, "--workers", "3",
+        "--timeout", str(timeout), "--cluster-id", CLUSTER_ID, "--quorum-grace", "1",
         "--port", str(port), "--ui-port", str(ui_port),
         work=tmp_path / "primary", log=tmp_path / "primary.out",
     )  # fmt: skip
@@ -463,7 +464,8 @@ def test_a_primary_short_of_workers_reports_why_and_stops_its_master(
     failed = json.loads(aws.read(LOG_KEY + "failed/primary.json"))
     assert failed["role"] == "primary"
     assert failed["error"] == (
-        f"only 1 of 2 workers registered with spark://127.0.0.1:{port} within {timeout}s"
+        f"only 1 of 3 workers registered with spark://127.0.0.1:{port} within {timeout}s "
+        "(a quorum is 2)"
     )
     assert "Master" in failed["log_tail"]  # the master's own log
     written = aws.keys(LOG_KEY)
@@ -472,6 +474,34 @@ def test_a_primary_short_of_workers_reports_why_and_stops_its_master(
     assert not psutil.pid_exists(master) or psutil.Process(master).status() == "zombie"
     with pytest.raises(OSError):
         _alive_workers(ui_port)
+
+
+def test_a_quorum_of_workers_makes_the_cluster_ready_after_the_grace(
+    moto, aws, processes, tmp_path
+):
+    """One worker of two (a spot worker never granted): ready once the quorum (1) has
+    been alive for the grace, long before the timeout."""
+    aws.s3.create_bucket(Bucket=BUCKET)
+    port, ui_port = _free_port(), _free_port()
+    primary = processes.node(
+        "primary", "--host", "127.0.0.1", "--log-prefix", LOG, "--workers", "2",
+        "--timeout", "900", "--cluster-id", CLUSTER_ID, "--quorum-grace", "3",
+        "--instance-id", "i-0primary", "--port", str(port), "--ui-port", str(ui_port),
+        work=tmp_path / "primary", log=tmp_path / "primary.out",
+    )  # fmt: skip
+    worker = processes.node(
+        "worker", "--host", "127.0.0.1", "--master", f"spark://127.0.0.1:{port}",
+        "--cores", "1", "--memory", "512m", "--timeout", str(START_DEADLINE),
+        work=tmp_path / "worker", log=tmp_path / "worker.out",
+    )  # fmt: skip
+    assert _wait_exit(worker, START_DEADLINE + 60, tmp_path / "worker.out") == 0
+    started = time.monotonic()
+    assert _wait_exit(primary, 120, tmp_path / "primary.out") == 0
+    assert time.monotonic() - started < 60  # not the 900 s timeout
+    ready = json.loads(aws.read(LOG_KEY + "ready.json"))
+    assert (ready["workers"], ready["expected_workers"], ready["quorum"]) == (1, 2, 1)
+    assert ready["instance_id"] == "i-0primary"
+    assert "with a quorum of 1" in _text(tmp_path / "primary.out")
 
 
 TINY_JOB = """
@@ -495,7 +525,7 @@ def _run_steps(
     out = tmp_path / "run-steps.out"
     runner = processes.node(
         "run-steps", "--log-prefix", LOG, "--mirror-interval", str(mirror_interval),
-        work=tmp_path / "steps", log=out,
+        "--runner-log", str(out), work=tmp_path / "steps", log=out,
     )  # fmt: skip
     return runner, out
 
@@ -547,6 +577,28 @@ def test_run_steps_runs_in_order_and_mirrors_to_s3(cluster, moto, aws, processes
     # the job ran on the cluster: an executor of the worker ran it
     assert list((cluster["root"] / "worker" / "executors").glob("app-*/*/stderr"))
     assert "s-3NEVER: CANCELLED" in _text(out)
+    # the runner says it ended, and how; its own log beside (the sensor shows its tail)
+    assert _runner(aws)["state"] == "exited" and _runner(aws)["returncode"] == 1
+    assert "s-3NEVER: CANCELLED" in aws.read(LOG_KEY + "runner.log").decode()
+
+
+def _runner(aws) -> dict:
+    return json.loads(aws.read(LOG_KEY + "runner.json"))
+
+
+def test_a_runner_that_cannot_run_its_steps_reports_its_end_and_log(moto, aws, processes, tmp_path):
+    """No steps.json (or a broken one): run-steps exits at once, and says so in S3 with
+    its own log, so wait_for_step fails now instead of at its timeout."""
+    aws.s3.create_bucket(Bucket=BUCKET)
+    out = tmp_path / "run-steps.out"
+    runner = processes.node(
+        "run-steps", "--log-prefix", LOG, "--runner-log", str(out),
+        work=tmp_path / "steps", log=out,
+    )  # fmt: skip
+    assert _wait_exit(runner, 60, out) == 1
+    assert _runner(aws)["state"] == "exited"
+    assert _runner(aws)["returncode"] == 1
+    assert f"cannot read {LOG}steps.json" in aws.read(LOG_KEY + "runner.log").decode()
 
 
 def test_sigterm_marks_the_running_step_interrupted_and_ends_it(moto, aws, processes, tmp_path):
