@@ -6,7 +6,11 @@ Standard library only: it ships to the ``ec2`` nodes beside the node program."""
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
@@ -49,3 +53,49 @@ def declare_ready(alive: int, workers: int, quorum_for: float, grace: float) -> 
     if alive >= workers:
         return True
     return alive >= quorum(workers) and quorum_for >= grace
+
+
+# --- the cluster's own Spark configuration: spark.authenticate, sizes, scratch ----------
+
+CONF_FILE = "spark-defaults.conf"  # in SPARK_CONF_DIR: daemons and spark-submit read it
+
+
+def new_secret() -> str:
+    """A secret for ``spark.authenticate``, made per cluster: 256 random bits."""
+    return secrets.token_hex(32)
+
+
+def auth_conf(secret: str) -> dict[str, str]:
+    """What the master, the workers and every driver need to trust each other (in a
+    standalone cluster the executors get the secret from their worker)."""
+    return {"spark.authenticate": "true", "spark.authenticate.secret": secret}
+
+
+def write_conf(path: Path, conf: Mapping[str, str]) -> None:
+    """Write a ``spark-defaults.conf``, readable by its owner only (it holds the
+    secret), replacing any earlier one whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.writelines(f"{key} {value}\n" for key, value in conf.items())
+    os.replace(tmp, path)
+
+
+def read_conf(path: Path) -> dict[str, str]:
+    """A ``spark-defaults.conf`` as a dict (comments and blank lines skipped)."""
+    conf = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            conf[key] = value.strip()
+    return conf
+
+
+def worker_shapes(status: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """``(cores, memory MiB)`` that each alive worker offers, from :func:`master_status`."""
+    return [
+        (int(w["cores"]), int(w["memory"]))
+        for w in status.get("workers", [])
+        if w.get("state") == "ALIVE"
+    ]

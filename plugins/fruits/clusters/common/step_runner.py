@@ -7,7 +7,9 @@ only: it ships to the ec2 nodes).
 Reads ``<cluster-dir>/steps.json`` (``[{"id", "name", "argv"}]``) and, per step,
 writes ``steps/<id>/state.json`` (PENDING -> RUNNING -> COMPLETED | FAILED), with the
 command's output in ``steps/<id>/stdout`` and ``steps/<id>/stderr``. A failed step
-cancels the ones after it (EMR's CANCEL_AND_WAIT). Started in its own session by the
+cancels the ones after it (EMR's CANCEL_AND_WAIT). A ``<cluster-dir>/conf/`` folder is
+the steps' ``SPARK_CONF_DIR``: the cluster's ``spark.authenticate`` secret (and, on the
+``ec2`` nodes, the executors' size), which every driver needs. Started in its own session by the
 ``add_steps`` task, so it outlives that task and the teardown can end it, and all it
 started, with one signal to its process group.
 
@@ -124,6 +126,20 @@ def end_process(proc: subprocess.Popen, *, group: bool, grace: float) -> None:
             continue
 
 
+CONF_DIR = "conf"  # <cluster-dir>/conf/spark-defaults.conf: the steps' SPARK_CONF_DIR
+
+
+def steps_env(cluster_dir: Path) -> dict[str, str]:
+    """The steps' environment: this process's, and the cluster's own Spark configuration
+    (its ``spark.authenticate`` secret, the executors' size) when the cluster dir has
+    one: every driver the steps start needs the secret of the cluster it joins."""
+    env = dict(os.environ)
+    conf = cluster_dir / CONF_DIR
+    if (conf / "spark-defaults.conf").is_file():
+        env["SPARK_CONF_DIR"] = str(conf)
+    return env
+
+
 def run(
     cluster_dir: Path,
     *,
@@ -142,6 +158,7 @@ def run(
     exception as reason, and the exception propagates.
     """
     steps = json.loads((cluster_dir / "steps.json").read_text())
+    env = steps_env(cluster_dir)
     failed = None
 
     def change(step_id: str, folder: Path, **state) -> None:
@@ -166,6 +183,7 @@ def run(
                     stdout=out,
                     stderr=err,
                     stdin=subprocess.DEVNULL,
+                    env=env,
                     start_new_session=own_session,
                 )
             except OSError as exc:  # no such program, not executable

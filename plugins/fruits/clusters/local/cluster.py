@@ -39,8 +39,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fruits.clusters.common.standalone import MASTER_CLASS, WORKER_CLASS, alive_workers
-from fruits.clusters.common.step_runner import file_tail
+from fruits.clusters.common.standalone import (
+    CONF_FILE,
+    MASTER_CLASS,
+    WORKER_CLASS,
+    alive_workers,
+    auth_conf,
+    new_secret,
+    write_conf,
+)
+from fruits.clusters.common.step_runner import CONF_DIR, file_tail
 from fruits.clusters.local.process_groups import alive, create_time, end_group, spawn
 from fruits.clusters.local.spark_install import free_port, spark_bin
 from fruits.clusters.local.sparkenv import spark_env
@@ -111,7 +119,8 @@ def start_cluster(
         "labels": dict(labels or {}),
         "state": "STARTING",
     }
-    env = spark_env()
+    env = spark_env(cluster_conf(folder))
+    info["conf_dir"] = env["SPARK_CONF_DIR"]  # a driver of this cluster needs it (the secret)
     spark_class = spark_bin("spark-class")
     try:
         info["processes"]["master"] = spawn(
@@ -161,6 +170,20 @@ def start_cluster(
     return cluster_id
 
 
+def cluster_conf(folder: Path) -> dict[str, str]:
+    """The cluster's own Spark configuration, ``<folder>/conf/spark-defaults.conf`` (the
+    owner alone reads it): ``spark.authenticate`` with a secret made for this cluster
+    (never on a command line, where any local user sees it), and Spark's scratch in
+    the cluster's folder. The daemons read it through ``SPARK_CONF_DIR`` (returned with
+    ``SPARK_LOCAL_DIRS``, the daemons' environment); the step runner hands it to every
+    ``spark-submit`` (:func:`fruits.clusters.common.step_runner.steps_env`)."""
+    conf_dir, scratch = folder / CONF_DIR, folder / "local"
+    conf_dir.mkdir(mode=0o700, exist_ok=True)
+    scratch.mkdir(exist_ok=True)
+    write_conf(conf_dir / CONF_FILE, {**auth_conf(new_secret()), "spark.local.dir": str(scratch)})
+    return {"SPARK_CONF_DIR": str(conf_dir), "SPARK_LOCAL_DIRS": str(scratch)}
+
+
 def worker_roles(workers: int) -> list[str]:
     """The workers' names in ``cluster.json``: ``worker``, then ``worker-2``..."""
     if workers < 1:
@@ -179,6 +202,8 @@ def stop_cluster(scratch: Path, cluster_id: str) -> dict[str, str]:
         role: end_group(role, processes.get(role)) for role in ("steps", "worker", *extra, "master")
     }
     shutil.rmtree(folder / "s3", ignore_errors=True)  # staged inputs, outputs (now in S3)
+    shutil.rmtree(folder / "local", ignore_errors=True)  # Spark's scratch
+    (folder / CONF_DIR / CONF_FILE).unlink(missing_ok=True)  # the secret dies with the cluster
     info["state"] = "TERMINATED"
     write_cluster(folder, info)
     log.info("local cluster %s terminated: %s (logs kept in %s)", cluster_id, ended, folder)

@@ -281,3 +281,65 @@ def test_a_leader_that_exits_some_time_after_sigterm_is_collected(tmp_path):
     proc = spawn_ready(SLOW_TO_EXIT, tmp_path)
     assert process_groups.end_group("worker", proc, grace=20) == "stopped"
     assert_collected(proc["pid"])
+
+
+TINY_JOB = """
+import sys
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.appName("auth-test").getOrCreate()
+print("total", spark.sparkContext.parallelize(range(10), 2).sum())  # on the worker
+spark.stop()
+"""
+
+
+@pytest.mark.slow
+def test_the_cluster_authenticates_with_a_secret_of_its_own(tmp_path):
+    """spark.authenticate: the master, the worker and the step runner's drivers share a
+    secret made for this cluster, kept in a file only its owner reads and on no command
+    line; a driver without it is refused."""
+    scratch = tmp_path / "scratch"
+    cluster_id = local_cluster.start_cluster(scratch, cores=1, memory="1g", timeout=300)
+    try:
+        info = local_cluster.read_cluster(scratch, cluster_id)
+        folder = Path(info["dir"])
+        conf_file = folder / "conf" / "spark-defaults.conf"
+        assert info["conf_dir"] == str(conf_file.parent)
+        assert conf_file.stat().st_mode & 0o777 == 0o600
+        conf = dict(line.split(" ", 1) for line in conf_file.read_text().splitlines())
+        assert conf["spark.authenticate"] == "true"
+        secret = conf["spark.authenticate.secret"]
+        assert len(secret) == 64 and int(secret, 16)
+        for role in ("master", "worker"):
+            proc = psutil.Process(info["processes"][role]["pid"])
+            assert secret not in " ".join(proc.cmdline())
+            assert "SPARK_CONF_DIR" in proc.environ()
+        assert "authentication enabled" in (folder / "logs" / "master.log").read_text()
+        # the drivers of the steps get it from the runner and run on the worker
+        job = tmp_path / "job.py"
+        job.write_text(TINY_JOB)
+        submit = [
+            str(Path(sys.executable).parent / "spark-submit"), "--master", info["master_url"],
+            "--conf", "spark.ui.enabled=false", "--conf", "spark.executor.memory=512m",
+            str(job),
+        ]  # fmt: skip
+        (folder / "steps.json").write_text(json.dumps([{"id": "s-1", "argv": submit}]))
+        assert step_runner.run(folder) == 0, (folder / "steps" / "s-1" / "stderr").read_text()
+        assert "total 45" in (folder / "steps" / "s-1" / "stdout").read_text()
+        # without the secret, a driver is turned away
+        refused = subprocess.run(
+            [*submit[:3], "--conf", "spark.ui.enabled=false", "--conf",
+             "spark.executor.memory=512m", str(job)],
+            env=spark_env(), capture_output=True, text=True, timeout=400,
+        )  # fmt: skip
+        assert refused.returncode != 0
+        assert "total 45" not in refused.stdout
+    finally:
+        local_cluster.stop_cluster(scratch, cluster_id)
+    assert not conf_file.exists()  # the secret ends with the cluster
+    other = local_cluster.start_cluster(scratch, cores=1, memory="512m", timeout=300)
+    try:
+        other_conf = Path(local_cluster.read_cluster(scratch, other)["conf_dir"])
+        assert secret not in (other_conf / "spark-defaults.conf").read_text()
+    finally:
+        local_cluster.stop_cluster(scratch, other)

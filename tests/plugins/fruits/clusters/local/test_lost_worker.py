@@ -71,7 +71,8 @@ def test_a_worker_killed_mid_featurize_loses_no_image(tmp_path):
     try:
         with log.open("wb") as sink:
             job = subprocess.Popen(
-                argv, stdout=sink, stderr=subprocess.STDOUT, env=spark_env(),
+                argv, stdout=sink, stderr=subprocess.STDOUT,
+                env=spark_env({"SPARK_CONF_DIR": info["conf_dir"]}),  # the cluster's secret
                 start_new_session=True,
             )  # fmt: skip
         try:
