@@ -15,6 +15,7 @@ export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 export SPARK_LOCAL_IP := 127.0.0.1
 
 .PHONY: venv tools weights stage-weights jvm-archive check-java system-deps check test lint demo ui bench aws-smoke clean dist dist-check
+.PHONY: stage-wheels node-check
 
 venv: $(STAMP)
 
@@ -44,6 +45,22 @@ weights: venv
 # unchanged objects are skipped. MODELS="mobilenet vgg16" limits it (default: all cached).
 stage-weights: venv
 	$(BIN)/python -m fruits.dev.stage_weights $(if $(FRUITS_BUCKET),--bucket $(FRUITS_BUCKET)) $(if $(MODELS),--models $(MODELS))
+
+# The cluster nodes' wheels (emr and ec2 requirement sets, x86_64 and arm64), downloaded
+# once into dist/wheels/ (pip download --only-binary, the nodes' platform tags, constraints.txt;
+# pyspark's wheel built from its sdist) and staged to s3://$(FRUITS_BUCKET)/wheels/<hash>/<arch>/
+# for the nodes' offline install (fruits/dev/stage_wheels.py; your shell's AWS credentials,
+# AWS_ENDPOINT_URL for MinIO or moto); done steps are skipped. ARCH="arm64" limits it.
+# Downloads: not part of make test.
+stage-wheels: venv
+	$(BIN)/python -m fruits.dev.stage_wheels $(if $(FRUITS_BUCKET),--bucket $(FRUITS_BUCKET)) $(if $(ARCH),--arch $(ARCH)) $(if $(AWS_ENDPOINT_URL),--endpoint-url $(AWS_ENDPOINT_URL))
+
+# What a node gets, tried here (fruits/dev/node_check.py): the wheels for both arches, a fresh
+# venv with the x86_64 ec2 set installed offline, featurize through its spark-submit on a
+# converted model, no TensorFlow there; sizes and install times against the requirement set
+# that had TensorFlow. Downloads: not part of make test.
+node-check: venv check-java
+	$(BIN)/python -m fruits.dev.node_check
 
 # Spark's classes in one class-data-sharing archive, made once per Java and Spark install
 # (plugins/fruits/clusters/local/jvm_archive.py): every Spark JVM we start maps it; a no-op when made.

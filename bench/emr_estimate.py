@@ -8,8 +8,12 @@ The featurize step is CPU-bound and parallel per image, so its time on a cluster
 costs. Both backends get the same rate and the same nodes (a primary + N core nodes on
 EMR, a primary + N workers on EC2, ``FRUITS_COMPUTE=ec2``); EC2 pays the instances
 without EMR's fee, has fixed minutes of its own, and can run its workers as spot
-(``FRUITS_EC2_WORKER_SPOT``). Everything not measured here is an assumption, listed in
-ASSUMPTIONS and printed with the estimate: a paper estimate, not a measurement.
+(``FRUITS_EC2_WORKER_SPOT``). Each is priced for both architectures the backends run
+(``FRUITS_EMR_ARCH`` / ``FRUITS_EC2_ARCH``): x86_64 (m5.xlarge), whose per-vCPU rate is
+the one measured here (this machine is x86_64), and arm64 (Graviton, m7g.xlarge), whose
+rate is that same rate times an assumed factor, never measured. Everything not measured
+here is an assumption, listed in ASSUMPTIONS and printed with the estimate: a paper
+estimate, not a measurement.
 """
 
 from __future__ import annotations
@@ -23,11 +27,18 @@ RESULTS = Path(__file__).with_name("results.json")
 FULL_FRUITS_360 = 90_000  # ~90k JPEGs (100x100) in the full data set
 
 ASSUMPTIONS = {
-    "instance": "m5.xlarge (4 vCPUs, 16 GiB), a primary (EMR: master) + N core/worker nodes",
+    "instance": "m5.xlarge (x86_64) or m7g.xlarge (arm64), 4 vCPUs and 16 GiB each, a "
+    "primary (EMR: master) + N core/worker nodes",
     # us-east-1 on-demand EC2 price of m5.xlarge (Linux), per node-hour
     "ec2_usd_per_node_hour": 0.192,
     # EMR's fee for m5.xlarge, per node-hour, on top of the EC2 price (us-east-1)
     "emr_fee_per_node_hour": 0.048,
+    # arm64 (Graviton): us-east-1 on-demand price of m7g.xlarge, and EMR's fee for it
+    "arm64_ec2_usd_per_node_hour": 0.1632,
+    "arm64_emr_fee_per_node_hour": 0.0408,
+    # an m7g vCPU (a whole Graviton3 core) against an m5 vCPU, for LiteRT's XNNPACK
+    # kernels: not measured (nothing here runs arm64); 1.0 takes them as equal
+    "arm64_rate_vs_x86_64": 1.0,
     # spot price of the EC2 workers as a discount on on-demand (the primary stays
     # on-demand): an assumption, it varies by region, zone and hour; a reclaimed
     # worker fails the run
@@ -35,18 +46,36 @@ ASSUMPTIONS = {
     # an m5 vCPU (Xeon 3.1 GHz, AVX-512) taken as equal to one of this machine's
     "rate_per_vcpu": "this machine's marginal rate / its cores",
     "vcpus_per_node": 4,
-    # EMR: cluster start + bootstrap (pip install of the job requirements) + teardown
+    # EMR: cluster start + bootstrap (python3.11, then the requirements from the staged
+    # wheels, offline) + teardown
     "emr_fixed_minutes": 12.0,
     # EC2, not measured, taken as similar to EMR's: no EMR provisioning, but every node
-    # installs Java, python3.11 and the pinned requirements (pyspark, TensorFlow) with
-    # dnf and pip at boot, the workers launch after the primary, and the first
-    # spark-submit fetches hadoop-aws from Maven Central
+    # installs Java and python3.11 with dnf and the pinned requirements (pyspark
+    # included) from the staged wheels at boot, the workers launch after the primary, and
+    # the first spark-submit fetches hadoop-aws from Maven Central (unless
+    # FRUITS_EC2_JARS_URI)
     "ec2_fixed_minutes": 12.0,
     # reduce on ~90k x 1280 features, from make bench's reduce time scaled by rows
     "reduce_minutes": 1.0,
     "billing": "per second, every node for the cluster's whole life; EBS, S3 requests "
     "and NAT traffic not counted",
 }
+
+
+ARCHES = ("x86_64", "arm64")
+
+
+def prices(arch: str) -> tuple[float, float]:
+    """(EC2 USD per node-hour, EMR's fee per node-hour) of ``arch``'s instance type."""
+    a = ASSUMPTIONS
+    if arch == "arm64":
+        return a["arm64_ec2_usd_per_node_hour"], a["arm64_emr_fee_per_node_hour"]
+    return a["ec2_usd_per_node_hour"], a["emr_fee_per_node_hour"]
+
+
+def arch_rate(rate_per_vcpu: float, arch: str) -> float:
+    """The per-vCPU rate on ``arch``: measured here on x86_64; arm64's is assumed."""
+    return rate_per_vcpu * (ASSUMPTIONS["arm64_rate_vs_x86_64"] if arch == "arm64" else 1.0)
 
 
 @dataclass(frozen=True)
@@ -60,14 +89,16 @@ class Estimate:
     ec2_spot_usd: float  # primary on-demand, workers spot
 
 
-def estimate(rate_per_vcpu: float, images: int, nodes: int) -> Estimate:
-    """The cost of one run on a primary + ``nodes`` core nodes (EMR) or workers (EC2)."""
+def estimate(rate_per_vcpu: float, images: int, nodes: int, arch: str = "x86_64") -> Estimate:
+    """The cost of one run on a primary + ``nodes`` core nodes (EMR) or workers (EC2) of
+    ``arch`` (``rate_per_vcpu``: the rate measured here, on x86_64)."""
     a = ASSUMPTIONS
-    featurize_min = images / (rate_per_vcpu * a["vcpus_per_node"] * nodes) / 60
+    rate = arch_rate(rate_per_vcpu, arch)
+    featurize_min = images / (rate * a["vcpus_per_node"] * nodes) / 60
     emr_total_min = a["emr_fixed_minutes"] + featurize_min + a["reduce_minutes"]
     ec2_total_min = a["ec2_fixed_minutes"] + featurize_min + a["reduce_minutes"]
-    ec2_hour = a["ec2_usd_per_node_hour"]
-    emr_hour = ec2_hour + a["emr_fee_per_node_hour"]
+    ec2_hour, fee = prices(arch)
+    emr_hour = ec2_hour + fee
     spot_hour = ec2_hour * (1 - a["spot_discount"])
     return Estimate(
         nodes=nodes,
@@ -95,17 +126,26 @@ def rates_from(results: dict) -> dict[str, float]:
 
 
 def table(results: dict, images: int, nodes: list[int]) -> str:
+    """Both architectures from the same per-vCPU rates, their prices in the same rows."""
+    factor = ASSUMPTIONS["arm64_rate_vs_x86_64"]
     lines = [f"EMR and EC2 paper estimate, {images:,} images (assumptions below, not measured):"]
+    for arch in ARCHES:
+        ec2_hour, fee = prices(arch)
+        lines.append(f"  {arch}: ${ec2_hour:.4f}/node-h EC2, +${fee:.4f}/node-h EMR fee")
     for name, rate in rates_from(results).items():
-        lines.append(f"  {name}: {rate:.1f} img/s per vCPU measured here")
+        lines.append(
+            f"  {name}: x86_64 {rate:.1f} img/s per vCPU measured here; arm64 "
+            f"{arch_rate(rate, 'arm64'):.1f} assumed (x{factor:.2f}, not measured)"
+        )
         for n in nodes:
-            e = estimate(rate, images, n)
-            lines.append(
-                f"    {n} core nodes + primary: featurize {e.featurize_min:5.1f} min | "
-                f"EMR: cluster {e.emr_total_min:5.1f} min, ${e.emr_usd:.2f} | "
-                f"EC2: cluster {e.ec2_total_min:5.1f} min, ${e.ec2_usd:.2f} on-demand, "
-                f"${e.ec2_spot_usd:.2f} with spot workers"
-            )
+            for arch in ARCHES:
+                e = estimate(rate, images, n, arch)
+                lines.append(
+                    f"    {arch:<6} {n} core nodes + primary: featurize {e.featurize_min:5.1f} "
+                    f"min | EMR: cluster {e.emr_total_min:5.1f} min, ${e.emr_usd:.2f} | "
+                    f"EC2: cluster {e.ec2_total_min:5.1f} min, ${e.ec2_usd:.2f} on-demand, "
+                    f"${e.ec2_spot_usd:.2f} with spot workers"
+                )
     lines += [f"  assumption: {k} = {v}" for k, v in ASSUMPTIONS.items()]
     return "\n".join(lines)
 

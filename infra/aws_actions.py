@@ -144,6 +144,11 @@ PREFIXES: dict[str, dict[str, str]] = {
     "raw/": {"airflow": "rwdl", "emr-node": "rl", "ec2-node": "rl"},
     "code/": {"airflow": "rwl", "emr-node": "rl", "ec2-node": "rl"},
     "models/": {"airflow": "rl", "emr-node": "rl", "ec2-node": "rl"},
+    # the nodes' staged wheels: the pre-flight reads index.json, the nodes copy the folder;
+    # written only by the operator's make stage-wheels (OPERATOR_ONLY)
+    "wheels/": {"airflow": "r", "emr-node": "rl", "ec2-node": "rl"},
+    # FRUITS_EC2_JARS_URI: hadoop-aws and the SDK bundle, mirrored once by an operator
+    "jars/": {"airflow": "", "emr-node": "", "ec2-node": "rl"},
     "runs/": {"airflow": "rwdl", "emr-node": "rwdl", "ec2-node": "rwdl"},
     "runs/_staging/": {"airflow": "rwdl", "emr-node": "rwdl", "ec2-node": "rwdl"},
     "logs/emr/": {"airflow": "rl", "emr-node": "w", "ec2-node": ""},

@@ -59,7 +59,10 @@ ROLES: dict[str, Role] = {
 # Functions that run with an operator's own credentials (``make stage-weights``), not as
 # any role of the stack: their calls are not collected, and no code outside plugins/fruits/
 # dev/ may call them (:func:`operator_only_callers`).
-OPERATOR_ONLY = {"plugins/fruits/storage/weights.py": ("stage", "_remote_sha256")}
+OPERATOR_ONLY = {
+    "plugins/fruits/storage/weights.py": ("stage", "_remote_sha256"),
+    "plugins/fruits/storage/wheels.py": ("upload_wheels",),  # make stage-wheels
+}
 OPERATOR_CALLERS = ("plugins/fruits/dev/",)
 
 _RECEIVER = re.compile(

@@ -13,7 +13,10 @@ from infra.code_grants import S3_URI, Found
 # Shell variables of the nodes' scripts that hold s3:// URIs -> the prefix they name
 # (bootstrap.sh's $1 is the job flow's {{requirements}}; user_data.sh's placeholders are
 # the ec2 request's code_prefix and log_prefix).
-SHELL_URIS = {"REQUIREMENTS_URI": "code/", "CODE_PREFIX": "code/", "LOG_PREFIX": "logs/ec2/"}
+SHELL_URIS = {"REQUIREMENTS_URI": "code/", "CODE_PREFIX": "code/", "LOG_PREFIX": "logs/ec2/",
+              # the staged wheels (bootstrap.sh's $3, user data's wheels_uri), and
+              # FRUITS_EC2_JARS_URI, granted under the bucket's jars/ (docs/deploy-aws.md)
+              "WHEELS_URI": "wheels/", "JARS_URI": "jars/"}  # fmt: skip
 
 # -- shell -------------------------------------------------------------------------------
 

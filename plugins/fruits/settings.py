@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -103,9 +104,40 @@ class EmrSettings:
     python: str = "/usr/bin/python3.11"
     log_wait: int = 300
     tags: dict[str, str] = field(default_factory=dict)
+    arch: str = "x86_64"  # FRUITS_EMR_ARCH: x86_64 (m5) or arm64 (Graviton, m7g)
 
 
 AL2023_X86_64 = "resolve:ssm:/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64"
+# the nodes' architecture (FRUITS_EMR_ARCH, FRUITS_EC2_ARCH): instance family, AMI, wheels
+ARCHES = ("x86_64", "arm64")
+ARCH_INSTANCE_TYPE = {"x86_64": "m5.xlarge", "arm64": "m7g.xlarge"}  # 4 vCPU, 16 GiB each
+AL2023_AMI = {"x86_64": AL2023_X86_64, "arm64": AL2023_X86_64.replace("x86_64", "arm64")}
+
+
+def node_arch(env: Mapping[str, str], setting: str) -> str:
+    arch = env.get(setting, "").strip() or "x86_64"
+    if arch not in ARCHES:
+        raise ConfigError(f"{setting}={arch!r}: choose one of {', '.join(ARCHES)}")
+    return arch
+
+
+def instance_arch(instance_type: str) -> str:
+    """The architecture of an instance type: Graviton families carry a ``g`` after their
+    generation (m7g, c7gn, r8gd, t4g); the rest run x86_64."""
+    family = instance_type.split(".", 1)[0]
+    return "arm64" if re.fullmatch(r"[a-z]+\d+g[a-z]*(?:-flex)?", family) else "x86_64"
+
+
+def arch_types(
+    env: Mapping[str, str], arch: str, setting: str, names: tuple[str, ...]
+) -> list[str]:
+    """The instance types ``names`` (settings) give, each defaulting to ``arch``'s family;
+    a type of the other architecture fails now, not as a node that cannot boot."""
+    types = [env.get(name, "").strip() or ARCH_INSTANCE_TYPE[arch] for name in names]
+    for name, kind in zip(names, types, strict=True):
+        if instance_arch(kind) != arch:
+            raise ConfigError(f"{name}={kind} is not an {arch} instance type ({setting}={arch})")
+    return types
 
 
 @dataclass(frozen=True)
@@ -125,15 +157,21 @@ class Ec2Settings:
     # the hadoop-aws the nodes fetch must match the Hadoop inside the pinned pyspark
     hadoop_version: str = "3.5.0"
     tags: dict[str, str] = field(default_factory=dict)
+    arch: str = "x86_64"  # FRUITS_EC2_ARCH: x86_64 (m5) or arm64 (Graviton, m7g)
+    jars_uri: str = ""  # FRUITS_EC2_JARS_URI: s3:// folder of hadoop-aws + SDK jars, else Maven
 
 
 def emr_settings(env: Mapping[str, str], bucket: str) -> EmrSettings:
+    arch = node_arch(env, "FRUITS_EMR_ARCH")
+    names = ("FRUITS_EMR_MASTER_TYPE", "FRUITS_EMR_CORE_TYPE", "FRUITS_EMR_TASK_TYPE")
+    master_type, core_type, task_type = arch_types(env, arch, "FRUITS_EMR_ARCH", names)
     return EmrSettings(
+        arch=arch,
         release_label=env.get("FRUITS_EMR_RELEASE_LABEL", "") or EmrSettings.release_label,
-        master_type=env.get("FRUITS_EMR_MASTER_TYPE", "") or EmrSettings.master_type,
-        core_type=env.get("FRUITS_EMR_CORE_TYPE", "") or EmrSettings.core_type,
+        master_type=master_type,
+        core_type=core_type,
         core_count=env_int(env, "FRUITS_EMR_CORE_COUNT", EmrSettings.core_count),
-        task_type=env.get("FRUITS_EMR_TASK_TYPE", "") or EmrSettings.task_type,
+        task_type=task_type,
         task_spot_count=env_int(env, "FRUITS_EMR_TASK_SPOT_COUNT", 0),
         instance_profile=env.get("FRUITS_EMR_INSTANCE_PROFILE", "") or EmrSettings.instance_profile,
         service_role=env.get("FRUITS_EMR_SERVICE_ROLE", "") or EmrSettings.service_role,
@@ -147,10 +185,18 @@ def emr_settings(env: Mapping[str, str], bucket: str) -> EmrSettings:
 
 
 def ec2_settings(env: Mapping[str, str], bucket: str) -> Ec2Settings:
+    arch = node_arch(env, "FRUITS_EC2_ARCH")
+    names = ("FRUITS_EC2_PRIMARY_TYPE", "FRUITS_EC2_WORKER_TYPE")
+    primary_type, worker_type = arch_types(env, arch, "FRUITS_EC2_ARCH", names)
+    jars_uri = env.get("FRUITS_EC2_JARS_URI", "").strip()
+    if jars_uri and not jars_uri.startswith("s3://"):
+        raise ConfigError(f"FRUITS_EC2_JARS_URI={jars_uri!r}: an s3://bucket/folder/")
     return Ec2Settings(
-        ami=env.get("FRUITS_EC2_AMI", "").strip() or Ec2Settings.ami,
-        primary_type=env.get("FRUITS_EC2_PRIMARY_TYPE", "").strip() or Ec2Settings.primary_type,
-        worker_type=env.get("FRUITS_EC2_WORKER_TYPE", "").strip() or Ec2Settings.worker_type,
+        arch=arch,
+        jars_uri=jars_uri.rstrip("/") + "/" if jars_uri else "",
+        ami=env.get("FRUITS_EC2_AMI", "").strip() or AL2023_AMI[arch],
+        primary_type=primary_type,
+        worker_type=worker_type,
         worker_count=env_int(env, "FRUITS_EC2_WORKER_COUNT", Ec2Settings.worker_count, minimum=1),
         worker_spot=env_bool(env, "FRUITS_EC2_WORKER_SPOT", False),
         subnet=env.get("FRUITS_EC2_SUBNET", "").strip(),

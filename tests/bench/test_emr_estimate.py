@@ -15,6 +15,9 @@ PINNED = {
     "emr_fixed_minutes": 12.0,
     "ec2_fixed_minutes": 12.0,
     "reduce_minutes": 1.0,
+    "arm64_ec2_usd_per_node_hour": 0.1632,
+    "arm64_emr_fee_per_node_hour": 0.0408,
+    "arm64_rate_vs_x86_64": 1.0,
 }
 
 
@@ -76,14 +79,38 @@ def test_the_table_shows_both_backends_and_every_assumption(pinned):
     }
     text = table(results, 90_000, [2])
     assert text.startswith("EMR and EC2 paper estimate, 90,000 images")
-    assert "mobilenetv2@224: 25.0 img/s per vCPU measured here" in text
-    line = next(row for row in text.splitlines() if "2 core nodes" in row)
-    assert "featurize   7.5 min" in line
-    assert "EMR: cluster  20.5 min, $0.25" in line  # 0.246
-    assert "EC2: cluster  20.5 min, $0.20 on-demand, $0.12 with spot workers" in line
+    assert (
+        "mobilenetv2@224: x86_64 25.0 img/s per vCPU measured here; arm64 25.0 assumed "
+        "(x1.00, not measured)"
+    ) in text
+    assert "x86_64: $0.1920/node-h EC2, +$0.0480/node-h EMR fee" in text
+    assert "arm64: $0.1632/node-h EC2, +$0.0408/node-h EMR fee" in text
+    x86, arm = [row for row in text.splitlines() if "2 core nodes" in row]
+    assert x86.lstrip().startswith("x86_64") and arm.lstrip().startswith("arm64")
+    assert "featurize   7.5 min" in x86 and "featurize   7.5 min" in arm
+    assert "EMR: cluster  20.5 min, $0.25" in x86  # 0.246
+    assert "EC2: cluster  20.5 min, $0.20 on-demand, $0.12 with spot workers" in x86
+    # arm64: 3 x (0.1632 + 0.0408) x 20.5 / 60 = 0.209; 3 x 0.1632 x 20.5 / 60 = 0.167;
+    # (0.1632 + 2 x 0.06528) x 20.5 / 60 = 0.100
+    assert "EMR: cluster  20.5 min, $0.21" in arm
+    assert "EC2: cluster  20.5 min, $0.17 on-demand, $0.10 with spot workers" in arm
     for key in ASSUMPTIONS:
         assert f"assumption: {key} = " in text
     assert "assumption: spot_discount = 0.6" in text
+
+
+def test_arm64_uses_the_same_measured_rate_times_its_assumed_factor_and_its_prices(
+    pinned, monkeypatch
+):
+    x86, arm = estimate(25.0, 90_000, 2), estimate(25.0, 90_000, 2, "arm64")
+    assert arm.featurize_min == pytest.approx(x86.featurize_min)  # factor 1.0
+    assert arm.emr_usd == pytest.approx(3 * 0.204 * 20.5 / 60)
+    assert arm.ec2_usd == pytest.approx(3 * 0.1632 * 20.5 / 60)
+    assert arm.ec2_spot_usd == pytest.approx((0.1632 + 2 * 0.1632 * 0.4) * 20.5 / 60)
+    monkeypatch.setitem(ASSUMPTIONS, "arm64_rate_vs_x86_64", 1.25)
+    faster = estimate(25.0, 90_000, 2, "arm64")
+    assert faster.featurize_min == pytest.approx(7.5 / 1.25)  # 6 min
+    assert estimate(25.0, 90_000, 2).featurize_min == pytest.approx(7.5)  # x86 unchanged
 
 
 def test_rates_prefer_the_marginal_rate_and_are_per_core():

@@ -193,7 +193,10 @@ def test_params_outside_the_form_schema_are_refused_at_trigger(load_dag, batch, 
     assert aws.clusters() == []
 
 
-def test_missing_batch_ends_the_run_early_without_a_cluster(load_dag, fruits_env, aws):
+def test_missing_batch_ends_the_run_early_without_a_cluster(
+    load_dag, fruits_env, aws, staged_wheels
+):
+    wheels = set(_staged(staged_wheels, aws))
     (fruits_env / "2026-11-23").mkdir()  # an empty batch folder
     for date in ("2026-11-23", "2026-11-22"):  # empty, missing
         dag_run = run(load_dag("emr"), date=date)
@@ -203,7 +206,13 @@ def test_missing_batch_ends_the_run_early_without_a_cluster(load_dag, fruits_env
         skipped = {t for t, s in states.items() if s == "skipped"}
         assert skipped == set(states) - {"validate_params", "find_batch"}
     assert aws.clusters() == []
-    assert aws.s3.list_buckets()["Buckets"] == []  # nothing uploaded, no bucket even
+    assert set(aws.keys()) == wheels  # nothing uploaded beside the staged wheels
+
+
+def _staged(staged_wheels, aws) -> list[str]:
+    """The keys of the nodes' wheels, staged (the pre-flight of a cloud run needs them)."""
+    staged_wheels()
+    return aws.keys("wheels/")
 
 
 def test_a_run_given_an_s3_source_takes_its_latest_batch_and_skips_a_missing_one(

@@ -106,3 +106,26 @@ def test_imagenet_weights_not_staged_fail_a_cloud_run_with_the_command_to_stage_
         f"{weights_key('mobilenetv2')}"
     ) in out
     assert f"`make stage-weights FRUITS_BUCKET={BUCKET}`" in out
+
+
+@pytest.mark.parametrize("compute", ["emr", "ec2"])
+def test_unstaged_wheels_fail_a_cloud_run_with_the_command_to_stage_them(
+    load_dag, batch, aws, capfd, compute
+):
+    """The nodes install offline: without the staged wheels no cluster is started."""
+    out = fails_at_validate_params(load_dag(compute), aws, capfd)
+    assert f"the {compute} nodes' wheels (x86_64) are not staged at s3://{BUCKET}/wheels/" in out
+    assert f"make stage-wheels FRUITS_BUCKET={BUCKET}" in out
+
+
+def test_wheels_staged_for_another_architecture_do_not_count(
+    load_dag, batch, aws, capfd, monkeypatch, staged_wheels
+):
+    (x86,) = staged_wheels(kinds=("emr",), arches=("x86_64",))
+    monkeypatch.setenv("FRUITS_EMR_ARCH", "arm64")
+    dag_run = load_dag("emr").test(logical_date=logical(DATE), run_conf=CONF)
+    states = task_states(dag_run)
+    assert states["validate_params"] == "failed" and aws.clusters() == []
+    out = capfd.readouterr().out
+    arm = x86.replace("/x86_64/", "/arm64/")
+    assert f"the emr nodes' wheels (arm64) are not staged at {arm}" in out

@@ -121,7 +121,7 @@ AIRFLOW = "plugins/fruits/x.py"
          "airflow (AirflowRoleName): ec2:DescribeVpcs on * not granted"),
         ("def f(s3):\n    s3.conn.list_tags_for_resource()\n",  # in several services
          "unmapped call: plugins/fruits/x.py:2 s3.conn.list_tags_for_resource"),
-        ("PREFIX = 'wheels/'\n", "unmapped prefix: wheels/"),
+        ("PREFIX = 'archive/'\n", "unmapped prefix: archive/"),
         ("def f(b):\n    return f's3://{b}/exports/x'\n", "unmapped prefix: exports/"),
     ],
 )  # fmt: skip
@@ -131,12 +131,12 @@ def test_an_unmapped_or_ungranted_call_in_airflow_code_fails(template, tmp_path,
 
 
 def test_a_new_prefix_row_still_needs_its_grant(template, tmp_path, monkeypatch):
-    monkeypatch.setitem(aws_actions.PREFIXES, "wheels/", {"airflow": "", "ec2-node": "rl"})
-    problems = check(template, write(tmp_path, {AIRFLOW: "WHEELS_ROOT = 'wheels/'\n"}))
+    monkeypatch.setitem(aws_actions.PREFIXES, "archive/", {"airflow": "", "ec2-node": "rl"})
+    problems = check(template, write(tmp_path, {AIRFLOW: "ARCHIVE_ROOT = 'archive/'\n"}))
     assert problems == [
-        "ec2-node (Ec2NodeRole): s3:GetObject on object:wheels/any not granted: wheels/ 'r' "
+        "ec2-node (Ec2NodeRole): s3:GetObject on object:archive/any not granted: archive/ 'r' "
         "(plugins/fruits/x.py:1)",
-        "ec2-node (Ec2NodeRole): s3:ListBucket on list:wheels/any/ not granted: wheels/ 'l' "
+        "ec2-node (Ec2NodeRole): s3:ListBucket on list:archive/any/ not granted: archive/ 'l' "
         "(plugins/fruits/x.py:1)",
     ]
 
@@ -187,7 +187,7 @@ def test_node_code_is_checked_against_the_node_roles(template, tmp_path):
         {
             "spark_jobs/job.py": "def f(fs, p):\n    fs.setPermission(p)\n",
             "plugins/fruits/clusters/ec2/node/user_data.sh": (
-                'aws s3 rm --recursive "$CODE_PREFIX"\naws s3 cp "$WHEELS_URI" /tmp/w\n'
+                'aws s3 rm --recursive "$CODE_PREFIX"\naws s3 cp "$ARCHIVE_URI" /tmp/w\n'
             ),
             "plugins/fruits/clusters/ec2/node/node.py": (
                 "def f(s3):\n    s3.delete_bucket(Bucket='b')\n"
@@ -198,7 +198,7 @@ def test_node_code_is_checked_against_the_node_roles(template, tmp_path):
     for expected in (
         "unmapped call: spark_jobs/job.py:2 fs.setPermission",
         "ec2-node: s3:DeleteObject under code/ (plugins/fruits/clusters/ec2/node/user_data.sh:1",
-        "$WHEELS_URI (a variable not in SHELL_URIS)",
+        "$ARCHIVE_URI (a variable not in SHELL_URIS)",
         "unmapped call: plugins/fruits/clusters/ec2/node/node.py:2 s3.delete_bucket",
     ):
         assert any(expected in p for p in problems), (expected, problems)

@@ -99,7 +99,7 @@ def test_every_uri_a_cloud_run_builds_is_granted(template, compute):
 
 
 def test_a_uri_outside_the_grants_is_caught(template):
-    assert not granted(template, "EmrInstanceRole", need("s3:GetObject", "s3://b/wheels/x.whl"))
+    assert not granted(template, "EmrInstanceRole", need("s3:GetObject", "s3://b/archive/x.zip"))
     assert not granted(template, "Ec2NodeRole", need("s3:PutObject", "s3://b/logs/emr/j-1/x"))
     assert not granted(template, "Ec2NodeRole", need("s3:PutObject", "s3://b/models/m/x.h5"))
     assert not granted(template, "EmrInstanceRole", need("s3:ListBucket", "s3://b/logs/emr/"))

@@ -206,7 +206,7 @@ def test_ec2_nodes_read_code_and_raw_and_write_only_runs_and_their_state(templat
     bucket = "${DataBucket.Arn}"
     assert grants.pop("s3:GetObject") == {
         f"{bucket}/code/*", f"{bucket}/raw/*", f"{bucket}/models/*", f"{bucket}/runs/*",
-        f"{bucket}/logs/ec2/*",
+        f"{bucket}/logs/ec2/*", f"{bucket}/wheels/*", f"{bucket}/jars/*",
     }  # fmt: skip
     assert grants.pop("s3:PutObject") == {f"{bucket}/runs/*", f"{bucket}/logs/ec2/*"}
     assert grants.pop("s3:DeleteObject") == {f"{bucket}/runs/*", f"{bucket}/logs/ec2/*"}
@@ -214,7 +214,7 @@ def test_ec2_nodes_read_code_and_raw_and_write_only_runs_and_their_state(templat
     assert grants == {}
     listing = statement(template, "Ec2NodeRole", "ListOwnPrefixes")["Condition"]
     assert set(listing["StringLike"]["s3:prefix"]) == {
-        "code/*", "raw/*", "models/*", "runs/*", "logs/ec2/*"
+        "code/*", "raw/*", "models/*", "runs/*", "logs/ec2/*", "wheels/*", "jars/*"
     }  # fmt: skip
     role = template["Resources"]["Ec2NodeRole"]["Properties"]
     assert [sub(a) for a in role["ManagedPolicyArns"]] == [

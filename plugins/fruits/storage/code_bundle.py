@@ -10,20 +10,20 @@ running cluster.
 from __future__ import annotations
 
 import hashlib
-import re
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fruits.settings import Settings, constraints_file, load_settings
+from fruits.settings import Settings, load_settings
+from fruits.storage.wheels import EC2_EXTRAS, node_set
 
 JOB_SCRIPTS = ("featurize.py", "reduce.py")
 PACKAGE = "fruits_spark"
 ZIP_NAME = f"{PACKAGE}.zip"
 REQUIREMENTS = "requirements.txt"  # in the jobs' folder: the pins every node's Python needs
-NODE_EXTRAS = ("pyspark", "boto3")  # what ec2 nodes add: their own Spark, the node program's S3
+NODE_EXTRAS = EC2_EXTRAS  # what ec2 nodes add: their own Spark, the node program's S3
 # the EMR nodes' bootstrap action, in the emr backend's folder
 EMR_BOOTSTRAP = Path(__file__).parents[1] / "clusters" / "emr" / "bootstrap.sh"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # fixed timestamps: the same sources give the same zip
@@ -55,40 +55,22 @@ def build_zip(jobs_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def pinned(path: Path) -> list[str]:
-    """The ``name==version`` lines of a requirements file (comments and blanks dropped)."""
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
-
-
 def job_requirements(jobs_dir: Path) -> str:
-    """The EMR nodes' requirements: the jobs' own file, shipped as it is pinned."""
+    """The EMR nodes' requirements: the jobs' own file, as constraints.txt pins it
+    (:func:`fruits.storage.wheels.node_set`; bootstrap.sh installs it offline)."""
     lines = ["# Installed by bootstrap.sh on every EMR node (spark_jobs/requirements.txt)."]
-    return "\n".join([*lines, *pinned(jobs_dir / REQUIREMENTS)]) + "\n"
-
-
-def pin_of(name: str, constraints: Path) -> str:
-    """``name==version`` as ``constraints`` pins it (names compared as pip does)."""
-
-    def norm(text: str) -> str:
-        return re.sub(r"[-_.]+", "-", text).lower()
-
-    for line in pinned(constraints):
-        if norm(line.split("==", 1)[0]) == norm(name):
-            return line
-    raise LookupError(f"{constraints} pins no {name}: the ec2 nodes need it pinned")
+    return "\n".join([*lines, *node_set("emr", jobs_dir)]) + "\n"
 
 
 def node_requirements(jobs_dir: Path | None = None) -> str:
     """The ec2 nodes' requirements: the jobs' file, plus pyspark (the local backend's,
     so both run the same Spark) and boto3 for the node program, at the versions of the
     project's pins (constraints.txt), not the Airflow worker's: the worker of a cloud
-    backend has no pyspark at all."""
+    backend has no pyspark at all. The same lines as the staged wheels'
+    (:func:`fruits.storage.wheels.node_set`)."""
     folder = jobs_dir or load_settings().jobs_dir
     lines = ["# Installed by the ec2 nodes' user data (spark_jobs/requirements.txt + Spark)."]
-    lines += pinned(folder / REQUIREMENTS)
-    lines += [pin_of(name, constraints_file(folder)) for name in NODE_EXTRAS]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *node_set("ec2", folder)]) + "\n"
 
 
 def build_bundle(

@@ -176,3 +176,41 @@ def single_host(executor: str | None = None) -> None:
         "different workers. Set FRUITS_COMPUTE=emr or ec2, or run Airflow with the "
         "LocalExecutor"
     )
+
+
+def s3_client(aws_conn_id: str) -> Any:
+    """boto3's S3 client of the Airflow connection (its region and endpoint)."""
+    from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+    return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="s3").conn
+
+
+def staged_wheels(settings: Any, kind: str, client: Any | None = None) -> None:
+    """The wheels ``kind`` (``emr``, ``ec2``) nodes install offline are staged for the
+    run's requirements hash and the nodes' architecture (their ``index.json``, written
+    last by ``make stage-wheels``): else the run fails now, naming the command, not as a
+    bootstrap failure minutes into a cluster."""
+    from botocore.exceptions import ClientError
+
+    from fruits.storage.wheels import node_wheels, stage_command, staged_manifest
+
+    arch = getattr(settings, kind).arch
+    wheels = node_wheels(kind, arch, settings.jobs_dir)
+    client = client or s3_client(settings.aws_conn_id)
+    where = wheels.uri(settings.bucket)
+    try:
+        manifest = staged_manifest(client, settings.bucket, wheels)
+    except ClientError as exc:
+        if _code(exc) in _DENIED:
+            print(f"preflight: cannot check the staged wheels at {where} ({_code(exc)}): skipped")
+            return
+        if _code(exc) != "NoSuchBucket":
+            raise
+        manifest = None
+    if manifest is not None and manifest.get("requirements") == list(wheels.lines):
+        return
+    raise PreflightError(
+        f"the {kind} nodes' wheels ({arch}) are not staged at {where}: the nodes install "
+        f"offline, from the bucket only. Stage them once from a machine that reaches the "
+        f"package index: {stage_command(settings.bucket)} (docs/deploy-aws.md)"
+    )

@@ -5,7 +5,12 @@ instance into a Spark standalone node, and the program the nodes run (``node.py`
   it sits inside single quotes) for ``EC2CreateInstanceOperator``: one rendering for
   the primary (Spark master, driver of the steps), one for the workers.
 - ``hadoop_aws`` in the user data names the s3a connector (``spark.jars.packages``):
-  ``FRUITS_EC2_HADOOP_VERSION``, the Hadoop the pinned pyspark bundles (they must match).
+  ``FRUITS_EC2_HADOOP_VERSION``, the Hadoop the pinned pyspark bundles (they must match);
+  ``jars_uri`` (``FRUITS_EC2_JARS_URI``), when set, is a folder of those jars in S3 that
+  the nodes copy and put on ``spark.jars`` instead (no Maven at run time).
+- ``wheels_uri``: the staged wheels of the nodes' requirements
+  (:mod:`fruits.storage.wheels`, ``wheels/<hash>/<arch>/``); the nodes install offline
+  from them (``pip install --no-index --find-links``).
 - ``node.py`` (standard library + boto3; its modules and ``step_runner.py`` sit next
   to it in the code bundle, :func:`node_program`) starts the master or a worker,
   reports ``<log>/ready.json`` or ``<log>/failed/...``, and runs the steps
@@ -27,7 +32,7 @@ USER_DATA_TEMPLATE = NODE_DIR / "user_data.sh"
 # the node program: node.py and the modules it imports from its own folder, and the
 # backends' shared modules it runs too (standard library only)
 NODE_MODULES = ("node.py", "node_report.py", "node_daemons.py", "node_steps.py")
-SHARED_MODULES = ("step_runner.py", "standalone.py")
+SHARED_MODULES = ("step_runner.py", "standalone.py", "executor_sizing.py")
 HADOOP_AWS_PACKAGE = "org.apache.hadoop:hadoop-aws"
 
 # where user_data.sh puts things on a node (run_steps_command relies on them)
@@ -50,6 +55,8 @@ KEYS = frozenset(
         "ready_timeout",
         "lifetime_minutes",
         "hadoop_aws",
+        "wheels_uri",
+        "jars_uri",
         "python",
         "region",
         "node_home",
@@ -115,6 +122,12 @@ def _check(text: Mapping[str, str]) -> None:
     for name in ("log_prefix", "code_prefix"):
         if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]+/\S*/", text[name]):
             problems.append(f"{name}={text[name]!r} (an s3://bucket/prefix/ ending with /)")
+    if not re.fullmatch(
+        r"s3://[a-z0-9][a-z0-9.-]+/wheels/[0-9a-f]+/(x86_64|arm64)/", text["wheels_uri"]
+    ):
+        problems.append(f"wheels_uri={text['wheels_uri']!r} (s3://bucket/wheels/<hash>/<arch>/)")
+    if text["jars_uri"] and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]+/\S*/", text["jars_uri"]):
+        problems.append(f"jars_uri={text['jars_uri']!r} (empty, or an s3://bucket/folder/)")
     if text["role"] == "worker" and not re.fullmatch(r"[0-9A-Za-z.:-]+", text["master_host"]):
         problems.append(f"master_host={text['master_host']!r} (the primary's private IP)")
     if text["role"] == "primary" and text["master_host"]:

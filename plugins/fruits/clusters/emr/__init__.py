@@ -34,10 +34,12 @@ def clear_leftovers(settings: Settings) -> dict[str, Any]:
 
 
 def preflight(settings: Settings, run: dict) -> None:
-    """``FRUITS_EMR_SUBNET``, if set: in the connection's region, tagged for EMR."""
-    from fruits.clusters.common.preflight import emr_network
+    """``FRUITS_EMR_SUBNET``, if set: in the connection's region, tagged for EMR; the
+    staged wheels of the nodes' requirements (``make stage-wheels``)."""
+    from fruits.clusters.common.preflight import emr_network, staged_wheels
 
     emr_network(settings)
+    staged_wheels(settings, "emr")  # the nodes install offline from them
 
 
 def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:

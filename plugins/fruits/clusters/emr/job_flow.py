@@ -12,6 +12,7 @@ from typing import Any
 
 from fruits.clusters.common import executor_sizing
 from fruits.settings import Settings
+from fruits.storage.wheels import node_wheels
 
 TEMPLATE = Path(__file__).with_name("job_flow.json")
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
@@ -55,6 +56,8 @@ def job_flow(settings: Settings, *, name: str, code: Mapping[str, str]) -> dict[
         "subnet": emr.subnet,
         "bootstrap": code["bootstrap"],
         "requirements": code["requirements"],
+        # the nodes install offline from the wheels `make stage-wheels` put there
+        "wheels": node_wheels("emr", emr.arch, settings.jobs_dir).uri(settings.bucket),
         "python": emr.python,
         "idle_timeout": emr.idle_timeout,
         "instance_profile": emr.instance_profile,

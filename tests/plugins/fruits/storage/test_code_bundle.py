@@ -40,6 +40,8 @@ def test_code_bundle_is_reproducible_and_versioned_by_content(tmp_path):
         copy.write_bytes(p.read_bytes())
     for script in ("featurize.py", "reduce.py", "requirements.txt"):
         (jobs / script).write_bytes((ROOT / "spark_jobs" / script).read_bytes())
+    # the pins beside the jobs' folder, as in the repository and in a bundle
+    (tmp_path / "constraints.txt").write_bytes((ROOT / "constraints.txt").read_bytes())
     assert build_bundle(jobs, tmp_path / "c").version == a.version
     (jobs / "fruits_spark" / "jobs.py").write_text("# changed\n")
     assert build_bundle(jobs, tmp_path / "d").version != a.version
