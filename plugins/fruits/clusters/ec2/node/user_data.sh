@@ -72,12 +72,38 @@ echo "fruits-node: instance $INSTANCE_ID, private IP $PRIVATE_IP"
 # Nothing listens but Spark: no remote shell (SSM's agent only connects out).
 systemctl disable --now sshd.service sshd.socket >/dev/null 2>&1 || true
 
+# spark.authenticate, with a secret made for this cluster and never in the user data
+# (whoever may DescribeInstanceAttribute reads that): the primary makes it and puts it
+# under the cluster's log prefix (encrypted; in infra/ only the node role may read
+# secret/); the workers read it from there. It goes to spark-defaults.conf alone, which
+# root and the spark group read.
+SECRET_URI="${LOG_PREFIX}secret/spark-authenticate"
+if [ "$ROLE" = primary ]; then
+    SPARK_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+    printf '%s' "$SPARK_SECRET" |
+        aws s3 cp - "$SECRET_URI" --sse AES256 --region "$REGION" --only-show-errors
+else
+    SECRET_DEADLINE=$((SECONDS + READY_TIMEOUT))
+    until SPARK_SECRET=$(aws s3 cp "$SECRET_URI" - --region "$REGION" 2>/dev/null) &&
+        [ -n "$SPARK_SECRET" ]; do
+        [ "$SECONDS" -lt "$SECRET_DEADLINE" ] # the primary never made one: fail, reported
+        sleep 5
+    done
+fi
+
 # Java, Python, the job code and its venv; everything Spark runs as the user spark.
 dnf install -y -q java-17-amazon-corretto-headless "$PYTHON" "${PYTHON}-pip"
 id spark >/dev/null 2>&1 ||
     useradd --system --create-home --home-dir /home/spark --shell /sbin/nologin spark
 install -d -m 755 "$NODE_HOME" "$NODE_HOME/code"
 install -d -o spark -g spark -m 755 "$NODE_HOME/work"
+# Scratch on the root EBS volume, never /tmp (tmpfs on Amazon Linux 2023: it fills RAM):
+# Spark's local dirs (shuffle, spills, blocks), s3a's upload buffers, every TMPDIR and
+# java.io.tmpdir; the drivers' event logs, sent to <log>/spark-events/ by run-steps.
+SCRATCH=$NODE_HOME/work/scratch
+EVENTS=$NODE_HOME/work/spark-events
+install -d -o spark -g spark -m 700 "$SCRATCH" "$SCRATCH/spark" "$SCRATCH/s3a" "$SCRATCH/tmp" \
+    "$EVENTS"
 install -d -o spark -g spark -m 700 /home/spark/.aws
 printf '[default]\nregion = %s\n' "$REGION" >/home/spark/.aws/config
 chown spark:spark /home/spark/.aws/config
@@ -95,6 +121,7 @@ case "$HADOOP_AWS" in
 *) HADOOP_AWS_COORDINATE="org.apache.hadoop:hadoop-aws:$HADOOP_AWS" ;;
 esac
 install -d -m 755 "$SPARK_HOME/conf"
+install -m 640 -o root -g spark /dev/null "$SPARK_HOME/conf/spark-defaults.conf" # the secret
 cat >"$SPARK_HOME/conf/spark-defaults.conf" <<EOF
 spark.jars.packages                           $HADOOP_AWS_COORDINATE
 spark.hadoop.fs.s3.impl                       org.apache.hadoop.fs.s3a.S3AFileSystem
@@ -102,12 +129,24 @@ spark.hadoop.fs.s3a.aws.credentials.provider  org.apache.hadoop.fs.s3a.auth.IAMI
 spark.hadoop.fs.s3a.endpoint.region           $REGION
 spark.pyspark.python                          $VENV/bin/python
 spark.pyspark.driver.python                   $VENV/bin/python
+spark.local.dir                               $SCRATCH/spark
+spark.hadoop.fs.s3a.buffer.dir                $SCRATCH/s3a
+spark.driver.extraJavaOptions                 -Djava.io.tmpdir=$SCRATCH/tmp
+spark.executor.extraJavaOptions               -Djava.io.tmpdir=$SCRATCH/tmp
+spark.executorEnv.TMPDIR                      $SCRATCH/tmp
+spark.eventLog.enabled                        true
+spark.eventLog.dir                            file://$EVENTS
+spark.authenticate                            true
+spark.authenticate.secret                     $SPARK_SECRET
 EOF
 cat >"$SPARK_HOME/conf/spark-env.sh" <<EOF
 export PYSPARK_PYTHON=$VENV/bin/python
 export PYSPARK_DRIVER_PYTHON=$VENV/bin/python
 export SPARK_LOCAL_IP=$PRIVATE_IP
 export AWS_REGION=$REGION
+export SPARK_LOCAL_DIRS=$SCRATCH/spark
+export TMPDIR=$SCRATCH/tmp
+export SPARK_DAEMON_JAVA_OPTS="-Djava.io.tmpdir=$SCRATCH/tmp"
 EOF
 echo "fruits-node: Spark in $SPARK_HOME, s3a connector $HADOOP_AWS_COORDINATE"
 
