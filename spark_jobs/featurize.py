@@ -5,13 +5,20 @@
         --output s3://bucket/runs/batch=2026-11-24/features/ \\
         --rejected s3://bucket/runs/batch=2026-11-24/rejected/ \\
         [--model mobilenetv2|mobilenet|vgg16] [--weights imagenet|random|URI] \\
-        [--image-size 224] [--batch-size 64] [--csv URI] [--tf-threads N] \\
+        [--model-file s3://bucket/models/<key>.tflite] [--image-size 224] \\
+        [--batch-size 64] [--csv URI] [--tf-threads N] \\
         [--progress URI-of-a-folder [--progress-interval 15]]
 
 Writes Parquet ``path, label, features`` (``features``: array<float>; the column's
 metadata names the model, weights and runtime) and Parquet ``path, label, error`` for every
 image that could not be decoded. Exit status 2 on bad arguments or an input
 without images.
+
+With ``--model-file`` (what the cloud backends pass: the model ``make stage-weights``
+converted once, with its ``<key>.json`` manifest beside it) the job runs LiteRT on that
+file and never imports TensorFlow or Keras, in the driver or the workers; ``--weights``
+then only names the weights in the outputs' metadata. Without it the driver converts
+(or reads its cache), which needs TensorFlow: the local backend's way.
 """
 
 from __future__ import annotations
@@ -56,6 +63,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rejected", required=True, help="Parquet path, label, error")
     p.add_argument("--model", default="mobilenetv2", choices=sorted(models.MODELS))
     p.add_argument("--weights", default="imagenet", help="imagenet | random | URI of .h5")
+    p.add_argument(
+        "--model-file",
+        default=None,
+        help="a converted .tflite (its .json manifest beside it): run it, never TensorFlow",
+    )
     p.add_argument("--image-size", type=int, default=rules.IMAGE_SIZE_DEFAULT)
     p.add_argument(
         "--batch-size", type=int, default=rules.BATCH_SIZE_DEFAULT, help="rows per Arrow batch"
@@ -84,6 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     error = rules.batch_size_error(args.batch_size, args.image_size)
     if error:
         p.error(f"--batch-size {error} (tests/spark_jobs/test_featurize_memory.py)")
+    if args.model_file:  # a converted model: only LiteRT runs it (the nodes have no Keras)
+        if args.runtime == runtimes.KERAS:
+            p.error("--runtime keras cannot run --model-file (a converted model): use auto")
+        args.runtime = runtimes.LITERT
     args.runtime = runtimes.resolve(args.runtime, args.model)  # what runs, in the metadata
     return args
 
@@ -185,7 +201,7 @@ def prepare_model(spark: SparkSession, args: argparse.Namespace, threads: int):
     listing, the broadcast (slow in a cold JVM: docs/performance.md) is off the way to the
     first batch."""
     prepared = driver_model.prepare(
-        spark, args.model, args.image_size, args.weights, args.runtime, threads
+        spark, args.model, args.image_size, args.weights, args.runtime, threads, args.model_file
     )
     return prepared, spark.sparkContext.broadcast(prepared.payload)
 
@@ -203,8 +219,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
     """The whole job on an existing session: list, featurize once, write every output."""
     use_few_input_partitions(spark)
     threads = args.threads or int(spark.conf.get("spark.task.cpus", "1"))
-    # The driver's model (a cache read, or seconds of TensorFlow) and its broadcast overlap
-    # the JVM's file listing; an input error is still reported before a weights error.
+    # The driver's model (the --model-file, a cache read, or seconds of TensorFlow) and its
+    # broadcast overlap the JVM's file listing; an input error is still reported before a
+    # weights error.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-model") as pool:
         model_ready = pool.submit(prepare_model, spark, args, threads)
         try:

@@ -10,6 +10,8 @@ Pillow, TensorFlow or pyspark (tests/spark_jobs/fruits_spark/test_rules.py).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 IMAGE_SIZE_DEFAULT = 224
@@ -120,6 +122,34 @@ def resolve(runtime: str, model: str) -> str:
     if check(runtime) == AUTO:
         return FASTEST.get(model, LITERT)
     return runtime
+
+
+# --- converted models: the .tflite the nodes run (fruits_spark.inference.converted makes
+# them; fruits.storage.converted_models finds them in the bucket without TensorFlow) ---
+
+PRECISION = "float32"  # no quantization: the same features as Keras (docs/spark-jobs.md)
+# What converts, so what a converted file depends on besides the model, its weights and
+# the size: these distributions' versions, as ``name==version`` (constraints.txt pins them).
+CONVERTER_DISTS = ("tensorflow-cpu", "keras")
+RANDOM_WEIGHTS_ID = "random"  # seeded weights: fixed by the converter's versions
+
+
+def converted_key(
+    model: str, image_size: int, weights_sha256: str, converter: str, precision: str = PRECISION
+) -> str:
+    """The name of a converted model, ``<model>-<size>-<digest>``: the digest hashes
+    everything that made the file, so a change to any of them is another file. The
+    bucket (``models/<key>.tflite``) and the driver's cache use the same names.
+    ``weights_sha256``: of the weights file's bytes, or :data:`RANDOM_WEIGHTS_ID`."""
+    made_of = {
+        "model": model,
+        "image_size": int(image_size),
+        "weights_sha256": weights_sha256,
+        "precision": precision,
+        "converter": converter,
+    }
+    digest = hashlib.sha256(json.dumps(made_of, sort_keys=True).encode()).hexdigest()
+    return f"{model}-{int(image_size)}-{digest[:24]}"
 
 
 # --- which files of a batch are images (fruits_spark.inference.images decodes them) ---

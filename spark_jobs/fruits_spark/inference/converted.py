@@ -1,10 +1,14 @@
-"""Converted models cached on the driver's disk, keyed by what made them.
+"""Converted models: made once where TensorFlow is, then only read.
 
 Converting a network to ``.tflite`` takes TensorFlow's import, the network's build and
-the converter: seconds to a minute, every time for the same result. The key is the
-model, the image size, the weights' sha256 (or ``random``: seeded, so fixed by the
-versions) and the versions of TensorFlow, Keras and the runtime; a change to any of
-them is a new file. ``FRUITS_MODEL_CACHE`` moves the cache (default
+the converter: seconds to a minute, every time for the same result. :func:`convert`
+does it for ``make stage-weights`` (which puts the file in the bucket, where the cloud
+nodes read it through ``featurize --model-file``) and for the local backend's driver,
+which keeps what it converted in a cache on its disk.
+
+Both name a file by :func:`fruits_spark.rules.converted_key`: the model, the image size,
+the weights' sha256 (or ``random``: seeded, so fixed by the versions), the precision and
+the converter's versions. ``FRUITS_MODEL_CACHE`` moves the driver's cache (default
 ``~/.cache/fruits-pipeline/models``); ``off`` disables it. Files are written to a
 temporary name and renamed, so concurrent jobs never read half a file.
 """
@@ -12,14 +16,17 @@ temporary name and renamed, so concurrent jobs never read half a file.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import tempfile
 from pathlib import Path
 
-from fruits_spark.inference import runtimes
+from fruits_spark import rules
 
 CACHE_ENV = "FRUITS_MODEL_CACHE"
+# what a dist may be installed as: the converter is TensorFlow whichever wheel brought it
+_DIST_ALIASES = {"tensorflow-cpu": ("tensorflow-cpu", "tensorflow")}
 
 
 def cache_dir() -> Path | None:
@@ -29,16 +36,63 @@ def cache_dir() -> Path | None:
     return Path(value) if value else Path.home() / ".cache" / "fruits-pipeline" / "models"
 
 
-def cache_key(model: str, image_size: int, weights_id: str, runtime: str) -> str:
-    made_of = {
+def converter_version() -> str:
+    """The installed converter as ``keras==X tensorflow-cpu==Y`` (sorted): the same text
+    ``fruits.storage.converted_models`` builds from constraints.txt's pins, so the driver's
+    cache and the bucket name a conversion alike (a test keeps them equal)."""
+    found = []
+    for dist in rules.CONVERTER_DISTS:
+        version = ""
+        for name in _DIST_ALIASES.get(dist, (dist,)):
+            try:
+                version = importlib.metadata.version(name)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        found.append(f"{dist}=={version}")
+    return " ".join(sorted(found))
+
+
+def cache_key(model: str, image_size: int, weights_id: str) -> str:
+    """The converted model's name for the installed converter (``weights_id``: the
+    weights' sha256, or ``random``)."""
+    return rules.converted_key(model, image_size, weights_id, converter_version())
+
+
+def manifest_for(model: str, image_size: int, weights: str, weights_sha256: str) -> dict:
+    """What a converted file's ``<key>.json`` says made it (its own sha256 is added when
+    it is stored)."""
+    return {
         "model": model,
-        "image_size": image_size,
-        "weights": weights_id,
-        "runtime": runtime,
-        **runtimes.versions(runtime),
+        "image_size": int(image_size),
+        "weights": weights,
+        "weights_sha256": weights_sha256,
+        "precision": rules.PRECISION,
+        "converter": converter_version(),
     }
-    digest = hashlib.sha256(json.dumps(made_of, sort_keys=True).encode()).hexdigest()
-    return f"{model}-{image_size}-{runtime}-{digest[:24]}"
+
+
+def convert(model: str, image_size: int, weights: str, data: bytes | None, suffix: str):
+    """``(tflite bytes, manifest)`` of ``model`` at ``image_size`` with the weights file's
+    bytes ``data`` (named with ``suffix`` for Keras' loader), or the seeded random
+    weights when ``data`` is None. Imports TensorFlow; raises if the weights do not fit."""
+    from fruits_spark.inference import models, runtimes
+
+    if data is None:
+        data, suffix = models.random_weights_bytes(model, image_size), ".weights.h5"
+    net = models.build_from_bytes(model, image_size, data, suffix)
+    content = runtimes.to_litert(net)
+    return content, manifest_for(model, image_size, weights, models.sha256(data))
+
+
+def check_manifest(manifest: dict, content: bytes, model: str, image_size: int) -> str | None:
+    """Why ``content`` with this manifest cannot be ``model`` at ``image_size``, or None."""
+    if hashlib.sha256(content).hexdigest() != manifest.get("sha256"):
+        return "its sha256 is not the one its manifest names (a torn or replaced file)"
+    made = (manifest.get("model"), manifest.get("image_size"))
+    if made != (model, image_size):
+        return f"it was converted for {made[0]}@{made[1]}, not {model}@{image_size}"
+    return None
 
 
 def load(key: str, folder: Path | None = None) -> tuple[bytes, dict] | None:
@@ -56,12 +110,16 @@ def load(key: str, folder: Path | None = None) -> tuple[bytes, dict] | None:
     return content, manifest
 
 
+def with_sha256(content: bytes, manifest: dict) -> dict:
+    return {**manifest, "sha256": hashlib.sha256(content).hexdigest()}
+
+
 def store(key: str, content: bytes, manifest: dict, folder: Path | None = None) -> None:
     """Best effort: a cache that cannot be written costs the next run a conversion."""
     folder = folder if folder is not None else cache_dir()
     if folder is None:
         return
-    manifest = {**manifest, "sha256": hashlib.sha256(content).hexdigest()}
+    manifest = with_sha256(content, manifest)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         # the model first, the manifest (which names its sha256) last
@@ -72,3 +130,36 @@ def store(key: str, content: bytes, manifest: dict, folder: Path | None = None) 
             os.replace(tmp, folder / name)
     except OSError as exc:
         print(f"featurize: model cache {folder} not written: {exc}")
+
+
+def cached_or_convert(
+    model: str,
+    image_size: int,
+    weights: str,
+    data: bytes | None,
+    suffix: str,
+    threads: int | None = None,
+):
+    """``(content, manifest, how)``: the cache's entry for these weights (``data``; None:
+    random), else a conversion on ``threads`` of TensorFlow's, stored. ``how``:
+    ``cached`` or ``converted in N s``. A hit never imports TensorFlow."""
+    import time
+
+    from fruits_spark.inference import models
+
+    key = cache_key(
+        model, image_size, rules.RANDOM_WEIGHTS_ID if data is None else models.sha256(data)
+    )
+    hit = load(key)
+    if hit is not None:
+        return hit[0], hit[1], "cached"
+    start = time.perf_counter()
+    if threads:
+        models.configure_threads(threads)
+    content, manifest = convert(model, image_size, weights, data, suffix)
+    store(key, content, manifest)
+    return (
+        content,
+        with_sha256(content, manifest),
+        f"converted in {time.perf_counter() - start:.1f} s",
+    )

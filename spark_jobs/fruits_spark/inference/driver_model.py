@@ -8,7 +8,7 @@ TensorFlow; a miss builds the network once, which also checks the weights fit it
 
 from __future__ import annotations
 
-import time
+import json
 from dataclasses import dataclass
 
 from fruits_spark.inference import converted, models, runtimes
@@ -54,9 +54,42 @@ def build_checked(model: str, image_size: int, weights: Weights, source: str):
         raise JobError(f"--weights {source} do not fit {model}@{image_size}: {exc}") from exc
 
 
-def prepare(spark, model: str, image_size: int, weights: str, runtime: str, threads: int):
-    """The run's :class:`DriverModel`."""
+def from_model_file(spark, model_file: str, model: str, image_size: int, threads: int):
+    """The run's :class:`DriverModel` from a converted file (``featurize --model-file``)
+    and its manifest beside it (``<name>.json``, written after it): read through Hadoop's
+    file system (``s3://``, ``s3a://``, local), checked against the run's model and size.
+    No TensorFlow, no Keras: what the cloud nodes run."""
+    manifest_uri = model_file.removesuffix(".tflite") + ".json"
+    try:
+        content = fsio.read_bytes(spark, model_file)
+        manifest = json.loads(fsio.read_bytes(spark, manifest_uri))
+    except Exception as exc:  # py4j wraps Hadoop's errors; the message is what matters
+        raise JobError(
+            f"--model-file {model_file}: cannot read it or its manifest {manifest_uri}: {exc} "
+            "(make stage-weights converts and uploads both: docs/weights.md)"
+        ) from exc
+    if why := converted.check_manifest(manifest, content, model, image_size):
+        raise JobError(f"--model-file {model_file}: {why}")
+    config = ModelConfig(
+        model, image_size, runtimes.LITERT, models.sha256(content),
+        manifest.get("weights_sha256", ""), "", threads,
+    )  # fmt: skip
+    return DriverModel(config, content, f"loaded from {model_file}")
+
+
+def prepare(
+    spark,
+    model: str,
+    image_size: int,
+    weights: str,
+    runtime: str,
+    threads: int,
+    model_file: str | None = None,
+):
+    """The run's :class:`DriverModel`: ``model_file`` when given, else made here."""
     runtimes.check(runtime)
+    if model_file:
+        return from_model_file(spark, model_file, model, image_size, threads)
     if runtime == runtimes.KERAS:
         models.configure_threads(threads)
         data = resolve_weights(spark, model, image_size, weights)
@@ -67,23 +100,13 @@ def prepare(spark, model: str, image_size: int, weights: str, runtime: str, thre
         return DriverModel(config, data.data, "")
     # random weights are seeded: no need to make them to know the cache entry
     data = None if weights == "random" else resolve_weights(spark, model, image_size, weights)
-    key = converted.cache_key(
-        model, image_size, "random" if data is None else models.sha256(data.data), runtime
-    )
-    hit = converted.load(key)
-    if hit is not None:
-        content, manifest = hit
-        conversion = "cached"
-    else:
-        start = time.perf_counter()
-        models.configure_threads(threads)
-        if data is None:
-            data = Weights(models.random_weights_bytes(model, image_size), ".weights.h5")
-        content = runtimes.to_litert(build_checked(model, image_size, data, weights))
-        manifest = {"model": model, "image_size": image_size, "weights": weights,
-                    "weights_sha256": models.sha256(data.data), "runtime": runtime}  # fmt: skip
-        converted.store(key, content, manifest)
-        conversion = f"converted in {time.perf_counter() - start:.1f} s"
+    try:
+        content, manifest, conversion = converted.cached_or_convert(
+            model, image_size, weights, None if data is None else data.data,
+            ".weights.h5" if data is None else data.suffix, threads,
+        )  # fmt: skip
+    except Exception as exc:
+        raise JobError(f"--weights {weights} do not fit {model}@{image_size}: {exc}") from exc
     config = ModelConfig(
         model, image_size, runtime, models.sha256(content), manifest["weights_sha256"], "",
         threads,

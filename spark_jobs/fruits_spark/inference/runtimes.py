@@ -4,15 +4,16 @@ LiteRT's interpreter with its XNNPACK delegate runs the MobileNets ~4x faster th
 ``predict`` on a CPU with the same features (``make bench``, docs/performance.md), and
 its wheel (``ai-edge-litert``) needs no TensorFlow: a worker that runs it starts in well
 under a second instead of importing TensorFlow and tracing the network. The conversion
-needs TensorFlow and happens once per model, size and weights, on the driver
-(:mod:`fruits_spark.inference.converted`). ``keras`` stays available as the reference, and is the
-faster one for VGG16, whose large dense convolutions oneDNN (under Keras) runs faster than
-XNNPACK; ``auto``, the default, picks per model (docs/performance.md has the runs).
+needs TensorFlow and happens once per model, size and weights: by ``make stage-weights``
+for the cloud nodes (``featurize --model-file``), or on the local backend's driver
+(:mod:`fruits_spark.inference.converted`). ``keras`` stays available as the reference
+where Keras is installed (the local backend), and is the faster one there for VGG16;
+``auto``, the default, picks per model, and always LiteRT given a converted file, as on
+the cloud nodes, which have no Keras (docs/performance.md has the runs).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,20 +32,6 @@ from fruits_spark.rules import (
 
 __all__ = ["AUTO", "DEFAULT_RUNTIME", "FASTEST", "KERAS", "LITERT", "RUNTIMES", "check", "resolve"]
 LITERT_DIST = "ai-edge-litert"
-
-
-def versions(runtime: str) -> dict[str, str]:
-    """The installed versions a converted model depends on (part of its cache key)."""
-    names = ["keras", LITERT_DIST] if runtime == LITERT else ["keras"]
-    tf = next((n for n in ("tensorflow-cpu", "tensorflow") if _version(n)), "tensorflow")
-    return {name: _version(name) for name in [tf, *names]}
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return ""
 
 
 def to_litert(net: Any) -> bytes:

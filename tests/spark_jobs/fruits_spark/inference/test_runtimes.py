@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from job_support import assert_same_features
 
+from fruits_spark import rules
 from fruits_spark.inference import converted, models, runtimes
 from fruits_spark.inference.images import decode_image
 
@@ -97,15 +98,18 @@ print(len(frame))
 
 
 def test_converted_models_are_cached_by_what_made_them(tmp_path):
-    key = converted.cache_key("mobilenetv2", 224, "a" * 64, "litert")
-    assert key.startswith("mobilenetv2-224-litert-")
+    key = converted.cache_key("mobilenetv2", 224, "a" * 64)
+    assert key.startswith("mobilenetv2-224-")
     others = {
-        converted.cache_key("vgg16", 224, "a" * 64, "litert"),
-        converted.cache_key("mobilenetv2", 96, "a" * 64, "litert"),
-        converted.cache_key("mobilenetv2", 224, "b" * 64, "litert"),
-        converted.cache_key("mobilenetv2", 224, "random", "litert"),
+        converted.cache_key("vgg16", 224, "a" * 64),
+        converted.cache_key("mobilenetv2", 96, "a" * 64),
+        converted.cache_key("mobilenetv2", 224, "b" * 64),
+        converted.cache_key("mobilenetv2", 224, "random"),
+        rules.converted_key("mobilenetv2", 224, "a" * 64, converted.converter_version(), "int8"),
+        rules.converted_key("mobilenetv2", 224, "a" * 64, "keras==9 tensorflow-cpu==9"),
     }
-    assert key not in others and len(others) == 4
+    assert key not in others and len(others) == 6
+    assert key == rules.converted_key("mobilenetv2", 224, "a" * 64, converted.converter_version())
     assert converted.load(key, tmp_path) is None
     converted.store(key, b"model bytes", {"weights_sha256": "a" * 64}, tmp_path)
     content, manifest = converted.load(key, tmp_path)
@@ -116,6 +120,14 @@ def test_converted_models_are_cached_by_what_made_them(tmp_path):
     (tmp_path / f"{key}.json").write_text("{not json")
     assert converted.load(key, tmp_path) is None
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_the_converter_version_names_the_installed_tensorflow_and_keras():
+    import importlib.metadata as md
+
+    assert converted.converter_version() == (
+        f"keras=={md.version('keras')} tensorflow-cpu=={md.version('tensorflow-cpu')}"
+    )
 
 
 def test_model_cache_location_comes_from_the_environment(monkeypatch, tmp_path):
