@@ -16,7 +16,9 @@ from infra.code_grants import S3_URI, Found
 SHELL_URIS = {"REQUIREMENTS_URI": "code/", "CODE_PREFIX": "code/", "LOG_PREFIX": "logs/ec2/",
               # the staged wheels (bootstrap.sh's $3, user data's wheels_uri), and
               # FRUITS_EC2_JARS_URI, granted under the bucket's jars/ (docs/deploy-aws.md)
-              "WHEELS_URI": "wheels/", "JARS_URI": "jars/"}  # fmt: skip
+              "WHEELS_URI": "wheels/", "JARS_URI": "jars/",
+              # the ec2 cluster's spark.authenticate secret, under its log prefix
+              "SECRET_URI": "logs/ec2/"}  # fmt: skip
 
 # -- shell -------------------------------------------------------------------------------
 
