@@ -28,6 +28,16 @@ EXPECTED_UPSTREAM = {
     "summarize_run": {"validate_params", "publish_batch"},
 }
 BACKENDS = ("local", "emr", "ec2")
+# ec2 launches, then waits in a sensor until the cluster is ready (no worker slot held
+# while the nodes boot); its teardown takes the plan's cluster tag, not create's ids
+EXPECTED_UPSTREAM_EC2 = {
+    **EXPECTED_UPSTREAM,
+    "wait_for_cluster": {"create_job_flow", "plan_run"},
+    "add_steps": {"create_job_flow", "wait_for_cluster", "plan_run"},
+    "remove_cluster": {"create_job_flow", "wait_for_cluster", "wait_for_step", "plan_run"},
+}
+SETUPS = {"local": ["create_job_flow"], "emr": ["create_job_flow"],
+          "ec2": ["create_job_flow", "wait_for_cluster"]}  # fmt: skip
 
 
 @pytest.mark.parametrize("compute", ["local", "emr", "ec2", "local"])  # reloadable, any order
@@ -40,7 +50,7 @@ def test_dag_loads_without_import_errors(load_dag, compute):
 def test_task_graph_is_the_same_for_every_backend(load_dag, compute):
     dag = load_dag(compute)
     graph = {task.task_id: set(task.upstream_task_ids) for task in dag.tasks}
-    assert graph == EXPECTED_UPSTREAM
+    assert graph == (EXPECTED_UPSTREAM_EC2 if compute == "ec2" else EXPECTED_UPSTREAM)
 
 
 @pytest.mark.parametrize("compute", BACKENDS)
@@ -51,14 +61,17 @@ def test_remove_cluster_is_the_teardown_of_create_job_flow(load_dag, compute):
     create, remove = dag.get_task("create_job_flow"), dag.get_task("remove_cluster")
     assert create.is_setup and not create.is_teardown
     assert remove.is_teardown and not remove.is_setup
-    assert remove.trigger_rule == TriggerRule.ALL_DONE_SETUP_SUCCESS
+    # ec2's runs even when create_job_flow failed after launching (it finds the
+    # instances by the cluster's tag); a teardown never decides the run's state
+    rule = TriggerRule.ALL_DONE if compute == "ec2" else TriggerRule.ALL_DONE_SETUP_SUCCESS
+    assert remove.trigger_rule == rule
     assert "create_job_flow" in remove.upstream_task_ids
     # publishing must not depend on the teardown alone (it would run after a failure)
     assert "wait_for_step" in dag.get_task("publish_batch").upstream_task_ids
     assert "remove_cluster" not in dag.get_task("publish_batch").upstream_task_ids
     # no other task is a setup or a teardown
     assert [t.task_id for t in dag.tasks if t.is_setup or t.is_teardown] == [
-        "create_job_flow",
+        *SETUPS[compute],
         "remove_cluster",
     ]
 
@@ -93,7 +106,8 @@ def test_no_task_holds_a_worker_slot_while_the_steps_run(load_dag, monkeypatch, 
 
     monkeypatch.setenv("FRUITS_POKE_INTERVAL", "60")
     dag = load_dag(compute)
-    for task_id in ("wait_for_step", "wait_for_cluster_slot"):
+    sensors = ("wait_for_step", "wait_for_cluster_slot", *SETUPS[compute][1:])
+    for task_id in sensors:
         sensor = dag.get_task(task_id)
         assert isinstance(sensor, BaseSensorOperator)
         assert sensor.mode == "reschedule", task_id
@@ -105,7 +119,7 @@ def test_quick_looks_poke_instead_of_rescheduling(load_dag, monkeypatch, compute
     that often is failed by a scheduler race on a busy host (apache/airflow#71172)."""
     monkeypatch.setenv("FRUITS_POKE_INTERVAL", "5")
     dag = load_dag(compute)
-    for task_id in ("wait_for_step", "wait_for_cluster_slot"):
+    for task_id in ("wait_for_step", "wait_for_cluster_slot", *SETUPS[compute][1:]):
         sensor = dag.get_task(task_id)
         assert (sensor.mode, sensor.poke_interval) == ("poke", 5), task_id
 
@@ -152,7 +166,7 @@ def test_schedule_retries_and_tags(load_dag, compute):
     assert coerce_to_core_timetable(dag.timetable).summary in ("@daily", "0 0 * * *")
     assert dag.default_args["retries"] >= 1
     for task in dag.tasks:
-        if task.task_id in ("create_job_flow", "add_steps"):
+        if task.task_id in ("create_job_flow", "wait_for_cluster", "add_steps"):
             # a retry would create a second cluster, or add the steps twice
             assert task.retries == 0, task.task_id
         else:

@@ -1,10 +1,11 @@
 """Whole runs of the ``ec2`` backend with ``dag.test()`` against moto's server.
 
 moto launches instances that boot nothing and records SSM commands that run nothing, so
-the ``ec2_nodes`` fixture plays the nodes through S3, as they would: the primary's
-``ready.json`` (or a bootstrap's ``failed/`` report), then, once the SSM command started
-the step runner, the steps' state files and outputs. The node programs themselves run
-for real in test_ec2_node.py."""
+the ``ec2_nodes`` fixture plays the nodes through S3, as they would, under the log
+prefix their user data names: the primary's ``ready.json`` (or a bootstrap's ``failed/``
+report), then, once the SSM command started the step runner, its ``runner.json``, the
+steps' state files and outputs. The node programs themselves run for real in
+tests/plugins/fruits/clusters/ec2/node/test_node.py."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dag_support import (
     FAKE_REJECTED,
     FAKE_REPORT,
     NODE_ERROR,
+    RUNNER_ERROR,
     STEP_ERROR,
     failed_at,
     logical,
@@ -55,6 +57,22 @@ def run(dag, conf=CONF):
     return dag.test(logical_date=logical(DATE), run_conf=conf)
 
 
+@pytest.fixture
+def calls(monkeypatch):
+    """The AWS requests as they leave boto3, by operation (moto may not keep them all)."""
+    from botocore.client import BaseClient
+
+    sent: dict[str, list[dict]] = {}
+    real_call = BaseClient._make_api_call
+
+    def record(self, operation, params):
+        sent.setdefault(operation, []).append(params)
+        return real_call(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", record)
+    return sent
+
+
 def assert_all_terminated(aws) -> list[dict]:
     launched = instances(aws)
     assert launched, "no instance was launched"
@@ -63,19 +81,8 @@ def assert_all_terminated(aws) -> list[dict]:
 
 
 def test_ec2_run_launches_runs_the_steps_over_ssm_and_terminates(
-    load_dag, batch, aws, ec2_nodes, capfd, monkeypatch
+    load_dag, batch, aws, ec2_nodes, capfd, calls
 ):
-    from botocore.client import BaseClient
-
-    sent = []  # the SendCommand requests as they leave boto3 (moto lists every instance)
-    real_call = BaseClient._make_api_call
-
-    def record(self, operation, params):
-        if operation == "SendCommand":
-            sent.append(params)
-        return real_call(self, operation, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", record)
     ec2_nodes("ready")
     dag_run = run(load_dag("ec2"))
 
@@ -87,7 +94,8 @@ def test_ec2_run_launches_runs_the_steps_over_ssm_and_terminates(
     launched = assert_all_terminated(aws)
     primaries = [i for i in launched if role(i) == "primary"]
     workers = [i for i in launched if role(i) == "worker"]
-    assert len(primaries) == 1 and len(workers) == 2
+    assert len(primaries) == 1
+    assert len(workers) == 1  # moto grants MinCount (1); EC2 up to MaxCount (2), below
     assert "InstanceLifecycle" not in primaries[0]  # the primary is on-demand
     assert {w.get("InstanceLifecycle") for w in workers} == {"spot"}
     for inst in launched:
@@ -97,7 +105,20 @@ def test_ec2_run_launches_runs_the_steps_over_ssm_and_terminates(
         assert inst["MetadataOptions"]["HttpTokens"] == "required"
         assert not inst.get("KeyName")  # no SSH key pair
     cluster_id = {t["Key"]: t["Value"] for t in primaries[0]["Tags"]}["fruits:cluster-id"]
-    log = f"logs/ec2/{cluster_id}/"
+    # this attempt's nodes report under a prefix of its own: an earlier attempt's
+    # ready.json or failed/ report is never read as this one's
+    attempt = {t["Key"]: t["Value"] for t in primaries[0]["Tags"]}["fruits:attempt"]
+    assert attempt.startswith("1-")
+    log = f"logs/ec2/{cluster_id}/attempt-{attempt}/"
+    assert json.loads(aws.read(log + "ready.json"))["instance_id"] == primaries[0]["InstanceId"]
+
+    # the workers: MinCount=1, MaxCount=N (the cluster starts at a quorum); a ClientToken
+    # per role, so a retried call cannot launch a second set
+    primary_call, workers_call = calls["RunInstances"]
+    assert (primary_call["MinCount"], primary_call["MaxCount"]) == (1, 1)
+    assert (workers_call["MinCount"], workers_call["MaxCount"]) == (1, 2)
+    tokens = {primary_call["ClientToken"], workers_call["ClientToken"]}
+    assert len(tokens) == 2 and all(0 < len(t) <= 64 for t in tokens)
 
     # the workers' user data names the primary's address; the primary's names none
     def user_data(inst):
@@ -114,7 +135,7 @@ def test_ec2_run_launches_runs_the_steps_over_ssm_and_terminates(
     assert 'shutdown -h "+$LIFETIME_MINUTES"' in user_data(primaries[0])
 
     # one SSM command, on the primary only, that starts the step runner
-    (request,) = sent
+    (request,) = calls["SendCommand"]
     assert request["DocumentName"] == "AWS-RunShellScript"
     assert request["InstanceIds"] == [primaries[0]["InstanceId"]]
     (command,) = aws.ssm.list_commands()["Commands"]  # moto got it too
@@ -174,9 +195,11 @@ def test_a_node_whose_bootstrap_fails_fails_the_run_at_once_and_terminates(
     ec2_nodes("bootstrap_fails")
     dag_run = run(load_dag("ec2"))
 
-    states = failed_at(dag_run, "create_job_flow")
+    states = failed_at(dag_run, "wait_for_cluster")
+    assert states["create_job_flow"] == "success"  # it returned once the instances existed
     assert states["add_steps"] == "upstream_failed"
-    assert_all_terminated(aws)  # create_job_flow ended what it had launched
+    assert states["remove_cluster"] == "success"
+    assert_all_terminated(aws)
     out = capfd.readouterr().out
     assert "did not start: the primary node" in out and NODE_ERROR in out
     assert aws.ssm.list_commands()["Commands"] == []
@@ -190,10 +213,97 @@ def test_a_cluster_that_never_becomes_ready_times_out_and_terminates(
     ec2_nodes("never_ready")
     dag_run = run(load_dag("ec2"))
 
-    failed_at(dag_run, "create_job_flow")
+    failed_at(dag_run, "wait_for_cluster")
     assert_all_terminated(aws)
     out = capfd.readouterr().out
     assert "not ready within 10s" in out and "get-console-output" in out
+    assert snapshot(aws) == earlier_outputs
+
+
+def test_markers_an_earlier_attempt_left_are_not_read_as_this_attempts(
+    load_dag, batch, aws, ec2_nodes, earlier_outputs, monkeypatch, capfd
+):
+    """A rerun of the cluster: an earlier attempt's ready.json at the cluster's prefix,
+    and one at this attempt's naming another primary; neither makes it ready."""
+    monkeypatch.setenv("FRUITS_EC2_READY_TIMEOUT", "10")
+    ec2_nodes("stale")
+    dag_run = run(load_dag("ec2"))
+
+    states = failed_at(dag_run, "wait_for_cluster")
+    assert states["add_steps"] == "upstream_failed"
+    assert aws.ssm.list_commands()["Commands"] == []  # no step ran on a stale cluster
+    assert_all_terminated(aws)
+    out = capfd.readouterr().out
+    assert "not ready within 10s" in out
+    assert "is not from this attempt's primary" in out
+    assert snapshot(aws) == earlier_outputs
+
+
+def test_a_crash_after_run_instances_still_terminates_everything(
+    load_dag, batch, aws, ec2_nodes, earlier_outputs, monkeypatch
+):
+    """The workers' RunInstances launches, then the call fails (its answer lost):
+    create_job_flow fails with instances it never heard of; remove_cluster still runs and
+    finds them by the cluster's tag."""
+    from botocore.client import BaseClient
+    from botocore.exceptions import ClientError
+
+    real_call = BaseClient._make_api_call
+    launches = []
+
+    def lose_the_second_answer(self, operation, params):
+        answer = real_call(self, operation, params)
+        if operation == "RunInstances":
+            launches.append(answer)
+            if len(launches) == 2:
+                raise ClientError({"Error": {"Code": "RequestLimitExceeded",
+                                             "Message": "answer lost"}}, operation)  # fmt: skip
+        return answer
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", lose_the_second_answer)
+    ec2_nodes("ready")
+    dag_run = run(load_dag("ec2"))
+
+    states = failed_at(dag_run, "create_job_flow")
+    assert states["remove_cluster"] == "success"  # a teardown after a failed setup
+    launched = assert_all_terminated(aws)
+    assert len(launched) == 2  # the primary and the worker moto granted (MinCount)
+    assert snapshot(aws) == earlier_outputs
+
+
+def test_a_step_runner_that_dies_fails_the_run_at_once_with_its_log(
+    load_dag, batch, aws, ec2_nodes, earlier_outputs, capfd
+):
+    import time
+
+    ec2_nodes("ready", steps="runner_dies")
+    started = time.monotonic()
+    dag_run = run(load_dag("ec2"))
+
+    states = failed_at(dag_run, "wait_for_step")
+    assert time.monotonic() - started < 120  # not the steps' timeout
+    assert states["remove_cluster"] == "success"
+    assert_all_terminated(aws)
+    out = capfd.readouterr().out
+    assert "the step runner exited (status 1)" in out
+    assert RUNNER_ERROR.splitlines()[-1] in out  # the tail of its own log
+    assert snapshot(aws) == earlier_outputs
+
+
+def test_a_step_runner_that_never_starts_fails_the_run_with_the_ssm_outcome(
+    load_dag, batch, aws, ec2_nodes, earlier_outputs, monkeypatch, capfd
+):
+    from fruits.clusters.ec2 import steps
+
+    monkeypatch.setattr(steps, "RUNNER_START_GRACE", 2)
+    ec2_nodes("ready", steps="runner_never_starts")
+    dag_run = run(load_dag("ec2"))
+
+    failed_at(dag_run, "wait_for_step")
+    assert_all_terminated(aws)
+    out = capfd.readouterr().out
+    assert "the step runner never started" in out
+    assert "SSM says Success" in out  # moto's; on AWS the command's status and stderr
     assert snapshot(aws) == earlier_outputs
 
 

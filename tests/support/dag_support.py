@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import gzip
 import io
 import json
+import re
 import threading
 import uuid
 from pathlib import Path
@@ -272,13 +274,19 @@ FAKE_TABLES = {
 class Ec2NodeDriver(BackgroundDriver):
     """A background thread that does what the ec2 backend's nodes would, through S3.
 
-    For every running primary (tag ``fruits:role=primary``): ``ready`` writes
-    ``<log>/ready.json``; ``bootstrap_fails`` writes ``<log>/failed/primary.json`` as the
-    user data's error trap does; ``never_ready`` writes nothing. Once an SSM command that
-    names the cluster's log prefix exists (the step runner was started), the steps in
-    ``<log>/steps.json`` move as the runner would move them: ``complete`` (each
-    COMPLETED, writing what the jobs would), ``fail`` (the first FAILED with a stderr,
-    the later ones CANCELLED), ``fail_reduce`` (featurize COMPLETED, reduce FAILED)."""
+    Each running primary (tag ``fruits:role=primary``) reports where its user data tells
+    it to (the ``LOG_PREFIX`` rendered into it: the attempt's log prefix): ``ready``
+    writes ``ready.json`` naming its instance id; ``bootstrap_fails`` writes
+    ``failed/primary.json`` as the user data's error trap does; ``never_ready`` writes
+    nothing; ``stale`` writes what an earlier attempt's nodes could have left -- a
+    ``ready.json`` at the cluster's own prefix and one at this attempt's naming another
+    primary -- and nothing of its own. Once an SSM command that names the attempt's
+    prefix exists (the step runner was started), the runner says it runs
+    (``runner.json``) and the steps in ``steps.json`` move as it would move them:
+    ``complete`` (each COMPLETED, writing what the jobs would), ``fail`` (the first
+    FAILED with a stderr, the later ones CANCELLED), ``fail_reduce`` (featurize
+    COMPLETED, reduce FAILED), ``runner_dies`` (the runner exits with no step done, its
+    log uploaded), ``runner_never_starts`` (nothing at all); then it says it exited."""
 
     def __init__(self, clients, policy: str, steps: str = "complete"):
         super().__init__()
@@ -287,6 +295,7 @@ class Ec2NodeDriver(BackgroundDriver):
         self.steps = steps
         self.emr_like = EmrStepDriver(clients.s3, "complete")  # writes the jobs' outputs
         self.done: set[str] = set()
+        self.log_prefixes: dict[str, str] = {}  # primary's instance id -> its LOG_PREFIX
 
     def step(self) -> None:
         self.drive()
@@ -303,15 +312,31 @@ class Ec2NodeDriver(BackgroundDriver):
                 tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
                 yield inst, tags["fruits:cluster-id"]
 
+    def log_prefix(self, instance_id: str) -> str:
+        """The key prefix the node's user data names (``LOG_PREFIX='s3://bucket/...'``)."""
+        if instance_id not in self.log_prefixes:
+            got = self.clients.ec2.describe_instance_attribute(
+                InstanceId=instance_id, Attribute="userData"
+            )
+            script = base64.b64decode(got["UserData"]["Value"]).decode()
+            uri = re.search(r"^LOG_PREFIX='(s3://[^']+)'$", script, re.M).group(1)
+            self.log_prefixes[instance_id] = uri.split("/", 3)[3]
+        return self.log_prefixes[instance_id]
+
     def drive(self) -> None:
         for inst, cluster_id in self.primaries():
-            log = f"logs/ec2/{cluster_id}/"
+            log = self.log_prefix(inst["InstanceId"])
+            ready = {
+                "cluster_id": cluster_id,
+                "instance_id": inst["InstanceId"],
+                "master_url": f"spark://{inst['PrivateIpAddress']}:7077",
+                "workers": 2,
+            }
             if self.policy == "ready":
-                self.put(log + "ready.json", {
-                    "cluster_id": cluster_id,
-                    "master_url": f"spark://{inst['PrivateIpAddress']}:7077",
-                    "workers": 2,
-                })  # fmt: skip
+                self.put(log + "ready.json", ready)
+            elif self.policy == "stale":
+                self.put(f"logs/ec2/{cluster_id}/ready.json", ready)  # where reruns reported
+                self.put(log + "ready.json", {**ready, "instance_id": "i-0earlierattempt"})
             elif self.policy == "bootstrap_fails":
                 self.put(log + "failed/primary.json", {
                     "role": "primary", "instance_id": inst["InstanceId"],
@@ -328,6 +353,14 @@ class Ec2NodeDriver(BackgroundDriver):
         )
 
     def run_steps(self, log: str) -> None:
+        if self.steps == "runner_never_starts":
+            return
+        self.put(log + "runner.json", {"state": "running", "pid": 4242})
+        if self.steps == "runner_dies":
+            self.clients.s3.put_object(Bucket=BUCKET, Key=log + "runner.log",
+                                       Body=RUNNER_ERROR.encode())  # fmt: skip
+            self.put(log + "runner.json", {"state": "exited", "returncode": 1, "error": ""})
+            return
         spec = json.loads(self.clients.read(log + "steps.json"))
         failed = None
         for step in spec:
@@ -347,6 +380,7 @@ class Ec2NodeDriver(BackgroundDriver):
                 self.emr_like.write_outputs(step["argv"])
                 state = {"state": "COMPLETED", "returncode": 0}
             self.put(folder + "state.json", state)
+        self.put(log + "runner.json", {"state": "exited", "returncode": int(bool(failed))})
 
     def keys(self, prefix: str) -> list[str]:
         found = self.clients.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
@@ -356,4 +390,5 @@ class Ec2NodeDriver(BackgroundDriver):
         self.clients.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(body).encode())
 
 
+RUNNER_ERROR = "Traceback (most recent call last):\nModuleNotFoundError: No module named 'boto3'"
 NODE_ERROR = "dnf install java-17-amazon-corretto-headless failed (exit status 1)"

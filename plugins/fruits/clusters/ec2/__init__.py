@@ -1,25 +1,33 @@
 """The ``ec2`` backend: Spark standalone on EC2 instances the pipeline manages itself.
 
-- ``create_job_flow`` (:class:`~.create.Ec2CreateClusterOperator`, the provider's
-  ``EC2CreateInstanceOperator``): one on-demand primary, then N workers (spot if asked)
-  whose user data names the primary's private IP. Each node installs Java, Python and
-  the pinned job requirements, starts Spark (``node/user_data.sh``, ``node/node.py``),
-  and the primary writes ``<log prefix>ready.json`` once every worker joined (or
-  ``failed/<node>.json`` saying why not). The task waits for that, then returns the
-  instance ids, primary first; if anything fails it terminates what it launched.
+- ``create_job_flow`` (:class:`~.launch.Ec2LaunchClusterOperator`, the provider's
+  ``EC2CreateInstanceOperator``): one on-demand primary, then up to N workers
+  (``MinCount=1``, spot if asked) whose user data names the primary's private IP; it
+  returns the instance ids, primary first, the moment they exist. Each execution is an
+  attempt (:mod:`.attempt`): its nodes report under ``<log prefix>attempt-<n>-<hex>/``
+  (the XCom ``log_prefix``), its ``RunInstances`` calls carry a ``ClientToken``. Each
+  node installs Java, Python and the pinned job requirements, starts Spark
+  (``node/user_data.sh``, ``node/node.py``); the primary writes ``ready.json`` (with its
+  instance id) once a quorum of the workers joined
+  (:func:`fruits.clusters.common.standalone.quorum`), or ``failed/<node>.json``.
   What it launches: :mod:`.request`.
+- ``wait_for_cluster`` (:class:`~.ready_sensor.Ec2ClusterReadySensor`, reschedule mode
+  when the looks are a minute apart): until ``ready.json`` names this attempt's primary;
+  fails at once if the primary failed or is gone, or too many workers are lost.
 - ``add_steps`` (:class:`~.steps.Ec2AddStepsOperator`, the provider's
   ``SsmRunCommandOperator``): the run's EMR-format steps as ``spark-submit --master
   spark://<primary>:7077`` lines reading and writing ``s3a://``, written to
   ``<log prefix>steps.json``; one SSM command on the primary starts ``node.py
-  run-steps``, which runs them in order.
+  run-steps``, which runs them in order and says in ``runner.json`` that it runs and
+  when it exited (its own log beside, ``runner.log``). Never deferred.
 - ``wait_for_step`` (:class:`~.steps.Ec2StepsSensor`, reschedule mode): reads the state
   files the runner writes under ``<log prefix>steps/<id>/`` (as EMR does under its
-  LogUri); a failed step fails the run with its stderr; nodes that are gone fail it at
-  once.
+  LogUri); a failed step fails the run with its stderr; nodes that are gone, or a step
+  runner that exited or never started, fail it at once.
 - ``remove_cluster`` (:class:`~.terminate.Ec2TerminateClusterOperator`, the provider's
-  ``EC2TerminateInstanceOperator``): terminates the instances, and any other instance
-  tagged with the cluster's id.
+  ``EC2TerminateInstanceOperator``): terminates every instance tagged with the cluster's
+  id (every attempt's), whatever the other tasks returned; it runs after any failure,
+  ``create_job_flow``'s included (trigger rule ``all_done``).
 
 No SSH and no key pair: IMDSv2 only, encrypted volumes, the instance profile for S3,
 SSM for commands. ``InstanceInitiatedShutdownBehavior=terminate`` plus a shutdown timer
@@ -73,27 +81,41 @@ def clear_leftovers(settings: Settings) -> dict[str, list[str]]:
 
 
 def preflight(settings: Settings, run: dict) -> None:
-    """The subnet and security group, if set: in the connection's region, one VPC."""
-    from fruits.clusters.common.preflight import ec2_network
+    """The subnet and security group, if set: in the connection's region, one VPC; the
+    staged wheels of the nodes' requirements (``make stage-wheels``)."""
+    from fruits.clusters.common.preflight import ec2_network, staged_wheels
 
     ec2_network(settings)
+    staged_wheels(settings, "ec2")  # the nodes install offline from them
 
 
 def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:
-    from fruits.clusters.ec2.create import READY_POLL, Ec2CreateClusterOperator
+    from fruits.clusters.ec2.launch import Ec2LaunchClusterOperator
+    from fruits.clusters.ec2.ready_sensor import WAIT_FOR_CLUSTER_ID, Ec2ClusterReadySensor
     from fruits.clusters.ec2.steps import Ec2AddStepsOperator, Ec2StepsSensor
     from fruits.clusters.ec2.terminate import Ec2TerminateClusterOperator
 
-    create_job_flow = Ec2CreateClusterOperator(
+    create_job_flow = Ec2LaunchClusterOperator(
         task_id="create_job_flow",
         cluster=plan["cluster"],
-        ready_poll=min(READY_POLL, settings.poke_interval),
+        aws_conn_id=settings.aws_conn_id,
+    )
+    log_prefix = create_job_flow.output["log_prefix"]  # this attempt's
+    wait_for_cluster = Ec2ClusterReadySensor(
+        task_id=WAIT_FOR_CLUSTER_ID,
+        cluster=plan["cluster"],
+        instance_ids=create_job_flow.output,
+        log_prefix=log_prefix,
+        timeout=settings.ec2.ready_timeout,
+        poke_interval=settings.poke_interval,
+        mode=settings.sensor_mode,
         aws_conn_id=settings.aws_conn_id,
     )
     add_steps = Ec2AddStepsOperator(
         task_id="add_steps",
         cluster=plan["cluster"],
         instance_ids=create_job_flow.output,
+        log_prefix=log_prefix,
         steps=plan["steps"],
         aws_conn_id=settings.aws_conn_id,
     )
@@ -101,11 +123,15 @@ def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:
         task_id="wait_for_step",
         cluster=plan["cluster"],
         instance_ids=create_job_flow.output,
+        log_prefix=log_prefix,
+        runner=add_steps.output["runner"],
         **step_sensor_args(settings, plan, create_job_flow, add_steps),
     )
     remove_cluster = Ec2TerminateClusterOperator(
         task_id="remove_cluster",
-        instance_ids=create_job_flow.output,
+        cluster=plan["cluster"],
         aws_conn_id=settings.aws_conn_id,
     )
-    return ClusterTasks((create_job_flow,), (add_steps, wait_for_step), remove_cluster)
+    return ClusterTasks(
+        (create_job_flow, wait_for_cluster), (add_steps, wait_for_step), remove_cluster
+    )

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from fruits.clusters.ec2.attempt import ATTEMPT_TAG
 from fruits.clusters.ec2.instances import BUCKET_TAG, CLUSTER_TAG, PROJECT_TAG, ROLE_TAG
 from fruits.settings import Settings
 
@@ -101,4 +102,31 @@ def cluster_request(
             "hadoop_aws": ec2.hadoop_version,
             "python": ec2.python,
         },
+    }
+
+
+def run_instances_request(
+    cluster: Mapping[str, Any], role: str, *, user_data: str, client_token: str, attempt: str
+) -> dict[str, Any]:
+    """The whole ``RunInstances`` request for one role of one attempt of the cluster.
+
+    The primary is one instance; the workers are ``MinCount=1``, ``MaxCount=N``: EC2
+    launches as many as it can grant (spot capacity) and the cluster starts at a quorum
+    (``fruits.clusters.common.standalone.quorum``) instead of failing. ``client_token``
+    (``fruits.clusters.ec2.attempt.client_token``) makes a retried call idempotent; the
+    attempt's name joins the tags of every resource."""
+    primary = role == "primary"
+    config = cluster["primary" if primary else "workers"]
+    specs = [
+        {**spec, "Tags": [*spec["Tags"], {"Key": ATTEMPT_TAG, "Value": attempt}]}
+        for spec in config.get("TagSpecifications", [])
+    ]
+    return {
+        **config,
+        "TagSpecifications": specs,
+        "ImageId": cluster["image_id"],
+        "MinCount": 1,
+        "MaxCount": 1 if primary else int(cluster["worker_count"]),
+        "ClientToken": client_token,
+        "UserData": user_data,
     }

@@ -4,9 +4,12 @@ their tags as well, so nothing this pipeline launched is left billing."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.ec2 import EC2TerminateInstanceOperator
+from airflow.sdk.exceptions import AirflowException
 
 from fruits.clusters.ec2.instances import (
     BUCKET_TAG,
@@ -19,39 +22,86 @@ from fruits.clusters.ec2.instances import (
 from fruits.settings import Settings
 
 TERMINATE_POLL, TERMINATE_POLLS = 5, 120  # seconds between looks, and how many: 10 min
+NOT_FOUND = "InvalidInstanceID.NotFound"
+
+
+def live_instances(conn: Any, cluster_id: str) -> list[str]:
+    """The ids of the cluster's instances that are not ended yet, every attempt's: found
+    by the cluster's tag (``describe_instances`` with a tag filter: no id can be
+    unknown, so no NotFound)."""
+    found = conn.describe_instances(
+        Filters=[
+            {"Name": f"tag:{CLUSTER_TAG}", "Values": [cluster_id]},
+            {"Name": "instance-state-name", "Values": [*LIVE, "shutting-down"]},
+        ]
+    )
+    return sorted(i["InstanceId"] for i in instances(found))
+
+
+def terminate(conn: Any, instance_ids: list[str]) -> None:
+    """``terminate_instances``; an instance that is already gone (NotFound, as a late
+    teardown may meet) is not an error: the others are terminated one by one."""
+    from botocore.exceptions import ClientError
+
+    try:
+        conn.terminate_instances(InstanceIds=instance_ids)
+        return
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != NOT_FOUND:
+            raise
+    for instance_id in instance_ids:
+        try:
+            conn.terminate_instances(InstanceIds=[instance_id])
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != NOT_FOUND:
+                raise
 
 
 class Ec2TerminateClusterOperator(EC2TerminateInstanceOperator):
-    """Terminate the cluster's instances: those given, and any other instance carrying
-    their cluster id tag that is not ended yet (belt and braces: nothing left billing)."""
+    """Terminate every instance tagged with the run's cluster id (all attempts', whatever
+    ``create_job_flow`` managed to return), and wait until none is left running.
 
-    def __init__(self, **kwargs: Any):
+    Its trigger rule stays ``all_done`` when the DAG makes it the teardown
+    (:meth:`as_teardown`): it runs even when ``create_job_flow`` failed after launching,
+    which ``all_done_setup_success`` would skip. A teardown does not decide the run's
+    state, so a failed run stays failed; with no plan (the run failed before planning
+    a cluster) or no instance tagged, it does nothing."""
+
+    template_fields: Sequence[str] = (*EC2TerminateInstanceOperator.template_fields, "cluster")
+
+    def __init__(self, *, cluster: Any, **kwargs: Any):
         kwargs.setdefault("poll_interval", TERMINATE_POLL)
         kwargs.setdefault("max_attempts", TERMINATE_POLLS)
-        super().__init__(wait_for_completion=True, **kwargs)
+        super().__init__(instance_ids=[], wait_for_completion=True, **kwargs)
+        self.cluster = cluster
+
+    def as_teardown(self, **kwargs: Any) -> Ec2TerminateClusterOperator:
+        from airflow.sdk import TriggerRule
+
+        super().as_teardown(**kwargs)
+        self.trigger_rule = TriggerRule.ALL_DONE
+        return self
 
     def execute(self, context: Any) -> list[str]:
-        given = self.instance_ids or []
-        given = [given] if isinstance(given, str) else list(given)
-        described = self.hook.conn.describe_instances(InstanceIds=given) if given else None
-        clusters = {
-            tags(inst)[CLUSTER_TAG]
-            for inst in (instances(described) if described else [])
-            if CLUSTER_TAG in tags(inst)
-        }
-        found = self.hook.conn.describe_instances(
-            Filters=[
-                {"Name": f"tag:{CLUSTER_TAG}", "Values": sorted(clusters)},
-                {"Name": "instance-state-name", "Values": list(LIVE)},
-            ]
-        ) if clusters else {"Reservations": []}  # fmt: skip
-        tagged = [i["InstanceId"] for i in instances(found)]
-        self.instance_ids = sorted({*given, *tagged})
-        if not self.instance_ids:
-            self.log.info("no instance left to terminate")
+        if not self.cluster:
+            self.log.info("no cluster was planned: nothing to terminate")
             return []
-        super().execute(context)
-        self.log.info("cluster %s terminated: %s", ", ".join(sorted(clusters)), self.instance_ids)
+        cluster_id = self.cluster["cluster_id"]
+        conn = self.hook.conn
+        self.instance_ids = live_instances(conn, cluster_id)
+        if not self.instance_ids:
+            self.log.info("cluster %s: no instance left to terminate", cluster_id)
+            return []
+        self.log.info("cluster %s: terminating %s", cluster_id, self.instance_ids)
+        terminate(conn, self.instance_ids)
+        for _ in range(self.max_attempts):
+            left = [i for i in live_instances(conn, cluster_id) if i in self.instance_ids]
+            if not left:
+                break
+            time.sleep(self.poll_interval)
+        else:
+            raise AirflowException(f"cluster {cluster_id}: still not terminated: {left}")
+        self.log.info("cluster %s terminated: %s", cluster_id, self.instance_ids)
         return self.instance_ids
 
 
@@ -75,5 +125,5 @@ def clear_leftovers(settings: Settings) -> dict[str, list[str]]:
         leftovers.setdefault(tags(inst).get(CLUSTER_TAG, "?"), []).append(inst["InstanceId"])
     ids = sorted(i for group in leftovers.values() for i in group)
     if ids:
-        hook.conn.terminate_instances(InstanceIds=ids)
+        terminate(hook.conn, ids)
     return {cluster: sorted(group) for cluster, group in leftovers.items()}

@@ -28,14 +28,16 @@ def request(env: dict | None = None) -> dict:
 
 def run_instances(cluster: dict, role: str) -> dict:
     """The whole RunInstances request the operator sends for ``role``."""
+    from fruits.clusters.ec2.attempt import client_token
+    from fruits.clusters.ec2.request import run_instances_request
     from fruits.clusters.ec2.user_data import render_user_data
 
     values = {**cluster["user_data"], "region": "eu-west-1", "role": role,
               "master_host": "10.0.0.5" if role == "worker" else ""}  # fmt: skip
-    count = 1 if role == "primary" else cluster["worker_count"]
-    config = cluster["primary" if role == "primary" else "workers"]
-    return {"ImageId": cluster["image_id"], "MinCount": count, "MaxCount": count,
-            "UserData": render_user_data(values), **config}  # fmt: skip
+    return run_instances_request(
+        cluster, role, user_data=render_user_data(values), attempt="1-0a1b2c3d",
+        client_token=client_token("manual__1", cluster["cluster_id"], 1, role),
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("role", ["primary", "worker"])
@@ -62,7 +64,10 @@ def test_the_run_instances_request_is_valid_for_ec2s_api_model(role):
 def test_nodes_are_locked_down_and_only_workers_are_spot():
     cluster = request({"FRUITS_EC2_WORKER_SPOT": "true", "FRUITS_EC2_WORKER_COUNT": "3"})
     primary, workers = run_instances(cluster, "primary"), run_instances(cluster, "worker")
-    assert workers["MinCount"] == workers["MaxCount"] == 3
+    assert (primary["MinCount"], primary["MaxCount"]) == (1, 1)
+    # as many workers as EC2 grants, up to 3: the cluster starts at a quorum
+    assert (workers["MinCount"], workers["MaxCount"]) == (1, 3)
+    assert primary["ClientToken"] != workers["ClientToken"]
     for req in (primary, workers):
         assert req["MetadataOptions"]["HttpTokens"] == "required"  # IMDSv2 only
         assert req["InstanceInitiatedShutdownBehavior"] == "terminate"
@@ -74,6 +79,7 @@ def test_nodes_are_locked_down_and_only_workers_are_spot():
         assert {s["ResourceType"] for s in req["TagSpecifications"]} == {
             "instance", "volume", "network-interface"}  # fmt: skip
         tags = {t["Key"]: t["Value"] for t in req["TagSpecifications"][0]["Tags"]}
+        assert tags["fruits:attempt"] == "1-0a1b2c3d"
         assert tags["fruits:cluster-id"] == cluster["cluster_id"] == "ec2-manual-1-ab12cd34"
         assert tags["fruits:bucket"] == "my-fruits"  # what clear_leftovers may reap
         assert "shutdown -h" in req["UserData"]
