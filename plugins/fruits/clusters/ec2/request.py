@@ -15,6 +15,7 @@ from typing import Any
 from fruits.clusters.ec2.attempt import ATTEMPT_TAG
 from fruits.clusters.ec2.instances import BUCKET_TAG, CLUSTER_TAG, PROJECT_TAG, ROLE_TAG
 from fruits.settings import Settings
+from fruits.storage.wheels import node_wheels
 
 
 def instance_config(
@@ -79,6 +80,7 @@ def cluster_request(
         "Name": name,
         "cluster_id": cluster_id,
         "log_prefix": log_prefix,
+        # FRUITS_EC2_ARCH picked both: AL2023 of that arch, m5 or m7g (settings.ec2_settings)
         "image_id": ec2.ami,
         "worker_count": ec2.worker_count,
         "ready_timeout": ec2.ready_timeout,
@@ -100,6 +102,9 @@ def cluster_request(
             "ready_timeout": ec2.ready_timeout,
             "lifetime_minutes": lifetime,
             "hadoop_aws": ec2.hadoop_version,
+            # offline installs: the staged wheels of the ec2 set for the nodes' arch
+            "wheels_uri": node_wheels("ec2", ec2.arch, settings.jobs_dir).uri(settings.bucket),
+            "jars_uri": ec2.jars_uri,
             "python": ec2.python,
         },
     }

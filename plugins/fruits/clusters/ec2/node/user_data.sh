@@ -22,6 +22,8 @@ WORKERS='{{workers}}'
 READY_TIMEOUT='{{ready_timeout}}'
 LIFETIME_MINUTES='{{lifetime_minutes}}'
 HADOOP_AWS='{{hadoop_aws}}'
+WHEELS_URI='{{wheels_uri}}' # the staged wheels of the nodes' requirements (make stage-wheels)
+JARS_URI='{{jars_uri}}'     # hadoop-aws and the AWS SDK bundle; empty: from Maven
 PYTHON='{{python}}'
 REGION='{{region}}'
 NODE_HOME='{{node_home}}' # code/, venv/ and work/ (fruits.clusters.ec2.user_data.NODE_HOME)
@@ -108,10 +110,22 @@ install -d -o spark -g spark -m 700 /home/spark/.aws
 printf '[default]\nregion = %s\n' "$REGION" >/home/spark/.aws/config
 chown spark:spark /home/spark/.aws/config
 aws s3 cp --recursive --only-show-errors --region "$REGION" "$CODE_PREFIX" "$NODE_HOME/code/"
+# Offline: the venv from the staged wheels (index.json is written last by the staging),
+# never from the package index; the s3a jars from the bucket when JARS_URI is set.
+aws s3 cp --recursive --only-show-errors --region "$REGION" "$WHEELS_URI" "$NODE_HOME/wheels/"
+test -f "$NODE_HOME/wheels/index.json" # no manifest: not staged (make stage-wheels)
 VENV=$NODE_HOME/venv
 "$PYTHON" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --no-cache-dir --upgrade pip
-"$VENV/bin/python" -m pip install -q --no-cache-dir -r "$NODE_HOME/code/node-requirements.txt"
+"$VENV/bin/python" -m pip install -q --no-cache-dir --no-index \
+    --find-links "$NODE_HOME/wheels" -r "$NODE_HOME/code/node-requirements.txt"
+rm -rf "$NODE_HOME/wheels"
+SPARK_JARS_LINE=""
+if [ -n "$JARS_URI" ]; then
+    aws s3 cp --recursive --only-show-errors --region "$REGION" "$JARS_URI" "$NODE_HOME/jars/"
+    JARS=$(find "$NODE_HOME/jars" -name '*.jar' | sort | paste -sd, -)
+    test -n "$JARS" # FRUITS_EC2_JARS_URI holds no jar
+    SPARK_JARS_LINE="spark.jars                                    $JARS"
+fi
 
 # Spark's configuration, in pyspark's default conf dir: the master, the worker and
 # every spark-submit of the steps read it without any environment of their own.
@@ -123,7 +137,7 @@ esac
 install -d -m 755 "$SPARK_HOME/conf"
 install -m 640 -o root -g spark /dev/null "$SPARK_HOME/conf/spark-defaults.conf" # the secret
 cat >"$SPARK_HOME/conf/spark-defaults.conf" <<EOF
-spark.jars.packages                           $HADOOP_AWS_COORDINATE
+${SPARK_JARS_LINE:-spark.jars.packages                           $HADOOP_AWS_COORDINATE}
 spark.hadoop.fs.s3.impl                       org.apache.hadoop.fs.s3a.S3AFileSystem
 spark.hadoop.fs.s3a.aws.credentials.provider  org.apache.hadoop.fs.s3a.auth.IAMInstanceCredentialsProvider
 spark.hadoop.fs.s3a.endpoint.region           $REGION

@@ -44,6 +44,8 @@ def user_data_values(**changes) -> dict[str, object]:
         "ready_timeout": 1200,
         "lifetime_minutes": 240,
         "hadoop_aws": "org.apache.hadoop:hadoop-aws:3.5.0",
+        "wheels_uri": f"s3://{BUCKET}/wheels/25eb1ce0b6645ef3/x86_64/",
+        "jars_uri": "",
         "python": "python3.11",
         "region": REGION,
     }
