@@ -29,6 +29,7 @@ UNSCOPABLE_ACTIONS = frozenset(
         "ec2:DescribeSubnets",
         "ec2:DescribeSecurityGroups",
         "ssm:GetCommandInvocation",
+        "ec2:GetEbsDefaultKmsKeyId",  # the ec2 pre-flight's look at the default EBS key
     }
 )
 PROJECT = "fruits-pipeline"

@@ -82,11 +82,18 @@ def clear_leftovers(settings: Settings) -> dict[str, list[str]]:
 
 def preflight(settings: Settings, run: dict) -> None:
     """The subnet and security group, if set: in the connection's region, one VPC; the
-    staged wheels of the nodes' requirements (``make stage-wheels``)."""
-    from fruits.clusters.common.preflight import ec2_network, staged_wheels
+    staged wheels of the nodes' requirements (``make stage-wheels``); a warning if the
+    account's default EBS key is a customer-managed key (KMS grants, :mod:`.kms`)."""
+    import logging
+
+    from fruits.clusters.common.preflight import ec2_client, ec2_network, staged_wheels
+    from fruits.clusters.ec2.kms import default_key_warning
 
     ec2_network(settings)
     staged_wheels(settings, "ec2")  # the nodes install offline from them
+    warning = default_key_warning(ec2_client(settings.aws_conn_id))
+    if warning:
+        logging.getLogger(__name__).warning("%s", warning)
 
 
 def cluster_tasks(settings: Settings, plan: Any) -> ClusterTasks:
