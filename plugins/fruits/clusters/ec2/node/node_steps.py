@@ -8,7 +8,8 @@ node, with ``step_runner.py``, ``standalone.py``, ``executor_sizing.py`` and
 - Output goes up in parts: each poll sends only the bytes written since the last one,
   as ``steps/<id>/stdout.parts/00001``... (the whole output, every byte once), and
   refreshes ``steps/<id>/stdout`` (and ``stderr``), the last :data:`TAIL_BYTES` of it,
-  which the sensor shows. (Uploading the whole file on every poll, into a versioned
+  which the sensor shows (while the step runs, every :data:`TAIL_EVERY` seconds at
+  most; at its end, always). (Uploading the whole file on every poll, into a versioned
   bucket, kept a copy of it per poll.)
 - The steps' ``spark-submit`` read ``<work>/conf/`` (``SPARK_CONF_DIR``): the node's
   Spark configuration (the cluster's ``spark.authenticate`` secret, scratch and event
@@ -23,10 +24,12 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import math
 import os
 import re
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from node_daemons import spark_conf_dir
 from node_report import LogPrefix, say
 
 TAIL_BYTES = 64 * 1024  # the refreshed tail of a step's output: what the sensor shows
+TAIL_EVERY = 300.0  # seconds between refreshes of a running step's tail (each is a version)
 
 
 class Interrupted(BaseException):
@@ -59,11 +63,12 @@ class Mirror:
 
     OUTPUTS = ("stdout", "stderr")
 
-    def __init__(self, log: LogPrefix, events: Path | None = None):
+    def __init__(self, log: LogPrefix, events: Path | None = None, tail_every: float = TAIL_EVERY):
         self.log = log
         self.events = events  # spark.eventLog.dir on this node
+        self.tail_every = tail_every
         self.sent: dict[tuple[str, str], tuple[int, int]] = {}  # -> (bytes sent, parts)
-        self.tails: dict[tuple[str, str], int] = {}  # -> file size when its tail was sent
+        self.tails: dict[tuple[str, str], tuple[int, float]] = {}  # -> (size, when) sent
         self.events_sent: set[str] = set()
 
     def _put(self, key: str, body: bytes, kind: str = "text/plain") -> bool:
@@ -74,8 +79,9 @@ class Mirror:
             say(f"could not copy to {self.log.uri}{key}: {exc}")
             return False
 
-    def _output(self, sid: str, folder: Path, name: str) -> None:
-        """The bytes of ``name`` not sent yet as the next part; then its tail, if it grew."""
+    def _output(self, sid: str, folder: Path, name: str, final: bool = True) -> None:
+        """The bytes of ``name`` not sent yet as the next part; then its tail, if it grew
+        (while the step runs, at most every ``tail_every`` seconds)."""
         path = folder / name
         if not path.exists():
             return
@@ -87,7 +93,8 @@ class Mirror:
         if new and self._put(f"steps/{sid}/{name}.parts/{part + 1:05d}", new):
             offset, part = offset + len(new), part + 1
             self.sent[key] = (offset, part)
-        if offset and self.tails.get(key) != offset:
+        size, when = self.tails.get(key, (0, -math.inf))
+        if offset and size != offset and (final or time.monotonic() - when >= self.tail_every):
             with path.open("rb") as f:
                 f.seek(max(0, offset - TAIL_BYTES))
                 tail = f.read(min(offset, TAIL_BYTES))
@@ -95,7 +102,7 @@ class Mirror:
                 head = f"[{offset - TAIL_BYTES} earlier bytes: {name}.parts/]\n"
                 tail = head.encode() + tail
             if self._put(f"steps/{sid}/{name}", tail):
-                self.tails[key] = offset
+                self.tails[key] = (offset, time.monotonic())
 
     def _state(self, sid: str, folder: Path) -> None:
         path = folder / "state.json"
@@ -144,7 +151,7 @@ class Mirror:
 
     def progress(self, sid: str, folder: Path) -> None:
         for name in self.OUTPUTS:
-            self._output(sid, folder, name)
+            self._output(sid, folder, name, final=False)
 
     def everything(self, sid: str, folder: Path) -> None:
         for name in self.OUTPUTS:

@@ -290,7 +290,7 @@ def test_a_running_step_s_output_goes_up_once_in_parts_and_as_a_bounded_tail(
 ):
     steps = node_modules["node_steps"]
     log = FakeLog()
-    mirror = steps.Mirror(log)
+    mirror = steps.Mirror(log, tail_every=0)  # a tail on every poll, to see each one
     folder = tmp_path / "s-1"
     folder.mkdir()
     whole = b""
@@ -311,6 +311,25 @@ def test_a_running_step_s_output_goes_up_once_in_parts_and_as_a_bounded_tail(
     sent = sum(len(b) for _, b in log.puts)
     assert sent < len(whole) + 10 * (steps.TAIL_BYTES + 100)  # whole-file copies: 5.5x
     assert not [k for k, _ in log.puts if "stdout" in k]  # no stdout file: nothing
+
+
+def test_a_running_step_s_tail_is_refreshed_now_and_then_and_at_its_end(node_modules, tmp_path):
+    steps = node_modules["node_steps"]
+    log = FakeLog()
+    mirror = steps.Mirror(log)  # TAIL_EVERY: 5 minutes between a running step's tails
+    folder = tmp_path / "s-2"
+    folder.mkdir()
+    for poll in range(5):
+        with (folder / "stdout").open("ab") as f:
+            f.write(f"poll {poll}\n".encode())
+        mirror.progress("s-2", folder)
+    assert [b for k, b in log.puts if k == "steps/s-2/stdout"] == [b"poll 0\n"]
+    assert len([k for k, _ in log.puts if ".parts/" in k]) == 5  # the parts: every poll
+    (folder / "state.json").write_text(json.dumps({"state": "COMPLETED"}))
+    mirror.changed("s-2", folder)
+    tails = [b for k, b in log.puts if k == "steps/s-2/stdout"]
+    assert tails[-1] == b"".join(f"poll {n}\n".encode() for n in range(5))
+    assert log.puts[-1][0] == "steps/s-2/state.json"  # the output before the state
 
 
 # --- run-steps for real: a spark-submit, its event log and output in S3 -----------------
