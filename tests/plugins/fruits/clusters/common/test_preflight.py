@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import boto3
 import pytest
+import wheel_fixtures
 from botocore.exceptions import ClientError
-from dag_support import REGION
+from dag_support import BUCKET, REGION
 
 from fruits.clusters import backend
 from fruits.clusters.common import preflight
@@ -18,6 +19,7 @@ MISSING_SUBNET = "subnet-0123456789abcdef0"
 MISSING_GROUP = "sg-0123456789abcdef0"
 TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
 RUN = {"model": "mobilenetv2", "weights": "random"}
+staged_wheels = wheel_fixtures.staged_wheels  # a fixture: the nodes' wheels, staged on moto
 
 
 @pytest.fixture
@@ -36,14 +38,15 @@ def network(aws):
 
 
 def emr(**env: str):
-    return load_settings({"FRUITS_COMPUTE": "emr", **env})
+    return load_settings({"FRUITS_COMPUTE": "emr", "FRUITS_BUCKET": BUCKET, **env})
 
 
 def ec2(**env: str):
-    return load_settings({"FRUITS_COMPUTE": "ec2", **env})
+    return load_settings({"FRUITS_COMPUTE": "ec2", "FRUITS_BUCKET": BUCKET, **env})
 
 
-def test_emr_accepts_a_tagged_subnet_or_none(network):
+def test_emr_accepts_a_tagged_subnet_or_none(network, staged_wheels):
+    staged_wheels()  # the backends' pre-flight checks those too (test_preflight_wheels.py)
     backend("emr").preflight(emr(FRUITS_EMR_SUBNET=network["tagged"]), RUN)
     backend("emr").preflight(emr(), RUN)  # unset: EMR picks the default VPC, no call made
 
@@ -75,7 +78,8 @@ def test_a_subnet_that_is_not_in_the_connections_region_is_named_so(network, aws
         )
 
 
-def test_ec2_accepts_its_subnet_and_group_of_one_vpc(network):
+def test_ec2_accepts_its_subnet_and_group_of_one_vpc(network, staged_wheels):
+    staged_wheels()
     backend("ec2").preflight(
         ec2(FRUITS_EC2_SUBNET=network["plain"], FRUITS_EC2_SECURITY_GROUP=network["group"]), RUN
     )  # the EMR tag is no concern of plain EC2
