@@ -207,8 +207,8 @@ def staged_wheels(settings: Any, kind: str, client: Any | None = None) -> None:
         if _code(exc) != "NoSuchBucket":
             raise
         manifest = None
-    if manifest is not None and manifest.get("requirements") == list(wheels.lines):
-        return
+    if manifest is not None and sorted(manifest.get("requirements", [])) == sorted(wheels.lines):
+        return  # (the folder's name is the hash of the same pins: a reordered file finds it)
     raise PreflightError(
         f"the {kind} nodes' wheels ({arch}) are not staged at {where}: the nodes install "
         f"offline, from the bucket only. Stage them once from a machine that reaches the "
