@@ -290,6 +290,22 @@ def test_a_step_runner_that_dies_fails_the_run_at_once_with_its_log(
     assert snapshot(aws) == earlier_outputs
 
 
+def test_a_step_runner_killed_outright_fails_the_run_once_it_stops_beating(
+    load_dag, batch, aws, ec2_nodes, earlier_outputs, monkeypatch, capfd
+):
+    from fruits.clusters.ec2 import steps
+
+    monkeypatch.setattr(steps, "RUNNER_SILENT", 2)
+    ec2_nodes("ready", steps="runner_killed")
+    dag_run = run(load_dag("ec2"))
+
+    failed_at(dag_run, "wait_for_step")
+    assert_all_terminated(aws)
+    out = capfd.readouterr().out
+    assert "the step runner has said nothing for" in out
+    assert snapshot(aws) == earlier_outputs
+
+
 def test_a_step_runner_that_never_starts_fails_the_run_with_the_ssm_outcome(
     load_dag, batch, aws, ec2_nodes, earlier_outputs, monkeypatch, capfd
 ):

@@ -286,7 +286,8 @@ class Ec2NodeDriver(BackgroundDriver):
     ``complete`` (each COMPLETED, writing what the jobs would), ``fail`` (the first
     FAILED with a stderr, the later ones CANCELLED), ``fail_reduce`` (featurize
     COMPLETED, reduce FAILED), ``runner_dies`` (the runner exits with no step done, its
-    log uploaded), ``runner_never_starts`` (nothing at all); then it says it exited."""
+    log uploaded), ``runner_killed`` (it says it runs, then nothing more),
+    ``runner_never_starts`` (nothing at all); then it says it exited."""
 
     def __init__(self, clients, policy: str, steps: str = "complete"):
         super().__init__()
@@ -356,6 +357,8 @@ class Ec2NodeDriver(BackgroundDriver):
         if self.steps == "runner_never_starts":
             return
         self.put(log + "runner.json", {"state": "running", "pid": 4242})
+        if self.steps == "runner_killed":  # SIGKILL: no last word, no more beats
+            return
         if self.steps == "runner_dies":
             self.clients.s3.put_object(Bucket=BUCKET, Key=log + "runner.log",
                                        Body=RUNNER_ERROR.encode())  # fmt: skip

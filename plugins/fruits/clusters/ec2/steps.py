@@ -26,6 +26,9 @@ SSM_POLL, SSM_POLLS = 5, 60  # how often, and how many times, the operator looks
 # command started it: a runner that never says it runs is dead (it fails in seconds)
 RUNNER_START_GRACE = 300
 RUNNER_LOG_TAIL = 60  # lines of the runner's own log shown when it died
+# seconds without a rewrite of runner.json (the runner beats every minute) after which a
+# running runner counts as dead: killed outright (SIGKILL, the OOM killer), no finally ran
+RUNNER_SILENT = 600
 
 
 class Ec2AddStepsOperator(SsmRunCommandOperator):
@@ -177,6 +180,14 @@ class Ec2StepsSensor(StepFilesSensor):
                 f"{runner.get('returncode')}{error}) before steps {self.step_ids} finished\n"
                 f"{self.runner_log(s3)}"
             )
+        if runner is not None and runner.get("state") == "running":
+            silent = self.runner_silence(s3)
+            if silent > RUNNER_SILENT:
+                return (
+                    f"cluster {cluster_id}: the step runner has said nothing for {silent:.0f}s "
+                    f"(its {self.log_prefix}runner.json is rewritten every minute while it "
+                    f"runs): killed, or its node is gone\n{self.runner_log(s3)}"
+                )
         waited = time.time() - float(self.runner["started_at"])
         if runner is None and waited > RUNNER_START_GRACE:
             return (
@@ -185,6 +196,14 @@ class Ec2StepsSensor(StepFilesSensor):
                 f"{self.runner['command_id']}; {self.ssm_outcome()}\n{self.runner_log(s3)}"
             )
         return None
+
+    def runner_silence(self, s3: Any) -> float:
+        """Seconds since ``runner.json`` was last written (S3's clock, not the node's)."""
+        import datetime as dt
+
+        bucket, key = split_uri(self.log_prefix + "runner.json")
+        written = s3.get_key(key, bucket_name=bucket).last_modified
+        return (dt.datetime.now(dt.UTC) - written).total_seconds()
 
     def runner_log(self, s3: Any) -> str:
         uri = f"{self.log_prefix}runner.log"

@@ -34,6 +34,7 @@ import fcntl
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,13 +64,15 @@ from step_runner import now  # noqa: E402
 
 QUORUM_GRACE = 120.0  # seconds: the stragglers' chance once a quorum of workers joined
 RUNNER_LOG = "/var/log/fruits-steps.log"  # fruits.clusters.ec2.user_data.run_steps_command's
+HEARTBEAT = 60.0  # seconds between two rewrites of runner.json while the runner runs
 
 
 def cmd_run_steps_reported(args: argparse.Namespace) -> int:
     """``run-steps`` that says it runs: ``LOG/runner.json`` is ``running`` before the
-    first step and ``exited`` (with the status, and the error if it crashed) however it
-    ends; its own log goes to ``LOG/runner.log`` then. The ``wait_for_step`` sensor
-    fails at once on an ``exited`` runner whose steps are not done."""
+    first step (rewritten every ``--heartbeat`` seconds) and ``exited`` (with the status,
+    and the error if it crashed) however it ends; its own log goes to ``LOG/runner.log``
+    then. The ``wait_for_step`` sensor fails at once on an ``exited`` runner whose steps
+    are not done, and on a ``running`` one that stopped beating."""
     log = LogPrefix(args.log_prefix)
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,19 @@ def cmd_run_steps_reported(args: argparse.Namespace) -> int:
             say(f"another run-steps is running in {work}: not starting a second one")
             return 1
         fcntl.flock(lock, fcntl.LOCK_UN)
-    log.put_json("runner.json", {"state": "running", "pid": os.getpid(), "started_at": now()})
+    running = {"state": "running", "pid": os.getpid(), "started_at": now()}
+    log.put_json("runner.json", running)
+    stop = threading.Event()
+
+    def beat() -> None:  # a runner killed outright (SIGKILL, OOM) stops beating
+        while not stop.wait(args.heartbeat):
+            try:
+                log.put_json("runner.json", {**running, "beat_at": now()})
+            except Exception as exc:  # S3 unreachable for a while: the next beat
+                say(f"could not write {log.uri}runner.json: {exc}")
+
+    beating = threading.Thread(target=beat, name="runner-heartbeat", daemon=True)
+    beating.start()
     code, error = 1, ""
     try:
         code = cmd_run_steps(args)
@@ -90,6 +105,8 @@ def cmd_run_steps_reported(args: argparse.Namespace) -> int:
         say(error)
         raise
     finally:
+        stop.set()
+        beating.join(timeout=30)
         sys.stdout.flush()
         path = Path(args.runner_log)
         try:
@@ -279,6 +296,12 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run-steps", help="run LOG/steps.json, mirroring states to S3")
     run.add_argument("--log-prefix", required=True, help="s3://bucket/logs/ec2/<id>/")
     run.add_argument("--work-dir", required=True, help="steps' local files")
+    run.add_argument(
+        "--heartbeat",
+        type=float,
+        default=HEARTBEAT,
+        help="seconds between two rewrites of LOG/runner.json (a runner that stops is dead)",
+    )
     run.add_argument(
         "--runner-log",
         default=RUNNER_LOG,

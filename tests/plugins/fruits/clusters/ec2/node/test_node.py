@@ -519,7 +519,7 @@ spark.stop()
 
 
 def _run_steps(
-    processes, aws, steps: list[dict], tmp_path: Path, mirror_interval: float
+    processes, aws, steps: list[dict], tmp_path: Path, mirror_interval: float, *extra: str
 ) -> tuple[subprocess.Popen, Path]:
     """``node.py run-steps`` on ``steps`` (written to LOG/steps.json first, as
     add_steps does); the runner and the file its output goes to."""
@@ -527,7 +527,7 @@ def _run_steps(
     out = tmp_path / "run-steps.out"
     runner = processes.node(
         "run-steps", "--log-prefix", LOG, "--mirror-interval", str(mirror_interval),
-        "--runner-log", str(out), work=tmp_path / "steps", log=out,
+        "--runner-log", str(out), *extra, work=tmp_path / "steps", log=out,
     )  # fmt: skip
     return runner, out
 
@@ -610,7 +610,7 @@ def test_sigterm_marks_the_running_step_interrupted_and_ends_it(moto, aws, proce
             "bash", "-c", "echo 'waiting for the fruit' >&2; exec sleep 300"]},
         {"id": "s-2LATER", "name": "later", "argv": ["true"]},
     ]  # fmt: skip
-    runner, out = _run_steps(processes, aws, steps, tmp_path, mirror_interval=1)
+    runner, out = _run_steps(processes, aws, steps, tmp_path, 1, "--heartbeat", "1")
     deadline = time.monotonic() + 120
     sleeper = None
     while sleeper is None:  # RUNNING in S3, its stderr mirrored while it runs
@@ -624,8 +624,12 @@ def test_sigterm_marks_the_running_step_interrupted_and_ends_it(moto, aws, proce
             if state.get("state") == "RUNNING" and kids and "waiting for the fruit" in progress:
                 sleeper = kids[0]
         time.sleep(0.5)
+    while "beat_at" not in _runner(aws):  # it beats while the step runs
+        assert time.monotonic() < deadline, _text(out)
+        time.sleep(0.5)
     os.kill(runner.pid, signal.SIGTERM)
     assert _wait_exit(runner, 60, out) == 1
+    assert _runner(aws)["state"] == "exited"  # the last word, after the last beat
     states = _states(aws, ["s-1SLEEPY", "s-2LATER"])
     assert states["s-1SLEEPY"]["state"] == "INTERRUPTED"
     assert "SIGTERM" in states["s-1SLEEPY"]["reason"]
