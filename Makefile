@@ -43,8 +43,11 @@ weights: venv
 # The ImageNet weights in Keras' cache, to s3://$(FRUITS_BUCKET)/models/<model>/ for the
 # emr and ec2 backends (fruits/dev/stage_weights.py; your shell's AWS credentials);
 # unchanged objects are skipped. MODELS="mobilenet vgg16" limits it (default: all cached).
+# It also converts each model for the cloud nodes (models/<key>.tflite; TensorFlow runs
+# here): SIZES="224 128" (default: FRUITS_IMAGE_SIZE, else 224); WEIGHTS=random|s3://...h5
+# converts other weights (docs/weights.md).
 stage-weights: venv
-	$(BIN)/python -m fruits.dev.stage_weights $(if $(FRUITS_BUCKET),--bucket $(FRUITS_BUCKET)) $(if $(MODELS),--models $(MODELS))
+	$(BIN)/python -m fruits.dev.stage_weights $(if $(FRUITS_BUCKET),--bucket $(FRUITS_BUCKET)) $(if $(MODELS),--models $(MODELS)) $(if $(SIZES),--image-sizes $(SIZES)) $(if $(WEIGHTS),--weights $(WEIGHTS))
 
 # The cluster nodes' wheels (emr and ec2 requirement sets, x86_64 and arm64), downloaded
 # once into dist/wheels/ (pip download --only-binary, the nodes' platform tags, constraints.txt;

@@ -62,6 +62,8 @@ ROLES: dict[str, Role] = {
 OPERATOR_ONLY = {
     "plugins/fruits/storage/weights.py": ("stage", "_remote_sha256"),
     "plugins/fruits/storage/wheels.py": ("upload_wheels",),  # make stage-wheels
+    # make stage-weights: the converted models and their sources' sidecars
+    "plugins/fruits/storage/converted_models.py": ("upload", "record_source"),
 }
 OPERATOR_CALLERS = ("plugins/fruits/dev/",)
 

@@ -84,9 +84,11 @@ def trigger_form(settings: Settings) -> dict[str, Any]:
             enum=list(runtime_names()),
             title="Runtime",
             description=(
-                "What runs the CNN: auto (the model's faster runtime: keras for vgg16, "
-                "litert otherwise), litert (the model converted once per run, ~4x Keras' "
-                "speed for MobileNets on a CPU, same features) or keras (Keras itself)."
+                "What runs the CNN: auto (local: the model's faster runtime, keras for "
+                "vgg16, litert otherwise; emr and ec2: always litert, on the model "
+                "`make stage-weights` converted), litert (a converted model, ~4x Keras' "
+                "speed for MobileNets on a CPU, same features) or keras (Keras itself: "
+                "the local backend only)."
             ),
         ),
         "weights": Param(
@@ -226,6 +228,18 @@ def validate(
         image_size=image_size,
         variance=variance,
     )
+
+
+def check_runtime_on_nodes(runtime: str) -> None:
+    """ParamError('runtime') for ``keras`` on a cloud backend: its nodes have no Keras
+    (spark_jobs/requirements.txt); they run the converted model on LiteRT."""
+    if runtime == rules.KERAS:
+        raise ParamError(
+            "runtime",
+            "keras cannot run on the emr and ec2 nodes: they have no TensorFlow or Keras "
+            "and run the model `make stage-weights` converted, on LiteRT (runtime auto or "
+            "litert; docs/performance.md has VGG16's figures)",
+        )
 
 
 def check_weights_readable(

@@ -44,9 +44,16 @@ def validate_params(
 ) -> dict:
     """The run's batch and parameters, checked, and the backend's settings (its
     ``preflight``): fails (no retry) naming what to change, before anything is uploaded
-    or created. Remote backends read ``imagenet`` staged in the bucket, not this cache."""
-    from fruits.clusters.common.preflight import PreflightError
-    from fruits.params import ParamError, check_weights_readable, validate
+    or created. Remote backends read ``imagenet`` staged in the bucket, not this cache,
+    and their nodes run a converted model, never Keras: its URI is the run's
+    ``model_file`` (the local backend converts on its driver: no ``model_file``)."""
+    from fruits.clusters.common.preflight import PreflightError, converted_model
+    from fruits.params import (
+        ParamError,
+        check_runtime_on_nodes,
+        check_weights_readable,
+        validate,
+    )
     from fruits.storage.batches import latest_batch
 
     settings = load_settings()
@@ -55,12 +62,17 @@ def validate_params(
                        latest=lambda source: latest_batch(source, _source_s3()))  # fmt: skip
         cluster = backend(compute or settings.compute)
         staged_in = settings.bucket if cluster.REMOTE else None
+        if cluster.REMOTE:
+            check_runtime_on_nodes(run.runtime)
         check_weights_readable(run.weights, run.model, _s3(), staged_in=staged_in)
         cluster.preflight(settings, run.as_dict())
+        checked = run.as_dict()
+        if cluster.REMOTE:
+            checked["model_file"] = converted_model(settings, checked, _s3().get_conn())
     except (ParamError, PreflightError) as exc:
         raise AirflowFailException(str(exc)) from None
-    print(f"batch {run.batch}: {run.as_dict()}")
-    return run.as_dict()
+    print(f"batch {run.batch}: {checked}")
+    return checked
 
 
 def find_batch(batch: str, source: str) -> int:

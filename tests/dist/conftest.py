@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from airflow_fixtures import *  # noqa: F403
 from dag_support import ROOT
+from model_fixtures import *  # noqa: F403  (the converted model, staged on moto)
 from wheel_fixtures import *  # noqa: F403  (the nodes' wheels, staged on moto)
 
 from bundles.build import build

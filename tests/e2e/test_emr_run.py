@@ -194,9 +194,10 @@ def test_params_outside_the_form_schema_are_refused_at_trigger(load_dag, batch, 
 
 
 def test_missing_batch_ends_the_run_early_without_a_cluster(
-    load_dag, fruits_env, aws, staged_wheels
+    load_dag, fruits_env, aws, staged_wheels, staged_model
 ):
-    wheels = set(_staged(staged_wheels, aws))
+    staged_model()  # the converted model (and its manifest) validate_params looks for
+    wheels = set(_staged(staged_wheels, aws)) | set(aws.keys("models/"))
     (fruits_env / "2026-11-23").mkdir()  # an empty batch folder
     for date in ("2026-11-23", "2026-11-22"):  # empty, missing
         dag_run = run(load_dag("emr"), date=date)
@@ -206,7 +207,7 @@ def test_missing_batch_ends_the_run_early_without_a_cluster(
         skipped = {t for t, s in states.items() if s == "skipped"}
         assert skipped == set(states) - {"validate_params", "find_batch"}
     assert aws.clusters() == []
-    assert set(aws.keys()) == wheels  # nothing uploaded beside the staged wheels
+    assert set(aws.keys()) == wheels  # nothing uploaded beside the staged wheels and model
 
 
 def _staged(staged_wheels, aws) -> list[str]:

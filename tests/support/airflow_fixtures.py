@@ -241,10 +241,14 @@ def hook(moto, aws):
 
 
 @pytest.fixture
-def staged_weights(aws, tmp_path, monkeypatch) -> Callable[[str], str]:
-    """``staged_weights(model)``: a stand-in ImageNet file for ``model``, staged to the
-    bucket from an operator's Keras cache as ``make stage-weights`` does; returns its URI.
-    The Airflow worker's own cache (``KERAS_HOME``) is empty, as on a fresh MWAA worker."""
+def staged_weights(aws, tmp_path, monkeypatch, request) -> Callable[..., str]:
+    """``staged_weights(model, image_size=64)``: a stand-in ImageNet file for ``model``,
+    staged to the bucket from an operator's Keras cache as ``make stage-weights`` does,
+    with its converted model at ``image_size`` where the ``staged_model`` fixture is
+    available (tests/support/model_fixtures.py); returns the weights' URI. The Airflow
+    worker's own cache (``KERAS_HOME``) is empty, as on a fresh MWAA worker."""
+    import hashlib
+
     from fruits.settings import rules
     from fruits.storage.weights import stage
 
@@ -254,9 +258,15 @@ def staged_weights(aws, tmp_path, monkeypatch) -> Callable[[str], str]:
     if BUCKET not in {b["Name"] for b in aws.s3.list_buckets()["Buckets"]}:
         aws.s3.create_bucket(Bucket=BUCKET)
 
-    def put(model: str = "mobilenetv2") -> str:
-        (cache / rules.MODELS[model].imagenet_file).write_bytes(f"stand-in {model}".encode())
+    def put(model: str = "mobilenetv2", image_size: int = 64) -> str:
+        data = f"stand-in {model}".encode()
+        (cache / rules.MODELS[model].imagenet_file).write_bytes(data)
         (staged,) = stage(aws.s3, BUCKET, [model], cache)
+        try:
+            converted = request.getfixturevalue("staged_model")
+        except pytest.FixtureLookupError:
+            return staged.uri
+        converted(model, image_size, hashlib.sha256(data).hexdigest(), b"stand-in tflite")
         return staged.uri
 
     return put

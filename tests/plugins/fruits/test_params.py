@@ -157,3 +157,12 @@ def test_imagenet_weights_of_a_remote_run_must_be_staged(moto, aws, tmp_path, mo
                 in message)  # fmt: skip
     aws.s3.put_object(Bucket=BUCKET, Key=weights_key("mobilenetv2"), Body=b"h5")
     check_weights_readable("imagenet", "mobilenetv2", hook, staged_in=BUCKET)
+
+
+def test_keras_cannot_run_on_the_cloud_nodes():
+    from fruits.params import check_runtime_on_nodes
+
+    for runtime in ("auto", "litert"):
+        check_runtime_on_nodes(runtime)
+    with pytest.raises(ParamError, match=r"param 'runtime': keras cannot run on the emr and ec2"):
+        check_runtime_on_nodes("keras")

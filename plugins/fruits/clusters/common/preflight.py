@@ -214,3 +214,38 @@ def staged_wheels(settings: Any, kind: str, client: Any | None = None) -> None:
         f"offline, from the bucket only. Stage them once from a machine that reaches the "
         f"package index: {stage_command(settings.bucket)} (docs/deploy-aws.md)"
     )
+
+
+def converted_model(settings: Any, run: dict, client: Any | None = None) -> str:
+    """The URI of the converted model a cloud run's nodes load (``featurize --model-file``;
+    they have no TensorFlow to convert one): made once by ``make stage-weights``
+    (:mod:`fruits.storage.converted_models`). PreflightError naming that command when the
+    bucket lacks it for the run's model, weights and image size."""
+    from botocore.exceptions import ClientError
+
+    from fruits.settings import constraints_file
+    from fruits.storage import converted_models
+    from fruits.storage.weights import weights_uri
+
+    bucket, model, size = settings.bucket, run["model"], int(run["image_size"])
+    weights = run["weights"]
+    read = weights_uri(bucket, model) if weights == "imagenet" else weights
+    client = client or s3_client(settings.aws_conn_id)
+    try:
+        found = converted_models.find(
+            client, bucket, model=model, image_size=size, weights=read,
+            constraints=constraints_file(settings.jobs_dir),
+        )  # fmt: skip
+    except ClientError as exc:
+        raise PreflightError(
+            f"cannot look for the converted model in s3://{bucket}/: {exc}"
+        ) from None
+    if found.found and found.uri:
+        return found.uri
+    where = f"at {found.uri}" if found.uri else f"in s3://{bucket}/models/ for {read}"
+    raise PreflightError(
+        f"no converted model for {model}@{size} with weights {weights} {where}: the "
+        f"cloud nodes run a model converted once, never TensorFlow. Make it "
+        f"where TensorFlow is (the dev install, `make venv`): "
+        f"`{converted_models.stage_command(bucket, model, size, weights)}`"
+    )

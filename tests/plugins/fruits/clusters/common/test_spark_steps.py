@@ -96,3 +96,16 @@ def test_local_reading_of_the_steps(tmp_path):
             spark_submit="s",
             s3_root=tmp_path,
         )
+
+
+def test_a_cloud_run_s_featurize_loads_its_converted_model():
+    """validate_params' ``model_file`` becomes ``--model-file`` (the nodes never convert);
+    without one (the local backend, whose driver converts) there is no such flag."""
+    model_file = f"s3://{BUCKET}/models/vgg16-96-0123456789abcdef01234567.tflite"
+    featurize, _ = build_steps(bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE,
+                               run={**RUN, "model_file": model_file})  # fmt: skip
+    args = featurize["HadoopJarStep"]["Args"]
+    assert args[args.index("--model-file") + 1] == model_file
+    assert args[args.index("--weights") + 1] == CODE["weights"]  # named in the metadata
+    plain, _ = build_steps(bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE, run=RUN)
+    assert "--model-file" not in plain["HadoopJarStep"]["Args"]
