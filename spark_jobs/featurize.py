@@ -44,7 +44,7 @@ from fruits_spark.inference.images import (
     label_from_path,
 )
 from fruits_spark.inference.workers import ModelConfig, featurize_batches
-from fruits_spark.io import fsio
+from fruits_spark.io import fsio, packed
 from fruits_spark.jobs import JobError, run_job
 
 RESULT_TYPE = T.StructType(
@@ -106,9 +106,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 @dataclass(frozen=True)
 class Listing:
-    images: DataFrame  # ``path, content`` of the non-empty image files
-    paths: list[str]  # every image file, zero-byte ones included, spelled as ``path`` is
+    images: DataFrame  # ``path, content``: the files binaryFile reads, or the packed rows
+    total: int  # images listed, zero-byte ones included
+    paths: list[str] | None  # every image file, spelled as ``path`` is (None: packed)
     skipped: int  # other files under the input (hidden ones, '.' or '_', Spark never sees)
+    input_bytes: int = 0  # of the packed shards (0: files)
 
 
 def image_files(spark: SparkSession, input_uri: str, only_images: bool = True) -> DataFrame:
@@ -118,16 +120,29 @@ def image_files(spark: SparkSession, input_uri: str, only_images: bool = True) -
     return reader.load(input_uri)
 
 
+def packed_images(spark: SparkSession, input_uri: str) -> DataFrame:
+    """The rows of a packed batch (``<input>/_packed/*.parquet``: name, content, size,
+    md5) as ``path, content``, ``path`` spelled as binaryFile spells an unpacked file
+    (``<input>/<label>/<file>``, the input qualified: ``file:/...`` or ``s3://...``)."""
+    base = fsio.qualified(spark, input_uri).rstrip("/") + "/"
+    rows = spark.read.parquet(packed.folder(input_uri))
+    return rows.select(F.concat(F.lit(base), F.col("name")).alias("path"), "content")
+
+
 def list_images(spark: SparkSession, input_uri: str) -> Listing:
-    """The input's image files, from Spark's own file index (a parallel listing, and one
-    py4j call): ``binaryFile`` drops zero-byte files, so the job needs the full list to
-    report them."""
+    """The input's images: a packed batch's rows, or the files from Spark's own file index
+    (a parallel listing, and one py4j call): ``binaryFile`` drops zero-byte files, so
+    the job needs the full list to report them (packed, they are rows like the others)."""
     if not fsio.exists(spark, input_uri):
         raise JobError(f"--input {input_uri}: no image files found (no such folder)")
+    if fsio.exists(spark, packed.folder(input_uri)):
+        images = packed_images(spark, input_uri)
+        size = fsio.total_bytes(spark, packed.folder(input_uri))
+        return Listing(images, images.count(), None, 0, size)
     images = image_files(spark, input_uri)
     paths = [fsio.as_spark_path(uri) for uri in fsio.input_files(images)]
     everything = fsio.count_input_files(image_files(spark, input_uri, only_images=False))
-    return Listing(images.select("path", "content"), paths, everything - len(paths))
+    return Listing(images.select("path", "content"), len(paths), paths, everything - len(paths))
 
 
 def featurize(
@@ -195,6 +210,20 @@ def use_few_input_partitions(spark: SparkSession) -> None:
         spark.conf.set(OPEN_COST_KEY, str(OPEN_COST_BYTES))
 
 
+def split_packed_input(spark: SparkSession, listing: Listing, batch_size: int) -> None:
+    """Packed shards split at row groups: enough tasks for every core
+    (:func:`fruits_spark.io.packed.split_bytes`), and Parquet's reader batches no larger
+    than an Arrow batch (its default of 4096 rows of full-size photos would not fit)."""
+    if listing.paths is not None:
+        return
+    conf = spark.sparkContext.getConf()
+    if not conf.contains(packed.SPLIT_KEY):
+        cores = spark.sparkContext.defaultParallelism
+        spark.conf.set(packed.SPLIT_KEY, str(packed.split_bytes(listing.input_bytes, cores)))
+    if not conf.contains(packed.READER_BATCH_KEY):
+        spark.conf.set(packed.READER_BATCH_KEY, str(batch_size))
+
+
 def prepare_model(spark: SparkSession, args: argparse.Namespace, threads: int):
     """The driver's model and the broadcast of what the workers run (``.tflite`` or
     weights; 8.8 MB for MobileNetV2@224): ``(DriverModel, Broadcast)``. Made beside the
@@ -226,7 +255,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
         model_ready = pool.submit(prepare_model, spark, args, threads)
         try:
             listing = list_images(spark, args.input)
-            if not listing.paths:
+            if not listing.total:
                 raise JobError(
                     f"--input {args.input}: no image files found (looked for "
                     f"{', '.join(IMAGE_EXTENSIONS)}; {listing.skipped} other files skipped)"
@@ -239,6 +268,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
     if prepared.conversion:
         print(f"featurize: {args.runtime} model {prepared.conversion}")
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
+    split_packed_input(spark, listing, args.batch_size)
     n_features = models.spec(args.model).n_features
     metadata = {
         "model": args.model,
@@ -250,7 +280,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
     }
 
     counter = spark.sparkContext.accumulator(0)
-    reporter = job_progress.start(spark, "featurize", args, counting=True, total=len(listing.paths))
+    reporter = job_progress.start(spark, "featurize", args, counting=True, total=listing.total)
     result = featurize(listing.images, config, payload_bc, counter, reporter.tally())
     result = result.persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -262,7 +292,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
         outcome = result.select("path", F.col("error").isNull().alias("ok")).collect()
         read = {row.path for row in outcome}
         # Listed but never read: zero-byte files, which binaryFile drops.
-        empty = [path for path in listing.paths if path not in read]
+        empty = [path for path in listing.paths or () if path not in read]
         rejected = result.where(F.col("error").isNotNull()).select("path", "label", "error")
         if empty:  # a DataFrame of local rows costs a Spark job seconds: only when needed
             rejected = rejected.unionByName(empty_rejections(spark, empty))
@@ -275,7 +305,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
         result.unpersist()
         payload_bc.unpersist()
     featurized = sum(row.ok for row in outcome)
-    reporter.finish(len(listing.paths))
+    reporter.finish(listing.total)
     return FeaturizeCounts(
         featurized=featurized,
         rejected=len(outcome) - featurized + len(empty),

@@ -227,6 +227,7 @@ class Settings:
     jobs_dir: Path = PROJECT_ROOT / "spark_jobs"
     aws_conn_id: str = "aws_default"
     source_conn_id: str = "aws_default"  # who lists and reads an s3:// FRUITS_INCOMING
+    pack_batches: bool = True  # a folder batch goes to S3 as Parquet shards, not file by file
     model: str = "mobilenetv2"
     runtime: str = "auto"
     weights: str = "imagenet"
@@ -286,6 +287,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         jobs_dir=_jobs_dir(env),
         aws_conn_id=aws_conn_id,
         source_conn_id=env.get("FRUITS_SOURCE_CONN_ID", "").strip() or aws_conn_id,
+        pack_batches=env_bool(env, "FRUITS_PACK_BATCHES", True),
         model=model,
         runtime=runtime,
         weights=env.get("FRUITS_WEIGHTS", "").strip() or "imagenet",

@@ -91,8 +91,9 @@ def find_batch(batch: str, source: str) -> int:
 
 
 def upload_batch(batch: str, source: str) -> dict:
-    """Mirror the batch to raw/batch=<date>/: new or changed files only, copied
-    server-side from an S3 source (never through the worker)."""
+    """Mirror the batch to raw/batch=<date>/: a folder's images packed into a few Parquet
+    shards, new or changed ones only; an S3 source copied server-side, object by object
+    (never through the worker)."""
     from fruits.storage.batches import batch_uri, mirror_batch
     from fruits.storage.layout import raw_prefix
 
@@ -100,7 +101,7 @@ def upload_batch(batch: str, source: str) -> dict:
     mirrored = _permanent_fails(
         f"copy the batch {batch_uri(source, batch)} to s3://{settings.bucket}/{raw_prefix(batch)}",
         lambda: mirror_batch(source, batch, _s3(), _source_s3(), settings.bucket,
-                             raw_prefix(batch)),
+                             raw_prefix(batch), pack=settings.pack_batches),
     )  # fmt: skip
     return mirrored.as_dict()
 

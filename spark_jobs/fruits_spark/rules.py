@@ -165,3 +165,18 @@ def has_image_extension(name: str) -> bool:
 def is_hidden(name: str) -> bool:
     """Spark's file index skips names starting with '.' or '_'; so do we."""
     return name.startswith((".", "_"))
+
+
+def is_image_path(relative: str) -> bool:
+    """A file of a batch the jobs read (``<label>/<file>``): an image's extension, and no
+    hidden part in its path."""
+    parts = relative.split("/")
+    return not any(is_hidden(p) for p in parts) and has_image_extension(parts[-1])
+
+
+# A batch uploaded from a folder is packed (plugins' ``fruits.storage.packing``): Parquet
+# shards of the images' bytes under ``<batch>/_packed/`` (the "_" hides the folder from
+# Spark's file listing), one row per image: its path in the batch (``<label>/<file>``),
+# its bytes, size and MD5. ``featurize --input`` reads either form.
+PACKED_FOLDER = "_packed"
+PACKED_COLUMNS = ("name", "content", "size", "md5")

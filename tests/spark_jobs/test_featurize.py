@@ -321,3 +321,34 @@ def test_batch_size_is_capped_in_pixels_because_it_bounds_worker_memory(capsys):
     assert "--batch-size 257 at image size 224" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         featurize.parse_args([*base, "--batch-size", "4096", "--image-size", "64"])
+
+
+def test_a_packed_batch_gives_the_same_outputs_as_its_files(spark, messy_run, weights_file):
+    """The same folder packed into Parquet shards (fruits.storage.packing): the same rows,
+    paths spelled as binaryFile spells the files, the same features and rejections
+    (zero-byte files included, which are rows there); the hidden and non-image files
+    were never packed."""
+    from fruits.storage import packing
+
+    packed_root = messy_run["out"].parent / "packed-in"
+    shards = packing.pack_to_folder(messy_run["root"], packed_root, limit=4096)
+    assert len(shards) > 3  # several shards: every one is read
+    out = messy_run["out"].parent / "packed-out"
+    summary = featurize.run(spark, job_args(packed_root, out, "--weights", str(weights_file)))
+    assert summary.featurized == messy_run["summary"].featurized
+    assert summary.rejected == messy_run["summary"].rejected
+    assert summary.through_cnn == summary.featurized + summary.rejected  # the empty file too
+    mine = spark.read.parquet(str(out / "features")).toPandas()
+    theirs = messy_run["features"].toPandas()
+    mine["rel"] = [relative(p, packed_root) for p in mine.path]
+    theirs["rel"] = [relative(p, messy_run["root"]) for p in theirs.path]
+    assert mine.path.str.startswith(f"file:{packed_root}/").all()
+    merged = theirs.merge(mine, on="rel", suffixes=("_files", "_packed"))
+    assert len(merged) == len(theirs) == len(mine)
+    assert (merged.label_files == merged.label_packed).all()
+    for a, b in zip(merged.features_files, merged.features_packed, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)
+    rejected = pd.read_parquet(out / "rejected")
+    assert sorted(relative(p, packed_root) for p in rejected.path) == sorted(
+        relative(p, messy_run["root"]) for p in messy_run["rejected"].path
+    )

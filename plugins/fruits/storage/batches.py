@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fruits.settings import rules
+from fruits.storage.packing import pack_folder
 from fruits.storage.s3sync import SyncResult, list_objects, mirror_copy, split_uri, upload_folder
 
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -32,8 +33,7 @@ def batch_uri(source: str, batch: str) -> str:
 
 def is_image(relative: str) -> bool:
     """An image the jobs read: its extension, and no hidden part in its path."""
-    parts = relative.split("/")
-    return not any(rules.is_hidden(p) for p in parts) and rules.has_image_extension(parts[-1])
+    return rules.is_image_path(relative)
 
 
 def count_images(folder: Path) -> int:
@@ -80,14 +80,24 @@ def latest_batch(source: str, source_hook: Any = None) -> str | None:
 
 
 def mirror_batch(
-    source: str, batch: str, hook: Any, source_hook: Any, bucket: str, prefix: str
+    source: str,
+    batch: str,
+    hook: Any,
+    source_hook: Any,
+    bucket: str,
+    prefix: str,
+    *,
+    pack: bool = True,
 ) -> SyncResult:
-    """Make ``s3://bucket/prefix`` hold exactly the batch: uploaded from a folder, or
-    copied server-side from S3 (listed by ``source_hook``, copied by ``hook``: a copy
-    reads with the copying principal). Unchanged objects are skipped, vanished ones
-    deleted."""
+    """Make ``s3://bucket/prefix`` hold exactly the batch: a folder's images packed into
+    Parquet shards (:mod:`fruits.storage.packing`; with ``pack=False`` uploaded file by
+    file), or an S3 batch copied server-side object by object (listed by
+    ``source_hook``, copied by ``hook``: a copy reads with the copying principal).
+    Unchanged objects are skipped, vanished ones deleted."""
     where = batch_uri(source, batch)
     if not is_s3(source):
+        if pack:
+            return pack_folder(hook, Path(where), bucket, prefix)
         return upload_folder(hook, Path(where), bucket, prefix)
     src_bucket, src_prefix = split_uri(where)
     return mirror_copy(source_hook, hook, src_bucket, src_prefix, bucket, prefix)

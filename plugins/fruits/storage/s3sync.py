@@ -306,5 +306,36 @@ def stage_down(hook: Any, uri: str, dest: Path) -> Path:
         return dest
     prefix = key if key.endswith("/") or not key else key + "/"
     dest.mkdir(parents=True, exist_ok=True)
-    hook.sync_to_local_dir(bucket_name=bucket, local_dir=dest, s3_prefix=prefix)
+    download_prefix(hook, bucket, prefix, dest)
     return dest
+
+
+def download_prefix(hook: Any, bucket: str, prefix: str, dest: Path) -> int:
+    """Every object under the prefix to ``dest`` (its key less the prefix), a file of the
+    same size and newer than the object skipped; returns the objects downloaded.
+
+    One listing, then :data:`UPLOAD_THREADS` downloads at a time through one client
+    (boto3's clients are thread-safe), each a plain managed download: the provider's
+    ``sync_to_local_dir`` takes one object at a time, ~110 images/s from moto here, so a
+    90k-image batch took longer to stage than to featurize."""
+    client = hook.get_conn()
+    config = hook.transfer_config
+    todo = []
+    for obj in list_objects(hook, bucket, prefix).values():
+        target = dest / obj["Key"][len(prefix) :]
+        if obj["Key"].endswith("/"):
+            continue  # a "folder" placeholder
+        if target.is_file() and target.stat().st_size == int(obj["Size"]):
+            modified = obj.get("LastModified")
+            if modified is None or target.stat().st_mtime >= modified.timestamp():
+                continue
+        todo.append((obj["Key"], target))
+
+    def get(key: str, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, key, str(target), Config=config)
+
+    with ThreadPoolExecutor(max_workers=UPLOAD_THREADS) as pool:
+        for future in [pool.submit(get, k, t) for k, t in todo]:
+            future.result()  # re-raise the first error
+    return len(todo)

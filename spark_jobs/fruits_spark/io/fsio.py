@@ -23,6 +23,19 @@ def exists(spark: SparkSession, uri: str) -> bool:
     return bool(fs.exists(path))
 
 
+def qualified(spark: SparkSession, uri: str) -> str:
+    """The URI as Spark names the files under it: ``/a/b`` -> ``file:/a/b``; an ``s3://``
+    URI as it is (no trailing slash)."""
+    fs, path = _fs_and_path(spark, uri)
+    return str(fs.makeQualified(path).toString())
+
+
+def total_bytes(spark: SparkSession, uri: str) -> int:
+    """The size of every file under ``uri`` (one call: a listing on S3)."""
+    fs, path = _fs_and_path(spark, uri)
+    return int(fs.getContentSummary(path).getLength())
+
+
 def input_files(df: DataFrame) -> list[str]:
     """The files a file-source DataFrame reads (Spark's file index, hidden files left out),
     as URIs (``file:///a/b%20c``). One py4j call, not one per file."""

@@ -97,6 +97,20 @@ def test_stage_down_copies_a_file_or_a_prefix(hook, aws, tmp_path):
     ]
 
 
+def test_a_prefix_is_downloaded_in_parallel_and_unchanged_files_are_kept(hook, aws, tmp_path):
+    names = [f"raw/batch=1/L{i % 3}/{i}.jpg" for i in range(40)]
+    for i, key in enumerate(names):
+        aws.s3.put_object(Bucket=BUCKET, Key=key, Body=bytes([i]) * (i + 1))
+    dest = tmp_path / "raw"
+    assert s3sync.download_prefix(hook, BUCKET, "raw/batch=1/", dest) == 40
+    for i, key in enumerate(names):
+        assert (dest / key.removeprefix("raw/batch=1/")).read_bytes() == bytes([i]) * (i + 1)
+    assert s3sync.download_prefix(hook, BUCKET, "raw/batch=1/", dest) == 0  # all there
+    (dest / "L0/0.jpg").write_bytes(b"torn")  # another size: fetched again
+    assert s3sync.download_prefix(hook, BUCKET, "raw/batch=1/", dest) == 1
+    assert (dest / "L0/0.jpg").read_bytes() == bytes([0])
+
+
 def test_s3_errors_a_retry_cannot_fix_are_told_apart():
     """upload_batch / upload_code fail at once on these, retry on the others."""
     from boto3.exceptions import S3UploadFailedError
