@@ -98,8 +98,8 @@ def fruits_pipeline():
 
     @task
     def upload_batch(batch: str, source: str) -> dict:
-        """Mirror the batch to raw/batch=<date>/: new or changed files only (server-side
-        copies from an S3 source)."""
+        """Mirror the batch to raw/batch=<date>/: a folder packed into Parquet shards, new or
+        changed ones only (server-side copies from an S3 source)."""
         from fruits import tasks
 
         return tasks.upload_batch(batch, source)

@@ -22,6 +22,7 @@ from dag_support import (
 )
 
 from fruits.dev.sample_batch import write_bad_files, write_batch
+from fruits_spark.rules import is_image_path
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -53,10 +54,12 @@ def test_steps_completed_run_succeeds_and_cluster_is_terminated(
     (cluster,) = aws.clusters()
     assert cluster["Status"]["State"] == "TERMINATED"
 
-    # the batch went to raw/ (bad and hidden files too: the job decides what they are)
-    raw = sorted(aws.keys(f"raw/batch={DATE}/"))
-    local = sorted(p.relative_to(batch).as_posix() for p in batch.rglob("*") if p.is_file())
-    assert raw == [f"raw/batch={DATE}/{name}" for name in local]
+    # the batch went to raw/ packed: every image, bad ones too (the job decides what they
+    # are), not the hidden and non-image files the job would skip
+    packed = aws.packed(f"raw/batch={DATE}/")
+    local = [p.relative_to(batch).as_posix() for p in batch.rglob("*") if p.is_file()]
+    assert sorted(packed) == sorted(name for name in local if is_image_path(name))
+    assert all(packed[name] == (batch / name).read_bytes() for name in packed)
 
     # the cluster: EMR 7, Spark, the bootstrap and job code of this run's code version
     described = aws.emr.describe_cluster(ClusterId=cluster["Id"])["Cluster"]
@@ -276,13 +279,13 @@ def test_a_backfill_over_three_dates_runs_three_batches_one_at_a_time(
     for before, after in zip(timelines, timelines[1:], strict=False):
         assert before["EndDateTime"] <= after["CreationDateTime"]
     for date in dates:
-        assert aws.keys(f"raw/batch={date}/") == [f"raw/batch={date}/Kiwi/0_100.jpg"]
+        assert list(aws.packed(f"raw/batch={date}/")) == ["Kiwi/0_100.jpg"]
         report = json.loads(aws.read(f"runs/batch={date}/report/report.json"))
         assert report["k"] == FAKE_REPORT["k"]
         marker = json.loads(aws.read(f"runs/batch={date}/_SUCCESS"))
         assert (marker["batch"], marker["run_id"]) == (date, run_ids[date])
     # three distinct batches: their raw images differ, and each run read its own
-    images = {aws.read(f"raw/batch={d}/Kiwi/0_100.jpg") for d in dates}
+    images = {aws.packed(f"raw/batch={d}/")["Kiwi/0_100.jpg"] for d in dates}
     assert len(images) == 3
     inputs = sorted(
         step["Config"]["Args"][step["Config"]["Args"].index("--input") + 1]

@@ -127,6 +127,21 @@ def aws(moto):
         def clusters(self) -> list[dict]:
             return self.emr.list_clusters()["Clusters"]
 
+        def packed(self, prefix: str) -> dict[str, bytes]:
+            """A packed batch's images (``<prefix>_packed/*.parquet``): name -> bytes; it
+            fails if anything else is under the prefix or an image is there twice."""
+            import io
+
+            import pyarrow.parquet as pq
+
+            images: dict[str, bytes] = {}
+            for key in self.keys(prefix):
+                assert key.startswith(f"{prefix}_packed/") and key.endswith(".parquet"), key
+                for row in pq.read_table(io.BytesIO(self.read(key))).to_pylist():
+                    assert row["name"] not in images, f"{row['name']} packed twice"
+                    images[row["name"]] = row["content"]
+            return images
+
     return Clients()
 
 
