@@ -15,7 +15,7 @@ export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 export SPARK_LOCAL_IP := 127.0.0.1
 
 .PHONY: venv tools weights stage-weights jvm-archive check-java system-deps check test lint demo ui bench aws-smoke clean dist dist-check
-.PHONY: stage-wheels node-check
+.PHONY: stage-wheels node-check bench-scale
 
 venv: $(STAMP)
 
@@ -103,6 +103,12 @@ ui: venv weights check-java jvm-archive
 
 bench: venv check-java jvm-archive
 	$(BIN)/python -m bench.run
+
+# The DAG end to end on the local backend at Fruits-360 sizes (10k, 30k, 90k images) and
+# small daily batches; by hand only, never part of `make test`: hours on 2 cores.
+# ARGS="--sizes 300,600 --backfill-days 2 --backfill-images 200 --image-size 96" (bench/scale/).
+bench-scale: venv check-java jvm-archive weights
+	$(BIN)/python -m bench.scale $(ARGS)
 
 # Opt-in, never part of `make test`: one tiny batch through the DAG on YOUR AWS account
 # (it costs money), then a look for leftovers and a report to paste into an issue. Needs
