@@ -109,15 +109,19 @@ def _client_mode(
     conf: Mapping[str, str],
     rewrite: Callable[[str, str], str],
     where: str,
+    properties_file: Path | None = None,
 ) -> list[str]:
     """The step's ``spark-submit`` argv for ``master_url`` in client mode (the only mode
-    for Python apps on a standalone master), with ``conf``; every other argument goes
-    through ``rewrite(flag, argument)`` (``flag``: the argument before it). ``where``
-    names the backend in the error for a step that is no ``spark-submit``."""
+    for Python apps on a standalone master), with ``conf`` (and ``properties_file``'s
+    properties below it); every other argument goes through ``rewrite(flag, argument)``
+    (``flag``: the argument before it). ``where`` names the backend in the error for a
+    step that is no ``spark-submit``."""
     args = list(step["HadoopJarStep"]["Args"])
     if not args or args[0] != "spark-submit":
         raise ValueError(f"step {step.get('Name')!r}: only spark-submit steps run {where}")
     argv = [spark_submit, "--master", master_url]
+    if properties_file is not None:
+        argv += ["--properties-file", str(properties_file)]
     for key, value in conf.items():
         argv += ["--conf", f"{key}={value}"]
     rest = args[1:]
@@ -155,8 +159,10 @@ def localize(
     spark_submit: str,
     s3_root: Path,
     extra_conf: Mapping[str, str] | None = None,
+    properties_file: Path | None = None,
 ) -> LocalSteps:
-    """Rewrite EMR steps for ``spark-submit --master spark://...`` in client mode.
+    """Rewrite EMR steps for ``spark-submit --master spark://...`` in client mode, each
+    with ``--properties-file`` (the cluster's secret) when given.
 
     Every ``s3://`` argument becomes a local path under ``s3_root``. Arguments of
     ``--output``-like flags are outputs (published after the steps succeed); other
@@ -186,6 +192,7 @@ def localize(
                 conf=conf,
                 rewrite=to_local,
                 where="locally",
+                properties_file=properties_file,
             )
         )
         result.names.append(step["Name"])

@@ -7,9 +7,12 @@ only: it ships to the ec2 nodes).
 Reads ``<cluster-dir>/steps.json`` (``[{"id", "name", "argv"}]``) and, per step,
 writes ``steps/<id>/state.json`` (PENDING -> RUNNING -> COMPLETED | FAILED), with the
 command's output in ``steps/<id>/stdout`` and ``steps/<id>/stderr``. A failed step
-cancels the ones after it (EMR's CANCEL_AND_WAIT). A ``<cluster-dir>/conf/`` folder is
-the steps' ``SPARK_CONF_DIR``: the cluster's ``spark.authenticate`` secret (and, on the
-``ec2`` nodes, the executors' size), which every driver needs. Started in its own session by the
+cancels the ones after it (EMR's CANCEL_AND_WAIT). On the ``ec2`` nodes a
+``<cluster-dir>/conf/spark-defaults.conf`` makes that folder the steps'
+``SPARK_CONF_DIR``: the cluster's ``spark.authenticate`` secret and the executors' size,
+which every driver needs (the ``local`` cluster's steps name its secret's file with
+``--properties-file`` instead: a ``SPARK_CONF_DIR`` would keep its JVMs from Spark's
+class archive, ``fruits.clusters.local.cluster.cluster_conf``). Started in its own session by the
 ``add_steps`` task, so it outlives that task and the teardown can end it, and all it
 started, with one signal to its process group.
 

@@ -32,19 +32,21 @@ def start_waiting(sensor: Any) -> list[str]:
     return step_ids
 
 
-def watch_progress(sensor: Any) -> None:
+def watch_progress(sensor: Any, hook: Any = None) -> None:
     """Log the steps' live progress (:mod:`fruits.progress`) read from S3 at the sensor's
-    ``progress_uri``; a stalled step fails the task (AirflowFailException: a retry cannot
-    unstick it; the teardown still removes the cluster)."""
+    ``progress_uri`` (through ``hook``, a new S3Hook if none); a stalled step fails the
+    task (AirflowFailException: a retry cannot unstick it; the teardown still removes the
+    cluster)."""
     uri = getattr(sensor, "progress_uri", None)
     if not uri:
         return
-    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
     from fruits.progress import report
 
-    stalled = report(sensor.log, S3Hook(aws_conn_id=sensor.aws_conn_id), uri,
-                     float(sensor.stall_seconds or 0))  # fmt: skip
+    if hook is None:
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        hook = S3Hook(aws_conn_id=sensor.aws_conn_id)
+    stalled = report(sensor.log, hook, uri, float(sensor.stall_seconds or 0))
     if stalled:
         sensor.log.error("%s", stalled)
         raise AirflowFailException(stalled)

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from fruits.clusters.common.standalone import (
-    CONF_FILE,
     MASTER_CLASS,
     WORKER_CLASS,
     alive_workers,
@@ -49,13 +48,14 @@ from fruits.clusters.common.standalone import (
     write_conf,
 )
 from fruits.clusters.common.step_runner import CONF_DIR, file_tail
-from fruits.clusters.local.process_groups import alive, create_time, end_group, spawn
+from fruits.clusters.local.process_groups import alive, create_time, end_groups, spawn
 from fruits.clusters.local.spark_install import free_port, spark_bin
 from fruits.clusters.local.sparkenv import spark_env
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 180  # seconds for the master to come up and the worker to register
+PROPERTIES_FILE = "spark.properties"  # in <cluster>/conf/: the secret (see cluster_conf)
 
 
 class ClusterError(RuntimeError):
@@ -119,12 +119,13 @@ def start_cluster(
         "labels": dict(labels or {}),
         "state": "STARTING",
     }
-    env = spark_env(cluster_conf(folder))
-    info["conf_dir"] = env["SPARK_CONF_DIR"]  # a driver of this cluster needs it (the secret)
+    properties = cluster_conf(folder)
+    info["properties_file"] = str(properties)  # a driver of this cluster needs it (the secret)
+    env = spark_env({"SPARK_LOCAL_DIRS": str(folder / "local")})
     spark_class = spark_bin("spark-class")
     try:
         info["processes"]["master"] = spawn(
-            [spark_class, MASTER_CLASS, "--host", "127.0.0.1",
+            [spark_class, MASTER_CLASS, "--properties-file", str(properties), "--host", "127.0.0.1",
              "--port", str(ports["master"]), "--webui-port", str(ports["master_ui"])],
             folder / "logs" / "master.log",
             env,
@@ -133,7 +134,8 @@ def start_cluster(
         for role in roles:  # the first keeps the names it always had (work/, worker.log)
             own = "" if role == "worker" else role.removeprefix("worker")
             info["processes"][role] = spawn(
-                [spark_class, WORKER_CLASS, info["master_url"], "--host", "127.0.0.1",
+                [spark_class, WORKER_CLASS, info["master_url"],
+                 "--properties-file", str(properties), "--host", "127.0.0.1",
                  "--cores", str(cores), "--memory", memory,
                  "--port", str(ports["worker"]) if not own else "0",  # 0: any free port
                  "--webui-port", str(ports["worker_ui"]) if not own else "0",
@@ -159,8 +161,7 @@ def start_cluster(
                 )
             time.sleep(0.5)
     except BaseException:
-        for role in (*roles, "master"):
-            end_group(role, info["processes"].get(role), grace=5)
+        end_groups({role: info["processes"].get(role) for role in (*roles, "master")}, grace=5)
         info["state"] = "TERMINATED_WITH_ERRORS"
         write_cluster(folder, info)
         raise
@@ -170,18 +171,23 @@ def start_cluster(
     return cluster_id
 
 
-def cluster_conf(folder: Path) -> dict[str, str]:
-    """The cluster's own Spark configuration, ``<folder>/conf/spark-defaults.conf`` (the
-    owner alone reads it): ``spark.authenticate`` with a secret made for this cluster
-    (never on a command line, where any local user sees it), and Spark's scratch in
-    the cluster's folder. The daemons read it through ``SPARK_CONF_DIR`` (returned with
-    ``SPARK_LOCAL_DIRS``, the daemons' environment); the step runner hands it to every
-    ``spark-submit`` (:func:`fruits.clusters.common.step_runner.steps_env`)."""
+def cluster_conf(folder: Path) -> Path:
+    """The cluster's own Spark properties, ``<folder>/conf/spark.properties`` (the owner
+    alone reads it): ``spark.authenticate`` with a secret made for this cluster (never on
+    a command line, where any local user sees it), and Spark's scratch in the cluster's
+    folder. The daemons and every step's ``spark-submit`` are handed it with
+    ``--properties-file``; the executors get the secret from their worker.
+
+    Not through ``SPARK_CONF_DIR``: Spark's launcher puts that folder first on every
+    JVM's class path (daemons, drivers, executors), and Java maps the class archive
+    (:mod:`.jvm_archive`) only into a JVM whose class path is the archive's own, which
+    this cluster's folder never is: each JVM would load Spark's classes from the jars."""
     conf_dir, scratch = folder / CONF_DIR, folder / "local"
     conf_dir.mkdir(mode=0o700, exist_ok=True)
     scratch.mkdir(exist_ok=True)
-    write_conf(conf_dir / CONF_FILE, {**auth_conf(new_secret()), "spark.local.dir": str(scratch)})
-    return {"SPARK_CONF_DIR": str(conf_dir), "SPARK_LOCAL_DIRS": str(scratch)}
+    path = conf_dir / PROPERTIES_FILE
+    write_conf(path, {**auth_conf(new_secret()), "spark.local.dir": str(scratch)})
+    return path
 
 
 def worker_roles(workers: int) -> list[str]:
@@ -193,17 +199,17 @@ def worker_roles(workers: int) -> list[str]:
 
 def stop_cluster(scratch: Path, cluster_id: str) -> dict[str, str]:
     """End the runner, the worker (and its executors) and the master; delete staged data.
-    Safe to call again: what is not running is left alone."""
+    Their groups get SIGTERM together and shut down side by side (SIGKILL for any still
+    there after the grace), and it returns once none is left. Safe to call again: what is
+    not running is left alone."""
     info = read_cluster(scratch, cluster_id)
     folder = Path(info["dir"])
     processes = info["processes"]
-    extra = sorted(r for r in processes if r.startswith("worker-"))
-    ended = {
-        role: end_group(role, processes.get(role)) for role in ("steps", "worker", *extra, "master")
-    }
+    roles = ("steps", "worker", *sorted(r for r in processes if r.startswith("worker-")), "master")
+    ended = end_groups({role: processes.get(role) for role in roles})
     shutil.rmtree(folder / "s3", ignore_errors=True)  # staged inputs, outputs (now in S3)
     shutil.rmtree(folder / "local", ignore_errors=True)  # Spark's scratch
-    (folder / CONF_DIR / CONF_FILE).unlink(missing_ok=True)  # the secret dies with the cluster
+    (folder / CONF_DIR / PROPERTIES_FILE).unlink(missing_ok=True)  # the secret dies with it
     info["state"] = "TERMINATED"
     write_cluster(folder, info)
     log.info("local cluster %s terminated: %s (logs kept in %s)", cluster_id, ended, folder)

@@ -8,7 +8,6 @@ keeps these in its ``cluster.json`` so that a later task, or a later run, ends t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -57,42 +56,72 @@ def alive(proc: Mapping[str, Any] | None) -> bool:
 
 
 def end_group(name: str, proc: Mapping[str, Any] | None, grace: float = DAEMON_GRACE) -> str:
-    """SIGTERM the recorded process group, SIGKILL it after ``grace`` seconds; either way
-    wait (with a deadline) until the group is gone and its leader collected: a signal is
-    delivered some time after ``killpg`` returns, and a leader that dies after our last
-    look would stay a zombie. Returns ``not running``, ``stopped`` or ``killed``."""
-    if not _ours(proc):
-        return "not running"
-    pid = int(proc["pid"])
+    """:func:`end_groups` of one group: ``not running``, ``stopped`` or ``killed``."""
+    return end_groups({name: proc}, grace)[name]
+
+
+def end_groups(
+    procs: Mapping[str, Mapping[str, Any] | None], grace: float = DAEMON_GRACE
+) -> dict[str, str]:
+    """SIGTERM every recorded process group at once, SIGKILL those still there ``grace``
+    seconds later; either way wait (with a deadline) until every group is gone and its
+    leader collected: a signal is delivered some time after ``killpg`` returns, and a
+    leader that dies after our last look would stay a zombie. The groups shut down side
+    by side, so a teardown waits for the slowest, not for the sum of them. Returns each
+    name's ``not running``, ``stopped`` or ``killed``."""
+    ended = dict.fromkeys(procs, "not running")
+    signalled = {}
+    for name, proc in procs.items():
+        if proc is not None and _ours(proc) and _signal(int(proc["pid"]), signal.SIGTERM):
+            signalled[name] = int(proc["pid"])
+    stubborn = _wait_groups(signalled, grace)
+    ended.update(dict.fromkeys(set(signalled) - set(stubborn), "stopped"))
+    for name, pgid in stubborn.items():
+        _signal(pgid, signal.SIGKILL)
+        log.warning("%s (process group %s) ignored SIGTERM for %ss: killed", name, pgid, grace)
+        ended[name] = "killed"
+    for name, pgid in _wait_groups(stubborn, KILL_WAIT).items():
+        log.error("%s (process group %s) still there %ss after SIGKILL", name, pgid, KILL_WAIT)
+    return ended
+
+
+def _signal(pgid: int, sig: signal.Signals) -> bool:
+    """Send ``sig`` to the group; False if it has no process left."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(pgid, sig)
     except ProcessLookupError:
-        return "not running"
-    if _wait_group(pid, grace):
-        return "stopped"
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    if not _wait_group(pid, KILL_WAIT):
-        log.error("%s (process group %s) still there %ss after SIGKILL", name, pid, KILL_WAIT)
-    log.warning("%s (process group %s) ignored SIGTERM for %ss: killed", name, pid, grace)
-    return "killed"
+        return False
+    return True
 
 
 def _group_exists(pgid: int) -> bool:
     """Some process of the group still runs (zombies, waiting for a parent, do not count)."""
+    return bool(_live_groups({pgid}))
+
+
+def _live_groups(pgids: set[int]) -> set[int]:
+    """Which of ``pgids`` still have a running member (zombies, waiting for a parent, do
+    not count): one look at the process table for all of them."""
     import psutil
 
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
+    candidates = set()
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            continue
+        candidates.add(pgid)
+    if not candidates:
+        return set()
+    live = set()
     for proc in psutil.process_iter(["status"]):
         try:
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                return True
+            pgid = os.getpgid(proc.pid)
+            if pgid in candidates and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                live.add(pgid)
         except (ProcessLookupError, psutil.Error):
             continue
-    return False
+    return live
 
 
 def _ours(proc: Mapping[str, Any] | None) -> bool:
@@ -107,16 +136,19 @@ def _ours(proc: Mapping[str, Any] | None) -> bool:
     return create_time(pid) is None and _group_exists(pid)
 
 
-def _wait_group(pgid: int, timeout: float) -> bool:
-    """True once the group's leader is collected (or not ours to collect) and no member
-    of the group runs; False if that is not so within ``timeout`` seconds."""
+def _wait_groups(groups: Mapping[str, int], timeout: float) -> dict[str, int]:
+    """Wait until every group's leader is collected (or not ours to collect) and no member
+    of it runs; returns the groups for which that is not so within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
-    while True:
-        if _reap(pgid) and not _group_exists(pgid):
-            return True
-        if time.monotonic() >= deadline:
-            return False
+    left = dict(groups)
+    while left:
+        collected = {name for name, pgid in left.items() if _reap(pgid)}
+        live = _live_groups({left[name] for name in collected})
+        left = {name: pgid for name, pgid in left.items() if name not in collected or pgid in live}
+        if not left or time.monotonic() >= deadline:
+            break
         time.sleep(0.1)
+    return left
 
 
 def _reap(pid: int) -> bool:

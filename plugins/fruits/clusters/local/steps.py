@@ -57,6 +57,7 @@ def add_steps(
         spark_submit=spark_bin("spark-submit"),
         s3_root=folder / "s3",
         extra_conf={"spark.ui.enabled": "false", "spark.executor.memory": "1g"},
+        properties_file=Path(info["properties_file"]),  # the cluster's secret
     )
     for uri, path in local.inputs.items():
         log.info("staging %s -> %s", uri, path)

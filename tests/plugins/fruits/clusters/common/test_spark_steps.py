@@ -98,6 +98,19 @@ def test_local_reading_of_the_steps(tmp_path):
         )
 
 
+def test_local_steps_are_handed_the_clusters_properties_file(tmp_path):
+    """The local cluster's secret reaches every driver as ``--properties-file``, not
+    through ``SPARK_CONF_DIR`` (which would keep its JVMs from Spark's class archive)."""
+    steps = build_steps(bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE, run=RUN)
+    secret = tmp_path / "conf" / "spark.properties"
+    local = localize(steps, master_url="spark://127.0.0.1:7123", spark_submit="/bin/spark-submit",
+                     s3_root=tmp_path, properties_file=secret)  # fmt: skip
+    for argv in local.commands:
+        assert argv[1:5] == ["--master", "spark://127.0.0.1:7123", "--properties-file", str(secret)]
+    plain = localize(steps, master_url="spark://h:1", spark_submit="s", s3_root=tmp_path)
+    assert not any("--properties-file" in argv for argv in plain.commands)
+
+
 def test_a_cloud_run_s_featurize_loads_its_converted_model():
     """validate_params' ``model_file`` becomes ``--model-file`` (the nodes never convert);
     without one (the local backend, whose driver converts) there is no such flag."""

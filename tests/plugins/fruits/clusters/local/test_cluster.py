@@ -283,6 +283,50 @@ def test_a_leader_that_exits_some_time_after_sigterm_is_collected(tmp_path):
     assert_collected(proc["pid"])
 
 
+# Exits on SIGTERM only once its peer got SIGTERM too (the peer's marker file exists).
+WAITS_FOR_PEER = [sys.executable, "-c", (
+    "import pathlib, signal, sys, time\n"
+    "me, peer, ready = (pathlib.Path(p) for p in sys.argv[1:4])\n"
+    "def stop(*args):\n"
+    "    me.touch()\n"
+    "    deadline = time.monotonic() + 120\n"
+    "    while not peer.exists() and time.monotonic() < deadline:\n"
+    "        time.sleep(0.05)\n"
+    "    sys.exit(0)\n"
+    "signal.signal(signal.SIGTERM, stop)\n"
+    "ready.touch()\n"
+    "time.sleep(300)\n"
+)]  # fmt: skip
+
+
+def test_the_teardown_signals_every_group_before_waiting_for_any(tmp_path):
+    """The worker and the master shut down side by side: each of these two exits only
+    once the other got SIGTERM too, so a teardown that waited for one group before
+    signalling the next would have to kill the first after its grace."""
+    marks = {role: tmp_path / f"{role}.stopping" for role in ("worker", "master")}
+    peers = {"worker": marks["master"], "master": marks["worker"]}
+    recorded = {
+        role: spawn_ready([*WAITS_FOR_PEER, str(marks[role]), str(peers[role])], tmp_path / role)
+        for role in ("worker", "master")
+    }
+    fake_cluster(tmp_path, recorded)
+    ended = local_cluster.stop_cluster(tmp_path, "local-test-1")
+    assert ended == {"steps": "not running", "worker": "stopped", "master": "stopped"}
+    for proc in recorded.values():
+        assert_collected(proc["pid"])
+
+
+def test_groups_ended_together_are_each_stopped_or_killed(tmp_path):
+    stubborn = spawn_ready(STUBBORN, tmp_path / "stubborn")
+    polite = spawn_ready(SLOW_TO_EXIT, tmp_path / "polite")
+    ended = process_groups.end_groups(
+        {"steps": None, "worker": stubborn, "master": polite}, grace=5
+    )
+    assert ended == {"steps": "not running", "worker": "killed", "master": "stopped"}
+    assert_collected(stubborn["pid"])
+    assert_collected(polite["pid"])
+
+
 TINY_JOB = """
 import sys
 from pyspark.sql import SparkSession
@@ -295,16 +339,17 @@ spark.stop()
 
 @pytest.mark.slow
 def test_the_cluster_authenticates_with_a_secret_of_its_own(tmp_path):
-    """spark.authenticate: the master, the worker and the step runner's drivers share a
-    secret made for this cluster, kept in a file only its owner reads and on no command
-    line; a driver without it is refused."""
+    """spark.authenticate: the master, the worker and the steps' drivers share a secret
+    made for this cluster, kept in a file only its owner reads (named with
+    ``--properties-file``; no ``SPARK_CONF_DIR``, which would cost every JVM the class
+    archive) and on no command line; a driver without it is refused."""
     scratch = tmp_path / "scratch"
     cluster_id = local_cluster.start_cluster(scratch, cores=1, memory="1g", timeout=300)
     try:
         info = local_cluster.read_cluster(scratch, cluster_id)
         folder = Path(info["dir"])
-        conf_file = folder / "conf" / "spark-defaults.conf"
-        assert info["conf_dir"] == str(conf_file.parent)
+        conf_file = folder / "conf" / "spark.properties"
+        assert info["properties_file"] == str(conf_file)
         assert conf_file.stat().st_mode & 0o777 == 0o600
         conf = dict(line.split(" ", 1) for line in conf_file.read_text().splitlines())
         assert conf["spark.authenticate"] == "true"
@@ -313,13 +358,16 @@ def test_the_cluster_authenticates_with_a_secret_of_its_own(tmp_path):
         for role in ("master", "worker"):
             proc = psutil.Process(info["processes"][role]["pid"])
             assert secret not in " ".join(proc.cmdline())
-            assert "SPARK_CONF_DIR" in proc.environ()
+            assert "--properties-file" in proc.cmdline()
+            class_path = proc.cmdline()[proc.cmdline().index("-cp") + 1]
+            assert str(folder) not in class_path  # which would cost it the class archive
         assert "authentication enabled" in (folder / "logs" / "master.log").read_text()
-        # the drivers of the steps get it from the runner and run on the worker
+        # the drivers of the steps are handed its file and run on the worker
         job = tmp_path / "job.py"
         job.write_text(TINY_JOB)
         submit = [
             str(Path(sys.executable).parent / "spark-submit"), "--master", info["master_url"],
+            "--properties-file", info["properties_file"],
             "--conf", "spark.ui.enabled=false", "--conf", "spark.executor.memory=512m",
             str(job),
         ]  # fmt: skip
@@ -339,7 +387,7 @@ def test_the_cluster_authenticates_with_a_secret_of_its_own(tmp_path):
     assert not conf_file.exists()  # the secret ends with the cluster
     other = local_cluster.start_cluster(scratch, cores=1, memory="512m", timeout=300)
     try:
-        other_conf = Path(local_cluster.read_cluster(scratch, other)["conf_dir"])
-        assert secret not in (other_conf / "spark-defaults.conf").read_text()
+        other_conf = Path(local_cluster.read_cluster(scratch, other)["properties_file"])
+        assert secret not in other_conf.read_text()
     finally:
         local_cluster.stop_cluster(scratch, other)

@@ -61,6 +61,7 @@ def test_a_worker_killed_mid_featurize_loses_no_image(tmp_path):
     log = tmp_path / "spark-submit.log"
     argv = [
         str(BIN / "spark-submit"), "--master", info["master_url"],
+        "--properties-file", info["properties_file"],  # the cluster's secret
         "--conf", "spark.ui.enabled=false",
         "--conf", "spark.executor.memory=512m", "--conf", "spark.driver.memory=512m",
         "--conf", "spark.sql.files.maxPartitionBytes=300k",  # ~4 images a task: many tasks
@@ -72,7 +73,7 @@ def test_a_worker_killed_mid_featurize_loses_no_image(tmp_path):
         with log.open("wb") as sink:
             job = subprocess.Popen(
                 argv, stdout=sink, stderr=subprocess.STDOUT,
-                env=spark_env({"SPARK_CONF_DIR": info["conf_dir"]}),  # the cluster's secret
+                env=spark_env(),
                 start_new_session=True,
             )  # fmt: skip
         try:

@@ -145,3 +145,64 @@ def test_a_spark_submit_maps_spark_classes_from_the_archive_and_compiles_with_c1
     spark_classes = [line for line in shared if " org.apache.spark." in line]
     assert len(shared) > len(lines) / 2, (len(shared), len(lines))
     assert len(spark_classes) > 1000
+
+
+SUM_ON_THE_WORKER = """
+from pyspark.sql import SparkSession
+
+spark = SparkSession.builder.appName("archive-test").getOrCreate()
+print("total", spark.sparkContext.parallelize(range(10), 2).sum())
+spark.stop()
+"""
+
+
+def spark_classes_from_the_archive(log: Path) -> int:
+    """How many of Spark's classes a JVM's ``-Xlog:class+load`` says came from the
+    archive (Java's own base archive is the bottom layer: ours is the top)."""
+    return sum(
+        " org.apache.spark." in line and "shared objects file (top)" in line
+        for line in log.read_text().splitlines()
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.spark_submit
+def test_every_jvm_of_a_local_cluster_maps_the_archive(monkeypatch, tmp_path):
+    """The master, the worker, a step's driver and its executor all load Spark's classes
+    from the archive. Java maps it only into a JVM whose class path is the archive's own:
+    the cluster hands its secret over with ``--properties-file``, since a
+    ``SPARK_CONF_DIR`` of its own would come first on every one of those class paths."""
+    from fruits.clusters.local import cluster as local_cluster
+
+    monkeypatch.delenv(jvm_archive.ARCHIVE_ENV, raising=False)
+    assert make_jvm_archive.main() == 0
+    logs = tmp_path / "classes"
+    logs.mkdir()
+    monkeypatch.setenv("SPARK_DAEMON_JAVA_OPTS", f"-Xlog:class+load:file={logs}/daemon-%p.txt")
+    scratch = tmp_path / "scratch"
+    cluster_id = local_cluster.start_cluster(scratch, cores=1, memory="1g", timeout=300)
+    try:
+        info = local_cluster.read_cluster(scratch, cluster_id)
+        job = tmp_path / "job.py"
+        job.write_text(SUM_ON_THE_WORKER)
+        executors = f"{jvm_archive.java_options()} -Xlog:class+load:file={logs}/executor-%p.txt"
+        env = spark_env()
+        env["SPARK_SUBMIT_OPTS"] += f" -Xlog:class+load:file={logs}/driver.txt"
+        done = subprocess.run(
+            [spark_bin("spark-submit"), "--master", info["master_url"],
+             "--properties-file", info["properties_file"], "--conf", "spark.ui.enabled=false",
+             "--conf", "spark.executor.memory=512m",
+             "--conf", f"spark.executor.extraJavaOptions={executors}", str(job)],
+            env=env, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "total 45" in done.stdout
+    finally:
+        local_cluster.stop_cluster(scratch, cluster_id)
+    jvms = {path.name: spark_classes_from_the_archive(path) for path in logs.iterdir()}
+    assert sorted(name.split("-")[0].removesuffix(".txt") for name in jvms) == [
+        "daemon", "daemon", "driver", "executor"
+    ], jvms  # fmt: skip
+    # the archive is made by a local[2] job: the standalone daemons' and the executor's
+    # own classes are not in it, the classes they share with a driver are
+    assert min(jvms.values()) > 200 and jvms["driver.txt"] > 2000, jvms
