@@ -61,7 +61,8 @@ def run_featurize(spark, argv: list[str]) -> dict:
 
 
 REDUCE_TIMED = {
-    "reduce": ("read_features", "scatter_points", "label_counts", "write_report"),
+    "reduce": ("read_features", "project_in_driver", "project_in_spark", "scatter_points",
+               "label_counts", "write_report"),
     "fruits_spark.pca.passes": ("summarize", "project"),
     # fit_from_covariance as fit_summary looks it up: in feature_summary's namespace
     "fruits_spark.pca.summary": ("fit_summary", "fit_from_covariance"),

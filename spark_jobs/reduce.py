@@ -12,6 +12,12 @@ components whose cumulative explained variance reaches ``--variance``, or ``--k`
 Under ``--report``: ``report.json``, ``cumulative_variance.png``, ``pca_scatter.png``.
 Components follow scikit-learn's sign convention (largest-|value| entry positive); see
 ``fruits_spark.pca.linalg``. Exit status 2 on bad arguments or unusable input.
+
+A local input of at most 20,000 rows and 64 MB (a day's batch on the local backend) is
+read, fitted and projected by the driver, and written by one Spark job; any other runs
+in Spark's tasks (``fruits_spark.pca.passes``). Both give the same output and report,
+but for the label-separation sample of an output of more than 2,000 rows, which each
+draws its own way (seeded).
 """
 
 from __future__ import annotations
@@ -20,13 +26,16 @@ import argparse
 import sys
 
 import numpy as np
+import pyarrow as pa
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from fruits_spark import progress as job_progress
 from fruits_spark import rules
 from fruits_spark.io import fsio, local_parquet
+from fruits_spark.io.arrow_vectors import vectors_to_matrix
 from fruits_spark.jobs import JobError, run_job
 from fruits_spark.pca import passes as pca_passes
 from fruits_spark.pca import report, separation
@@ -130,34 +139,79 @@ def write_report(spark: SparkSession, folder: str, files: dict[str, bytes]) -> N
         fsio.write_bytes(spark, f"{folder.rstrip('/')}/{name}", data)
 
 
+Points = tuple[np.ndarray, list[str], np.ndarray, list[str]]  # plot, its labels, sample, labels
+
+
+def project_in_spark(
+    features: DataFrame,
+    model: PCAModel,
+    k: int,
+    metadata: dict,
+    local: local_parquet.LocalParquet | None,
+    output: str,
+) -> Points:
+    """The projection in Spark's tasks, written to ``output``; the report's points (the
+    plot's and the separation sample's, with their labels) read back from what was
+    written: a small column, with the schema just written (no schema-inference job, no
+    second projection)."""
+    spark = features.sparkSession
+    projected = pca_passes.project(features, model, k, metadata=metadata, local=local)
+    projected.write.mode("overwrite").parquet(output)
+    written = spark.read.schema(projected.schema).parquet(output)
+    return (*scatter_points(written, k, model.n_rows), *separation_sample(written, model.n_rows))
+
+
+def project_in_driver(
+    features: DataFrame, rows: pa.Table, model: PCAModel, k: int, metadata: dict, output: str
+) -> Points:
+    """The projection of ``rows`` (every row, which the driver holds) by the driver,
+    written to ``output`` by one Spark job with the schema Spark's tasks would write; the
+    report's points are those same rows (every one of them in the plot; the separation
+    samples its own: fruits_spark.pca.separation)."""
+    table = pca_passes.project_rows(rows, model, k)
+    kept = [f for f in features.schema.fields if f.name != "features"]
+    schema = T.StructType([*kept, T.StructField("pca", T.ArrayType(T.FloatType()))])
+    frame = features.sparkSession.createDataFrame(table, schema=schema)
+    frame = frame.withColumn("pca", F.col("pca").alias("pca", metadata=metadata))
+    frame.write.mode("overwrite").parquet(output)
+    vectors = vectors_to_matrix(table.column("pca")).astype(np.float64)  # as written
+    labels = [str(label) for label in table.column("label").to_pylist()]
+    return vectors[:, : min(k, 2)], labels, vectors, labels
+
+
 def reduce_features(spark: SparkSession, args: argparse.Namespace) -> dict:
     """The whole job on an existing session: read, fit, project, write, report.
-    Returns the report."""
+    Returns the report. A small local input (a day's batch) is fitted and projected by
+    the driver (``fruits_spark.pca.passes.driver_rows``): then one Spark job writes the
+    output, where Spark's tasks would take five jobs and their Python workers."""
     progress = job_progress.start(spark, "reduce", args)
     progress.set_phase("pass 1/2: moments")
     features = read_features(spark, args.input)
     local = local_parquet.local_parquet(features, REQUIRED_COLUMNS)  # None: Spark reads
+    rows = pca_passes.driver_rows(local, REQUIRED_COLUMNS)  # None: Spark's tasks compute
     try:
         # One pass: validation, rows per label and moments; the second pass projects.
-        fitted = pca_passes.summarize(features, "features", count_by="label", local=local)
+        if rows is None:
+            fitted = pca_passes.summarize(features, "features", count_by="label", local=local)
+        else:
+            fitted = pca_passes.summarize_rows(features, rows, "features", count_by="label")
         model = feature_summary.fit_summary(fitted, "features")
     except JobError as exc:
         raise JobError(f"--input {args.input}: {exc}") from exc
     k = choose_k(model.explained_variance_ratio, variance=args.variance, k=args.k)
 
     source_meta = features_metadata(features)
-    projected = pca_passes.project(
-        features, model, k, metadata=output_metadata(source_meta, model, k), local=local
-    )
+    metadata = output_metadata(source_meta, model, k)
     progress.set_phase("pass 2/2: projection")
-    projected.write.mode("overwrite").parquet(args.output)
+    if rows is None:
+        coords, labels, vectors, vector_labels = project_in_spark(
+            features, model, k, metadata, local, args.output
+        )
+    else:
+        coords, labels, vectors, vector_labels = project_in_driver(
+            features, rows, model, k, metadata, args.output
+        )
     progress.set_phase("report")
-
-    # The plot's points come from what was written (a small column), read with the
-    # schema just written: no schema-inference job, no second projection.
-    written = spark.read.schema(projected.schema).parquet(args.output)
-    coords, labels = scatter_points(written, k, model.n_rows)
-    vectors, vector_labels = separation_sample(written, model.n_rows)
     summary = report.build_report(
         n_rows=model.n_rows,
         n_features=model.n_features,

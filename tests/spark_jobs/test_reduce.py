@@ -209,12 +209,64 @@ def test_fewer_rows_than_features(spark):
 # --- the job, in process --------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def variance_run(spark, synthetic_df, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("reduce")
+@pytest.fixture(params=["driver", "tasks"])
+def where(request, monkeypatch) -> str:
+    """Where a small local input is reduced: by the driver (the job's way), or in Spark's
+    tasks (the way of a large or remote input, forced by a zero-row limit)."""
+    if request.param == "tasks":
+        monkeypatch.setattr(pca_passes, "DRIVER_ROWS", 0)
+    return request.param
+
+
+@pytest.fixture(scope="module", params=["driver", "tasks"])
+def variance_run(request, spark, synthetic_df, tmp_path_factory):
+    """One run per way (``where``'s), each test below checking both."""
+    tmp = tmp_path_factory.mktemp(f"reduce-{request.param}")
     input_uri = write_parquet(synthetic_df, tmp / "features")
     args = job_args(tmp, input_uri, "--variance", "0.9")
-    return tmp, reduce_job.reduce_features(spark, args)
+    with pytest.MonkeyPatch.context() as patch:
+        if request.param == "tasks":
+            patch.setattr(pca_passes, "DRIVER_ROWS", 0)
+        return tmp, reduce_job.reduce_features(spark, args)
+
+
+def spark_jobs_of(spark, work) -> int:
+    """How many Spark jobs ``work()`` ran."""
+    group = f"count-{id(work)}"
+    spark.sparkContext.setJobGroup(group, "counted")
+    try:
+        work()
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    return len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+
+
+def test_a_small_local_input_is_reduced_by_the_driver_alike(spark, synthetic_df, tmp_path):
+    """A day's batch costs two Spark jobs (the input's schema, the output's write), not
+    the tasks' summary, projection and read-backs; output and report are the same."""
+    input_uri = write_parquet(synthetic_df, tmp_path / "features")
+    runs = {}
+    for where, limit in (("driver", pca_passes.DRIVER_ROWS), ("tasks", 0)):
+        out = tmp_path / where
+        args = job_args(out, input_uri, "--variance", "0.9")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pca_passes, "DRIVER_ROWS", limit)
+            jobs = spark_jobs_of(spark, lambda: runs.setdefault(  # noqa: B023
+                where, reduce_job.reduce_features(spark, args)))  # noqa: B023  # fmt: skip
+        runs[where + " jobs"] = jobs
+    assert runs["driver jobs"] == 2 and runs["tasks jobs"] >= 5, runs
+    driver, tasks = (spark.read.parquet(str(tmp_path / w / "pca")) for w in ("driver", "tasks"))
+    assert driver.schema == tasks.schema  # the pca column's metadata too
+    assert driver.schema["pca"].metadata == tasks.schema["pca"].metadata
+    np.testing.assert_allclose(pca_matrix(driver), pca_matrix(tasks), rtol=1e-5, atol=1e-6)
+    same = {"n_rows", "n_features", "k", "labels", "model", "weights", "n_components_fitted"}
+    assert {key: runs["driver"][key] for key in same} == {key: runs["tasks"][key] for key in same}
+    np.testing.assert_allclose(runs["driver"]["explained_variance_ratio"],
+                               runs["tasks"]["explained_variance_ratio"], rtol=1e-9)  # fmt: skip
+    for figure in ("nn1_accuracy", "silhouette"):
+        assert runs["driver"]["separation"][figure] == pytest.approx(
+            runs["tasks"]["separation"][figure], abs=1e-6
+        )
 
 
 def test_variance_picks_the_smallest_sufficient_k(spark, variance_run, reference):
@@ -286,7 +338,7 @@ def test_report_plots_are_png(variance_run):
     assert_png((tmp / "report" / "pca_scatter.png").read_bytes())
 
 
-def test_explicit_k_and_missing_metadata(spark, tmp_path, synthetic):
+def test_explicit_k_and_missing_metadata(spark, tmp_path, synthetic, where):
     input_uri = write_parquet(
         features_df(spark, synthetic[:60], partitions=2), tmp_path / "features"
     )
@@ -305,7 +357,7 @@ def test_explicit_k_and_missing_metadata(spark, tmp_path, synthetic):
     assert_png((tmp_path / "report" / "pca_scatter.png").read_bytes())  # k == 1: against zero
 
 
-def test_k_may_equal_min_rows_features(spark, tmp_path):
+def test_k_may_equal_min_rows_features(spark, tmp_path, where):
     x = low_rank_features(10, 1280, rank=3, seed=12)
     input_uri = write_parquet(features_df(spark, x, partitions=2), tmp_path / "features")
     summary = reduce_job.reduce_features(spark, job_args(tmp_path, input_uri, "--k", "10"))
@@ -320,7 +372,7 @@ def test_k_may_equal_min_rows_features(spark, tmp_path):
 # --- errors ----------------------------------------------------------------------------------
 
 
-def test_rejects_k_larger_than_the_features(spark, tmp_path, synthetic_df):
+def test_rejects_k_larger_than_the_features(spark, tmp_path, synthetic_df, where):
     input_uri = write_parquet(synthetic_df, tmp_path / "features")
     with pytest.raises(
         JobError, match=r"--k must be between 1 and min\(n_rows, n_features\) = 50, got 51"
@@ -329,7 +381,7 @@ def test_rejects_k_larger_than_the_features(spark, tmp_path, synthetic_df):
     assert not (tmp_path / "pca").exists()
 
 
-def test_rejects_empty_input(spark, tmp_path):
+def test_rejects_empty_input(spark, tmp_path, where):
     empty = spark.createDataFrame([], "path string, label string, features array<float>")
     input_uri = write_parquet(empty, tmp_path / "features")
     with pytest.raises(JobError, match=r"^--input .*features: no rows to reduce"):
@@ -354,7 +406,7 @@ def test_rejects_missing_input(spark, tmp_path):
         ([[], [], []], r"empty \(length 0\)"),
     ],
 )
-def test_rejects_unusable_features(spark, tmp_path, features, message):
+def test_rejects_unusable_features(spark, tmp_path, features, message, where):
     df = spark.createDataFrame(
         [(f"p{i}", "x", f) for i, f in enumerate(features)],
         "path string, label string, features array<float>",

@@ -11,6 +11,12 @@
 3. **Project** (``project``, one ``mapInArrow`` pass): ``(x - mean) @ components[:k].T``
    with the mean and components broadcast, written back as an Arrow list column.
 
+A small local input -- a day's batch: 1,000 images are 4 MB of features -- is cheaper in
+the driver than in Spark tasks, whose jobs and Python workers cost seconds each for
+milliseconds of arithmetic. Up to ``DRIVER_ROWS`` rows and ``DRIVER_BYTES`` of row
+groups, ``driver_rows`` reads every row with pyarrow, and ``summarize_rows`` and
+``project_rows`` do the same two passes on them with the same functions.
+
 With ``FRUITS_REDUCE_PROFILE=<folder>`` in the workers' environment, both passes write
 per-task timings there (``fruits_spark.profiling``).
 """
@@ -18,7 +24,7 @@ per-task timings there (``fruits_spark.profiling``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -29,13 +35,18 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from fruits_spark import profiling
 from fruits_spark.io.arrow_vectors import matrix_to_vectors, vectors_to_matrix
-from fruits_spark.io.local_parquet import LocalParquet
+from fruits_spark.io.local_parquet import LocalParquet, read_pieces
 from fruits_spark.jobs import JobError
 from fruits_spark.pca.linalg import PCAModel, project_array
 from fruits_spark.pca.summary import ROW_SCHEMA, FeatureSummary, fit_summary, summarize_batch
 
 PROFILE_ENV = "FRUITS_REDUCE_PROFILE"  # a folder: per-task timings (fruits_spark.profiling)
 DEFAULT_FAN_IN = 8  # partitions' moments merged per task before they reach the driver
+# A local input up to both sizes is reduced by the driver itself (see the module doc):
+# 20,000 rows is every row the report's scatter plot draws; 64 MB of row groups is a
+# float64 copy of 128 MB at most.
+DRIVER_ROWS = 20_000
+DRIVER_BYTES = 64 * 1024 * 1024
 SUMMARY_SCHEMA = from_arrow_schema(ROW_SCHEMA)  # the summary rows, as Spark types them
 
 
@@ -113,6 +124,48 @@ def summarize(
     return total or FeatureSummary()
 
 
+def driver_rows(local: LocalParquet | None, columns: Sequence[str]) -> pa.Table | None:
+    """Every row of ``columns`` of a local input (``local``: its files) read by the driver,
+    in file order, when it holds at most ``DRIVER_ROWS`` rows and ``DRIVER_BYTES`` of row
+    groups; None otherwise (a remote or large input stays in Spark's tasks)."""
+    if local is None:
+        return None
+    pieces = sorted((p for task in local.tasks for p in task), key=lambda p: (p.path, p.row_group))
+    if sum(p.rows for p in pieces) > DRIVER_ROWS or sum(p.bytes for p in pieces) > DRIVER_BYTES:
+        return None
+    batches = list(read_pieces(pieces, columns))
+    return pa.Table.from_batches(batches) if batches else None  # no rows: Spark's way
+
+
+def summarize_rows(
+    df: DataFrame, table: pa.Table, column: str = "features", count_by: str | None = None
+) -> FeatureSummary:
+    """What :func:`summarize` gives for ``df``'s rows, which the driver holds (``table``):
+    the column's type checked, then one summary of all of them (no Spark job)."""
+    _check_column_type(df, column)
+    if not table.num_rows:
+        return FeatureSummary()
+    return summarize_batch(table.combine_chunks().to_batches()[0], column, count_by)
+
+
+def project_rows(
+    table: pa.Table, model: PCAModel, k: int, column: str = "features", output: str = "pca"
+) -> pa.Table:
+    """What :func:`project` gives for rows the driver holds (``output`` as float32 lists,
+    as written), in their order."""
+    _check_k(model, k)
+    kept = [name for name in table.column_names if name != column]
+    components = np.ascontiguousarray(model.components[:k])
+    y = project_array(vectors_to_matrix(table.column(column)), model.mean, components)
+    return pa.table([*(table.column(name) for name in kept), matrix_to_vectors(y)],
+                    names=[*kept, output])  # fmt: skip
+
+
+def _check_k(model: PCAModel, k: int) -> None:
+    if not 1 <= k <= model.components.shape[0]:
+        raise JobError(f"--k must be between 1 and {model.components.shape[0]}, got {k}")
+
+
 def fit_pca(df: DataFrame, column: str = "features", fan_in: int = DEFAULT_FAN_IN) -> PCAModel:
     """Validate the column (JobError if unusable) and fit a PCA on its mean-centred rows,
     in one pass over the data."""
@@ -131,8 +184,7 @@ def project(
     """Replace ``column`` with ``output`` = ``(x - mean) @ components[:k].T`` (array<float>),
     keeping the other columns. With ``local`` (``df``'s own files), the tasks read them
     with pyarrow instead of through Spark."""
-    if not 1 <= k <= model.components.shape[0]:
-        raise JobError(f"--k must be between 1 and {model.components.shape[0]}, got {k}")
+    _check_k(model, k)
     sc = df.sparkSession.sparkContext
     params = sc.broadcast((model.mean, np.ascontiguousarray(model.components[:k])))
     kept = [f for f in df.schema.fields if f.name != column]
