@@ -317,6 +317,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     spark = SparkSession.builder.appName("fruits-featurize").getOrCreate()
+    args.started_at = job_progress.driver_started(spark)  # the step's time counts from here
     try:
         print(run(spark, args).line(args))
     finally:

@@ -254,6 +254,7 @@ def separation_line(section: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     spark = SparkSession.builder.appName("fruits-reduce").getOrCreate()
+    args.started_at = job_progress.driver_started(spark)  # the step's time counts from here
     try:
         summary = reduce_features(spark, args)
         print(

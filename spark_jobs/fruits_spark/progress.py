@@ -93,11 +93,14 @@ class Reporter:
         counting: bool = False,
         host: str = "127.0.0.1",
         clock: Callable[[], float] = time.time,
+        started_at: float | None = None,
     ):
         self.step, self.write_bytes, self.interval = step, write, interval
         self.total, self.phase, self.clock = total, phase, clock
         self.done = 0
-        self.started_at = self.changed_at = clock()
+        self.changed_at = clock()
+        # the step's wall time counts from here: the driver's start when the job knows it
+        self.started_at = min(started_at or self.changed_at, self.changed_at)
         self.samples: deque = deque()
         self.finished = False
         self._lock = threading.Lock()
@@ -195,9 +198,21 @@ class Reporter:
             self._sock = None
 
 
+def driver_started(spark) -> float | None:
+    """When the driver's JVM started (Unix seconds): a job's ``main()`` made the session,
+    so this is its ``spark-submit``'s start, Spark's own start-up included."""
+    try:
+        runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
+        return float(runtime.getStartTime()) / 1000
+    except Exception:  # noqa: BLE001 -- a figure for the report, never a reason to fail
+        return None
+
+
 def start(spark, step: str, args, *, counting: bool = False, total: int | None = None) -> Reporter:
     """The job's reporter: writes ``<args.progress>/<step>.json``; without ``--progress``,
-    one that writes nothing and counts nothing (its tally sends nothing)."""
+    one that writes nothing and counts nothing (its tally sends nothing). Its elapsed
+    time counts from ``args.started_at`` when ``main()`` set it (the driver's start: the
+    run summary's step seconds include Spark's start-up), else from now."""
     folder = getattr(args, "progress", None)
     if not folder:
         return Reporter(step, None)
@@ -216,4 +231,5 @@ def start(spark, step: str, args, *, counting: bool = False, total: int | None =
         total=total,
         counting=counting,
         host=address,
+        started_at=getattr(args, "started_at", None),
     )

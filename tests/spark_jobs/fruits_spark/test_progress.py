@@ -56,3 +56,19 @@ def test_progress_grows_while_featurize_runs(spark, tmp_path):
     # the figure moved during the run: several distinct counts strictly between 0 and N
     assert len({d for d in running if 0 < d < N}) >= 3, running
     assert any(r["rate"] for r in seen if not r["finished"])
+
+
+def test_a_steps_time_counts_from_the_drivers_start_when_main_knows_it(spark):
+    """main() hands the reporter the driver JVM's start: the run summary's step seconds
+    then include Spark's start-up, as the step's wall time on a cluster does."""
+    from fruits_spark import progress
+
+    jvm_start = progress.driver_started(spark)
+    assert jvm_start is not None and jvm_start <= time.time()
+    clock = iter([1000.0, 1004.0]).__next__
+    reporter = progress.Reporter("featurize", None, clock=clock, started_at=990.0)
+    assert reporter.started_at == 990.0  # not the reporter's own start, 1000
+    late = progress.Reporter("reduce", None, clock=lambda: 1000.0, started_at=2000.0)
+    assert late.started_at == 1000.0  # a clock skew never makes a negative time
+    plain = progress.Reporter("reduce", None, clock=lambda: 1000.0)
+    assert plain.started_at == 1000.0
