@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -44,6 +46,7 @@ from fruits_spark.pca.linalg import PCAModel, choose_k
 
 MAX_SCATTER_POINTS = 20_000  # rows drawn in pca_scatter.png (a seeded sample beyond that)
 REQUIRED_COLUMNS = ("path", "label", "features")
+REJECTED_COLUMNS = ("path", "label", "error")
 METADATA_KEYS = ("model", "weights", "weights_sha256", "image_size")
 
 
@@ -124,12 +127,17 @@ def separation_sample(df: DataFrame, n_rows: int) -> tuple[np.ndarray, list[str]
 
 
 def read_rejected(spark: SparkSession, uri: str | None) -> list[dict] | None:
-    """featurize's rejected rows (few: one per undecodable file), or None when not asked."""
+    """featurize's rejected rows (few: one per undecodable file), or None when not asked.
+    A local folder is read by pyarrow: through Spark, a handful of rows costs two jobs
+    (the schema's and the collect)."""
     if uri is None:
         return None
+    folder = local_parquet.local_path(fsio.qualified(spark, uri))
     try:
-        rows = spark.read.parquet(uri).select("path", "label", "error").collect()
-    except AnalysisException as exc:
+        if folder is not None and Path(folder).is_dir():  # Spark's hidden files left out
+            return pq.read_table(folder, columns=list(REJECTED_COLUMNS)).to_pylist()
+        rows = spark.read.parquet(uri).select(*REJECTED_COLUMNS).collect()
+    except (AnalysisException, pa.ArrowException) as exc:
         raise JobError(f"--rejected {uri}: cannot read Parquet: {exc}") from exc
     return [r.asDict() for r in rows]
 

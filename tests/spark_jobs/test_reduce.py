@@ -269,6 +269,23 @@ def test_a_small_local_input_is_reduced_by_the_driver_alike(spark, synthetic_df,
         )
 
 
+def test_a_local_folder_of_rejected_rows_is_read_without_a_spark_job(spark, tmp_path):
+    rows = [("file:/in/Kiwi/1.jpg", "Kiwi", "cannot identify image file"),
+            ("file:/in/x/2.jpg", None, "image file is truncated")]  # fmt: skip
+    folder = str(tmp_path / "rejected")
+    rejected = spark.createDataFrame(rows, "path string, label string, error string")
+    rejected.coalesce(1).write.parquet(folder)
+    through_spark = [r.asDict() for r in spark.read.parquet(folder).collect()]
+    read = []
+    jobs = spark_jobs_of(spark, lambda: read.append(reduce_job.read_rejected(spark, folder)))
+    assert (jobs, read) == (0, [through_spark])
+    assert reduce_job.read_rejected(spark, None) is None
+    no_error = str(tmp_path / "no-error")
+    spark.createDataFrame([("p", "l")], "path string, label string").write.parquet(no_error)
+    with pytest.raises(JobError, match="^--rejected .*no-error: cannot read Parquet"):
+        reduce_job.read_rejected(spark, no_error)
+
+
 def test_variance_picks_the_smallest_sufficient_k(spark, variance_run, reference):
     tmp, summary = variance_run
     expected_k = reference.k_for(0.9)
