@@ -244,6 +244,18 @@ def discard_broadcast(model_ready: Future) -> None:
     payload_bc.destroy()
 
 
+def outcome_counts(result: DataFrame, paths: list[str] | None) -> tuple[int, int, list[str]]:
+    """Images featurized, images read, and the listed paths never read (``paths``: the
+    files form's listing; None for a packed input, where every image is a row)."""
+    ok = F.col("error").isNull()
+    if paths is None:
+        counts = {row.ok: row["count"] for row in result.groupBy(ok.alias("ok")).count().collect()}
+        return counts.get(True, 0), sum(counts.values()), []
+    outcome = result.select("path", ok.alias("ok")).collect()
+    read = {row.path for row in outcome}
+    return sum(row.ok for row in outcome), len(outcome), [p for p in paths if p not in read]
+
+
 def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
     """The whole job on an existing session: list, featurize once, write every output."""
     use_few_input_partitions(spark)
@@ -288,11 +300,10 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
             result.where(F.col("error").isNull()).select("path", "label", "features"), metadata
         )
         features.write.mode("overwrite").parquet(args.output)
-        # One pass over the cached result gives both the counts and what was read.
-        outcome = result.select("path", F.col("error").isNull().alias("ok")).collect()
-        read = {row.path for row in outcome}
-        # Listed but never read: zero-byte files, which binaryFile drops.
-        empty = [path for path in listing.paths or () if path not in read]
+        # One pass over the cached result gives the counts, and for files what was read:
+        # zero-byte files, which binaryFile drops, are listed but never read. A packed
+        # input has them as rows: counts alone, and the driver never holds the batch.
+        featurized, n_read, empty = outcome_counts(result, listing.paths)
         rejected = result.where(F.col("error").isNotNull()).select("path", "label", "error")
         if empty:  # a DataFrame of local rows costs a Spark job seconds: only when needed
             rejected = rejected.unionByName(empty_rejections(spark, empty))
@@ -304,11 +315,10 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
         reporter.stop()
         result.unpersist()
         payload_bc.unpersist()
-    featurized = sum(row.ok for row in outcome)
     reporter.finish(listing.total)
     return FeaturizeCounts(
         featurized=featurized,
-        rejected=len(outcome) - featurized + len(empty),
+        rejected=n_read - featurized + len(empty),
         skipped=listing.skipped,
         through_cnn=counter.value,
     )

@@ -295,9 +295,10 @@ def test_a_killed_run_changes_nothing_and_the_rerun_publishes_the_whole_batch(
     total = len(good) + len(bad)  # every image file listed; done when all went through
     assert counts == sorted(counts) and counts[-1] <= total, counts
     assert len(set(counts)) >= 3 and any(0 < c < total for c in counts), counts
-    assert re.search(r"reduce: (pass [12]/2: \w+|report), \d+ s", out)
+    assert re.search(r"reduce: (pass [12]/2: \w+|report), \d+ (s|min)", out)
     assert marker["featurize_rate"] > 0 and set(marker["step_seconds"]) == {"featurize", "reduce"}
-    assert re.search(r"steps: featurize \d+ s, reduce \d+ s; featurize", out)
+    # a step's seconds count from its driver's start: over 90 s on a busy host, in minutes
+    assert re.search(r"steps: featurize \d+ (s|min), reduce \d+ (s|min); featurize", out)
 
 
 def test_local_failed_step_fails_the_run_and_stops_the_cluster(

@@ -201,9 +201,12 @@ def upload_outputs(scratch: Path, cluster_id: str, hook: Any) -> dict[str, dict]
     return uploaded
 
 
-def rewrite_paths(output: Path, s3_root: Path) -> None:
+def rewrite_paths(output: Path, s3_root: Path, rows: int = 4096) -> None:
     """Make the published outputs name images as on EMR: the jobs saw staged copies
-    (``file:<s3_root>/bucket/key``), the outputs say ``s3://bucket/key``."""
+    (``file:<s3_root>/bucket/key``), the outputs say ``s3://bucket/key``. A part is
+    rewritten ``rows`` at a time, so the task's memory does not grow with the batch
+    (a features part of a 90k-image batch is ~45 MB)."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -212,12 +215,21 @@ def rewrite_paths(output: Path, s3_root: Path) -> None:
     for part in output.glob("*.parquet"):
         if part.name.startswith((".", "_")):
             continue
-        table = pq.read_table(part)
-        if "path" not in table.column_names:
+        source = pq.ParquetFile(part)
+        schema = source.schema_arrow  # with its metadata (model, weights): kept
+        if "path" not in schema.names:
             continue
-        paths = pc.replace_substring_regex(table["path"], pattern=pattern, replacement="s3://")
-        table = table.set_column(table.schema.get_field_index("path"), "path", paths)
-        pq.write_table(table, part)  # the schema's metadata (model, weights) is kept
+        index = schema.get_field_index("path")
+        rewritten = part.with_name(f".{part.name}.rewrite")  # hidden: never published
+        with pq.ParquetWriter(rewritten, schema) as writer:
+            for batch in source.iter_batches(batch_size=rows):
+                table = pa.Table.from_batches([batch])
+                paths = pc.replace_substring_regex(
+                    table["path"], pattern=pattern, replacement="s3://"
+                )
+                writer.write_table(table.set_column(index, "path", paths))
+        source.close()
+        rewritten.replace(part)
     report = output / "report.json"
     if report.exists():
         report.write_text(re.sub(f"(file:)?{re.escape(root)}/", "s3://", report.read_text()))

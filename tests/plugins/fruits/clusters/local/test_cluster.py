@@ -162,6 +162,24 @@ def test_published_outputs_name_images_by_their_s3_uri(tmp_path):
     assert report == {"inputs": {"input": f"s3://{BUCKET}/x"}}
 
 
+def test_a_large_part_is_rewritten_a_few_rows_at_a_time_every_row_kept(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "s3"
+    out = root / BUCKET / "features"
+    out.mkdir(parents=True)
+    names = [f"L{i % 7}/{i}.jpg" for i in range(1000)]
+    table = pa.table({"path": [f"file:{root}/{BUCKET}/raw/{n}" for n in names],
+                      "label": [n.split("/")[0] for n in names]})  # fmt: skip
+    pq.write_table(table, out / "part-0.parquet")
+    local_steps.rewrite_paths(out, root, rows=64)  # 16 batches
+    rewritten = pq.read_table(out / "part-0.parquet")
+    assert rewritten["path"].to_pylist() == [f"s3://{BUCKET}/raw/{n}" for n in names]
+    assert rewritten["label"].to_pylist() == table["label"].to_pylist()
+    assert sorted(p.name for p in out.iterdir()) == ["part-0.parquet"]  # no leftover
+
+
 def test_stop_all_ends_every_cluster_still_running(tmp_path):
     a = fake_cluster(tmp_path, {"master": spawn(SLEEPER, tmp_path / "l", "a")}, "local-a")
     b = fake_cluster(tmp_path, {"master": spawn(SLEEPER, tmp_path / "l", "b")}, "local-b")
