@@ -110,6 +110,8 @@ SPARK_IO: dict[str, tuple[str, ...]] = {
     "create": ("s3:PutObject", "s3:GetObject", "s3:ListBucket"),
     "delete": ("s3:DeleteObject", "s3:ListBucket"),
     "rename": ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket"),
+    "makeQualified": (),  # names a path: no request
+    "getContentSummary": ("s3:GetObject", "s3:ListBucket"),  # a listing (HEAD on a file)
 }
 
 # `aws s3 <command>` in the nodes' shell scripts: (reading from S3, writing to S3).
