@@ -96,6 +96,25 @@ def task_durations(rows: list[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
+def task_at(rows: list[Mapping[str, Any]], when: float | None) -> str | None:
+    """The task that was running at Unix time ``when`` (the last to start before it), so
+    a peak of the one ``airflow dags test`` process can be put down to a task."""
+    if when is None:
+        return None
+    running = None
+    for row in rows:
+        start, end = parse_time(row["start_date"]), parse_time(row["end_date"])
+        if (
+            start is not None
+            and start.timestamp() <= when
+            and (
+                end is None or when <= end.timestamp() + 1.0  # the sampler's half second
+            )
+        ):
+            running = row["task_id"]
+    return running
+
+
 def xcom_value(database: Path, dag_id: str, run_id: str, task_id: str) -> Any:
     """A task's return value (JSON), or None."""
     with _connect(database) as db:

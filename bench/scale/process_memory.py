@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -100,6 +101,9 @@ def describe(proc: ProcessRecord) -> str:
     class, a Python module or script)."""
     args = proc.cmdline[1:]
     what = next((a for a in args if a.startswith("org.apache.spark.")), None)
+    if what is not None and what.endswith("SparkSubmit"):  # which job: its script
+        script = next((PurePath(a).name for a in args if a.endswith(".py")), None)
+        what = f"{what} {script}" if script else what
     if what is None and "-m" in args[:-1]:
         what = "-m " + args[args.index("-m") + 1]
     if what is None:
@@ -127,6 +131,7 @@ class Peaks:
     rss: dict[str, int] = field(default_factory=dict)
     processes: dict[str, int] = field(default_factory=dict)
     members: dict[str, list[str]] = field(default_factory=dict)  # at the group's peak
+    peak_at: dict[str, float] = field(default_factory=dict)  # Unix time of the group's peak
     counted_total: int = 0
     samples: int = 0
 
@@ -134,11 +139,14 @@ class Peaks:
         self,
         sample: Mapping[str, tuple[int, int]],
         members: Mapping[str, list[str]] | None = None,
+        now: float | None = None,
     ) -> None:
         for group, (rss, n) in sample.items():
             if rss > self.rss.get(group, 0):
                 self.rss[group] = rss
                 self.members[group] = list((members or {}).get(group, []))
+                if now is not None:
+                    self.peak_at[group] = now
             self.processes[group] = max(self.processes.get(group, 0), n)
         total = sum(rss for group, (rss, _) in sample.items() if group not in NOT_COUNTED)
         self.counted_total = max(self.counted_total, total)
@@ -153,6 +161,7 @@ class Peaks:
                     "max_processes": self.processes[group],
                     "counted": group not in NOT_COUNTED,
                     "at_peak": self.members.get(group, []),
+                    "peak_at": self.peak_at.get(group),
                 }
                 for group in GROUPS
                 if group in self.rss
@@ -201,7 +210,7 @@ class MemorySampler:
         while not self._stop.is_set():
             records = snapshot(self.root_pid, self.moto_pid)
             ids = {"root_pid": self.root_pid, "moto_pid": self.moto_pid}
-            self.peaks.add(group_rss(records, **ids), group_members(records, **ids))
+            self.peaks.add(group_rss(records, **ids), group_members(records, **ids), time.time())
             self._stop.wait(self.interval)
 
     def start(self) -> MemorySampler:

@@ -188,8 +188,11 @@ def measure_run(
     record["memory"] = samplers[0].peaks.as_dict()
     run = metadata.last_run(config.database, DAG_ID, batch)
     record["dag_run"] = run
-    tasks = metadata.task_durations(metadata.task_rows(config.database, DAG_ID, run["run_id"]))
+    rows = metadata.task_rows(config.database, DAG_ID, run["run_id"])
+    tasks = metadata.task_durations(rows)
     record["tasks"] = tasks
+    for group in record["memory"]["groups"].values():  # which task each peak fell in
+        group["during_task"] = metadata.task_at(rows, group.get("peak_at"))
     if done.returncode or run["state"] != "success":
         raise RunFailed(f"run {batch}: airflow dags test exited {done.returncode}, DAG run "
                         f"{run['state']}; log {done.log}:\n{tail(done.log)}", record)  # fmt: skip

@@ -60,15 +60,17 @@ class Tally:
             pass  # progress is advisory: never fail a task for it
 
 
-def rate_over(samples: deque, now: float, done: int, window: float = RATE_WINDOW) -> float | None:
+def rate_over(
+    samples: deque, now: float, done: int, window: float = RATE_WINDOW, least: float = 1.0
+) -> float | None:
     """Items per second from the oldest sample in the last ``window`` seconds to now;
     ``samples`` (``(time, done)``, oldest first) is trimmed to that window. None with
-    less than a second of history."""
+    less than ``least`` seconds of history."""
     samples.append((now, done))
     while len(samples) > 2 and samples[1][0] <= now - window:
         samples.popleft()
     t0, d0 = samples[0]
-    if now - t0 < 1.0:
+    if now - t0 < least:
         return None
     return max(0, done - d0) / (now - t0)
 
@@ -135,7 +137,8 @@ class Reporter:
         with self._lock:
             now = self.clock()
             done = self.done if self.total is None else min(self.done, self.total)
-            rate = rate_over(self.samples, now, done)
+            # a second of history, or ten writes when they come faster (a short run)
+            rate = rate_over(self.samples, now, done, least=min(1.0, 10 * self.interval))
             elapsed = now - self.started_at
             return {
                 "step": self.step,

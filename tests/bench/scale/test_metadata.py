@@ -9,8 +9,10 @@ import pytest
 
 from bench.scale.metadata import (
     last_run,
+    parse_time,
     run_start,
     staging_seconds,
+    task_at,
     task_durations,
     task_log,
     task_rows,
@@ -104,6 +106,14 @@ def test_task_durations_come_from_start_and_end_dates(database):
     assert durations["upload_batch"]["seconds"] == pytest.approx(1.044165)
     assert durations["add_steps"] == {"seconds": pytest.approx(1.410339), "state": "success"}
     assert durations["summarize_run"] == {"seconds": None, "state": "skipped"}
+
+
+def test_a_peak_is_put_down_to_the_task_running_then(database):
+    rows = task_rows(database, "fruits_pipeline", RUN)
+    at = parse_time("2026-12-06 02:42:46.000000").timestamp()
+    assert task_at(rows, at) == "add_steps"
+    assert task_at(rows, at - 5.0) is None  # between two tasks
+    assert task_at(rows, None) is None
 
 
 def test_the_return_value_is_read_as_json(database):

@@ -105,7 +105,8 @@ def test_moto_is_reported_but_not_counted_in_the_total():
     report = peaks.as_dict()
     assert report["counted_total_peak_mib"] == 600.0  # the second sample's; moto left out
     assert report["groups"][MOTO] == {
-        "peak_mib": 900.0, "max_processes": 1, "counted": False, "at_peak": []}  # fmt: skip
+        "peak_mib": 900.0, "max_processes": 1, "counted": False, "at_peak": [],
+        "peak_at": None}  # fmt: skip
     assert report["groups"][AIRFLOW]["counted"] is True
     assert list(report["groups"]) == [AIRFLOW, EXECUTOR, MOTO]  # GROUPS' order
 
@@ -122,4 +123,13 @@ def test_the_processes_at_a_groups_peak_are_named():
     peaks.add(group_rss(records, root_pid=ROOT, moto_pid=MOTO_PID), members)
     peaks.add({DAEMONS: (1, 1)}, {DAEMONS: ["java x"]})  # lower: the peak's members stay
     assert peaks.as_dict()["groups"][DAEMONS]["at_peak"] == members[DAEMONS]
+    assert members[DRIVER] == ["java org.apache.spark.deploy.SparkSubmit featurize.py"]
+
+
+def test_a_groups_peak_keeps_the_time_it_was_seen():
+    peaks = Peaks()
+    peaks.add({AIRFLOW: (300 * MiB, 1)}, now=100.0)
+    peaks.add({AIRFLOW: (500 * MiB, 1)}, now=105.5)
+    peaks.add({AIRFLOW: (400 * MiB, 1)}, now=110.0)  # lower: the peak's time stays
+    assert peaks.as_dict()["groups"][AIRFLOW]["peak_at"] == 105.5
     assert describe(proc(1, "/bin/bash", "/opt/spark/bin/spark-class")) == "bash spark-class"

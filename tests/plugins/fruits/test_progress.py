@@ -85,6 +85,10 @@ def test_rate_is_over_the_last_minute_and_eta_follows():
     assert job_progress.eta_seconds(6600, 9600, rate) == pytest.approx(30.0)
     assert job_progress.eta_seconds(10, None, rate) is None
     assert job_progress.eta_seconds(10, 100, None) is None
+    short: deque = deque()
+    job_progress.rate_over(short, 0.0, 0)
+    assert job_progress.rate_over(deque(short), 0.3, 30) is None  # under a second: no rate
+    assert job_progress.rate_over(short, 0.3, 30, least=0.2) == pytest.approx(100.0)
 
 
 def test_workers_tally_reaches_the_driver_and_the_last_write_is_the_jobs_count():
