@@ -249,7 +249,8 @@ def use_env(env: dict[str, str]) -> None:
 
 
 def run_all(args: Any, items: list[dict[str, Any]], infos: list[BatchInfo],
-            config: RunConfig, results: dict[str, Any]) -> None:  # fmt: skip
+            config: RunConfig, results: dict[str, Any],
+            saved: Callable[[], None] = lambda: None) -> None:  # fmt: skip
     moto = Moto(config.logs / "moto.log").start()
     say(f"S3: moto's server on {moto.endpoint} (pid {moto.pid})")
     try:
@@ -260,6 +261,7 @@ def run_all(args: Any, items: list[dict[str, Any]], infos: list[BatchInfo],
         for item, info in zip(items, infos, strict=True):
             record = measure_run(item, info, config, env, moto, args.keep_objects)
             results["warmup" if item["kind"] == "warmup" else "runs"].append(record)
+            saved()  # an hour-long bench stopped midway keeps the runs it made
     finally:
         moto.stop()
 
@@ -296,9 +298,15 @@ def bench(args: Any) -> int:
         "runs": [],
     }
     failure = None
+
+    def saved() -> None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({**results, "partial": True}, indent=1, default=str,
+                                        ensure_ascii=False))  # fmt: skip
+
     if not args.no_runs:
         try:
-            run_all(args, items, infos, config, results)
+            run_all(args, items, infos, config, results, saved)
         except RunFailed as exc:
             failure = str(exc)
             results["failed_run"] = exc.record

@@ -1,9 +1,10 @@
-"""The scale bench's plan and per-run arithmetic (no run: bench.scale.run's pure parts)."""
+"""The scale bench's plan, per-run arithmetic and saving (no real run: bench.scale.run's parts)."""
 
 from __future__ import annotations
 
 import pytest
 
+from bench.scale import run
 from bench.scale.options import parse_args
 from bench.scale.run import plan, ratios, stages
 
@@ -40,3 +41,37 @@ def test_a_runs_stages_and_ratios():
     assert ratios(stage) == {"end_to_end_vs_featurize": 2.5, "upload_staging_share": 0.15}
     assert ratios({**stage, "featurize": None, "staging": None}) == {
         "end_to_end_vs_featurize": None, "upload_staging_share": None}  # fmt: skip
+
+
+def test_each_finished_run_is_saved_before_the_next_starts(monkeypatch, tmp_path):
+    class FakeMoto:
+        pid, endpoint = 1, "http://127.0.0.1:1"
+
+        def __init__(self, log):
+            self.stopped = False
+
+        def start(self):
+            return self
+
+        def stop(self):
+            self.stopped = True
+
+    def measure(item, *rest):
+        if item["date"] == "2026-01-11":
+            raise RuntimeError("the second run dies")
+        return {"date": item["date"]}
+
+    monkeypatch.setattr(run, "Moto", FakeMoto)
+    monkeypatch.setattr(run, "pipeline_env", lambda *a: {})
+    monkeypatch.setattr(run, "use_env", lambda env: None)
+    monkeypatch.setattr(run, "fresh_airflow", lambda *a: None)
+    monkeypatch.setattr(run, "measure_run", measure)
+    items = [{"kind": "scale", "date": d} for d in ("2026-01-10", "2026-01-11")]
+    results: dict = {"warmup": [], "runs": []}
+    seen: list[list[str]] = []
+    config = type("Config", (), {"logs": tmp_path, "airflow_home": tmp_path})()
+    args = type("Args", (), {"keep_objects": False})()
+    with pytest.raises(RuntimeError):
+        run.run_all(args, items, [None, None], config, results,
+                    lambda: seen.append([r["date"] for r in results["runs"]]))  # fmt: skip
+    assert seen == [["2026-01-10"]]  # saved once, with the run that finished
