@@ -86,17 +86,25 @@ def mib(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f} MiB"
 
 
+def _peak_cell(peak: dict | None) -> str:
+    """``612 MiB (1) in upload_batch``: the peak, the group's processes, and the task that
+    was running then (where the run's metadata told it)."""
+    if not peak:
+        return "-"
+    cell = f"{mib(peak['peak_mib'])} ({peak['max_processes']})"
+    return f"{cell} in {peak['during_task']}" if peak.get("during_task") else cell
+
+
 def memory_table(runs: Sequence[Run]) -> str:
     """A row per process group (moto last, marked not counted), a column per size with
-    the peak RSS (the most processes of the group alive at once), and the verdict."""
+    the peak RSS (the most processes of the group alive at once, the task running then),
+    and the verdict."""
     rows = []
     for group in GROUPS:
         peaks = {run["size"]: run["memory"]["groups"].get(group) for run in runs}
         if not any(peaks.values()):
             continue
-        cells = [
-            f"{mib(p['peak_mib'])} ({p['max_processes']})" if p else "-" for p in peaks.values()
-        ]
+        cells = [_peak_cell(p) for p in peaks.values()]
         verdict = flatness({n: p["peak_mib"] if p else None for n, p in peaks.items()})
         title = f"{group} (not counted)" if group in NOT_COUNTED else group
         rows.append([title, *cells, f"{verdict.verdict} ({verdict.detail})"])

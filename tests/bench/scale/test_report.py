@@ -66,6 +66,13 @@ def test_the_memory_table_marks_moto_not_counted_and_skips_absent_groups():
     assert "| moto (not counted) | 300 MiB (1) | 900 MiB (1) | grows" in table
     assert "| python workers | 400 MiB (2) | 500 MiB (2) | grows (3,000 vs 1,000: +25%) |" in table
     assert "| airflow task | 500 MiB (1) | 500 MiB (1) | flat" in table
+
+
+def test_a_peak_names_the_task_that_was_running():
+    a, b = run(1000, 100.0, 20.0), run(3000, 200.0, 60.0)
+    b["memory"]["groups"]["airflow task"]["during_task"] = "upload_batch"
+    table = memory_table([a, b])
+    assert "| airflow task | 500 MiB (1) | 500 MiB (1) in upload_batch | flat" in table
     assert "spark driver" not in table
     assert "| all counted, at once | 900 MiB | 900 MiB | flat" in table
 
