@@ -194,10 +194,19 @@ def upload_outputs(scratch: Path, cluster_id: str, hook: Any) -> dict[str, dict]
             f"cluster {cluster_id}: no local output for {', '.join(missing)} (removed with "
             "the cluster?); nothing uploaded. Clear the whole run to compute them again."
         )
+    return publish_outputs(hook, {uri: Path(path) for uri, path in outputs.items()}, folder / "s3")
+
+
+def publish_outputs(hook: Any, outputs: Mapping[str, Path], s3_root: Path) -> dict[str, dict]:
+    """Publish each local output folder of steps that :func:`localize` rewrote for
+    ``s3_root`` to its s3:// URI, as the jobs would have written it there: the folder
+    replaced, markers last, and image paths named by their s3:// URIs
+    (:func:`rewrite_paths`). The tests' EMR and ec2 stand-ins publish their real steps'
+    outputs through it too."""
     uploaded = {}
     for uri, path in outputs.items():
-        rewrite_paths(Path(path), folder / "s3")
-        uploaded[uri] = s3sync.publish_folder(hook, Path(path), uri).as_dict()
+        rewrite_paths(path, s3_root)
+        uploaded[uri] = s3sync.publish_folder(hook, path, uri).as_dict()
     return uploaded
 
 
