@@ -214,7 +214,10 @@ def rewrite_paths(output: Path, s3_root: Path, rows: int = 4096) -> None:
     """Make the published outputs name images as on EMR: the jobs saw staged copies
     (``file:<s3_root>/bucket/key``), the outputs say ``s3://bucket/key``. A part is
     rewritten ``rows`` at a time, so the task's memory does not grow with the batch
-    (a features part of a 90k-image batch is ~45 MB)."""
+    (a features part of a 90k-image batch is ~45 MB). A rewritten file's Hadoop checksum
+    (``.<name>.crc``) goes with it: a later step that reads the folder (reduce reads
+    featurize's, when each step's outputs are published as it ends) would otherwise fail
+    with a ChecksumException."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -239,6 +242,8 @@ def rewrite_paths(output: Path, s3_root: Path, rows: int = 4096) -> None:
                 writer.write_table(table.set_column(index, "path", paths))
         source.close()
         rewritten.replace(part)
+        part.with_name(f".{part.name}.crc").unlink(missing_ok=True)
     report = output / "report.json"
     if report.exists():
         report.write_text(re.sub(f"(file:)?{re.escape(root)}/", "s3://", report.read_text()))
+        report.with_name(f".{report.name}.crc").unlink(missing_ok=True)
