@@ -7,6 +7,7 @@ does)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import zipfile
@@ -131,6 +132,34 @@ def test_failed_step_fails_the_run_terminates_the_cluster_and_shows_stderr(
     assert f"step {steps[0]['Id']} (featurize batch={DATE}) is FAILED" in log
     assert STEP_ERROR in log  # the step's stderr.gz, fetched from the LogUri
     assert "INFO SparkContext" not in log  # log4j noise dropped from the tail
+
+
+def test_a_step_that_fails_for_real_fails_the_run_with_its_own_stderr(
+    load_dag, fruits_env, aws, emr_steps, capfd
+):
+    """A batch of one image: featurize runs, reduce's real spark-submit exits non-zero
+    (a PCA needs two rows); its own logs go to the LogUri, and its stderr's tail fails
+    the run."""
+    write_batch(fruits_env / DATE, per_label=1, labels=["Kiwi"])
+    emr_steps("complete")
+    dag_run = run(load_dag("emr"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert (states["wait_for_step"], states["remove_cluster"]) == ("failed", "success")
+    (cluster,) = aws.clusters()
+    steps = aws.emr.list_steps(ClusterId=cluster["Id"])["Steps"][::-1]
+    assert [s["Status"]["State"] for s in steps] == ["COMPLETED", "FAILED"]
+    logs = f"logs/emr/{cluster['Id']}/steps/{steps[1]['Id']}/"
+    out = capfd.readouterr().out
+    log = out[out.index("Waiting up to") :]
+    assert f"step {steps[1]['Id']} (reduce batch={DATE}) is FAILED" in log
+    assert f"--- s3://{BUCKET}/{logs}stderr.gz (tail) ---" in log
+    assert "SparkContext" in gzip.decompress(aws.read(logs + "stderr.gz")).decode()
+    # PySpark's driver merges the job's stderr into spark-submit's stdout
+    stdout = gzip.decompress(aws.read(logs + "stdout.gz")).decode()
+    assert "error: --input " in stdout and "need at least 2 rows to fit a PCA, got 1" in stdout
+    assert aws.keys("runs/batch=") == []  # nothing published
 
 
 def test_a_stalled_step_fails_the_run_early_and_the_cluster_is_removed(

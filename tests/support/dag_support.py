@@ -212,8 +212,9 @@ class EmrStepDriver(BackgroundDriver):
     inputs staged from moto, outputs published back to the step's s3:// URIs as Spark's
     ``mode("overwrite")`` leaves them, live progress copied as the jobs write it), one
     at a time, in order; the step ends COMPLETED on exit status 0, else FAILED with its
-    real stderr gzipped to the LogUri (``<LogUri>/<cluster>/steps/<step>/stderr.gz``, as
-    EMR copies it) and the later steps CANCELLED (CANCEL_AND_WAIT). ``fail``: the first
+    real stderr and stdout gzipped to the LogUri (``<LogUri>/<cluster>/steps/<step>/``
+    ``stderr.gz``, ``stdout.gz``, as EMR copies them) and the later steps CANCELLED
+    (CANCEL_AND_WAIT). ``fail``: the first
     step FAILED with a canned stderr, the later ones CANCELLED. ``fail_reduce``:
     featurize runs for real, reduce FAILED with the canned stderr. ``cluster_fails``:
     once steps are queued, the cluster ends TERMINATED_WITH_ERRORS (a failed bootstrap
@@ -296,7 +297,8 @@ class EmrStepDriver(BackgroundDriver):
             run.publish(index, self.leave_out.get(name, ()))
             step.state = "COMPLETED"
         else:
-            self.write_stderr(cluster, step, run.stderr(index))
+            self.write_stderr(cluster, step, run.output(index, "stderr"))
+            self.write_log(cluster, step, "stdout", run.output(index, "stdout"))
             step.state = "FAILED"
         return True
 
@@ -315,8 +317,12 @@ class EmrStepDriver(BackgroundDriver):
             self.s3.put_object(Bucket=bucket, Key=f"{prefix}{name}.json", Body=body)
 
     def write_stderr(self, cluster, step, text: str) -> None:
+        self.write_log(cluster, step, "stderr", text)
+
+    def write_log(self, cluster, step, name: str, text: str) -> None:
+        """``<LogUri>/<cluster>/steps/<step>/<name>.gz``, where EMR copies a step's logs."""
         bucket, prefix = split_uri(cluster.log_uri)
-        key = f"{prefix.rstrip('/')}/{cluster.id}/steps/{step.id}/stderr.gz"
+        key = f"{prefix.rstrip('/')}/{cluster.id}/steps/{step.id}/{name}.gz"
         self.s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(text.encode()))
 
 
@@ -341,12 +347,12 @@ class Ec2NodeDriver(BackgroundDriver):
     ``complete`` (each step's real spark-submit run on this host, one at a time --
     :class:`real_steps.RealSteps`, its argv mapped back from the node's copy of the
     code and ``s3a://`` to the s3:// URIs the backend submitted -- its outputs published
-    to those URIs, COMPLETED on exit status 0, else FAILED with its real stderr and the
-    later steps CANCELLED), ``fail`` (the first FAILED with a canned stderr, the later
-    ones CANCELLED), ``fail_reduce`` (featurize for real, reduce FAILED, canned),
-    ``runner_dies`` (the runner exits with no step done, its log uploaded),
-    ``runner_killed`` (it says it runs, then nothing more), ``runner_never_starts``
-    (nothing at all); then it says it exited."""
+    to those URIs, COMPLETED on exit status 0, else FAILED with its real stdout and
+    stderr and the later steps CANCELLED), ``fail`` (the first FAILED with a canned
+    stderr, the later ones CANCELLED), ``fail_reduce`` (featurize for real, reduce
+    FAILED, canned), ``runner_dies`` (the runner exits with no step done, its log
+    uploaded), ``runner_killed`` (it says it runs, then nothing more),
+    ``runner_never_starts`` (nothing at all); then it says it exited."""
 
     def __init__(self, clients, policy: str, steps: str = "complete"):
         super().__init__()
@@ -481,8 +487,9 @@ class Ec2NodeDriver(BackgroundDriver):
                     run.publish(index)
                     state = {"state": "COMPLETED", "returncode": 0}
                 else:  # as node_steps' Mirror: the output first, who sees FAILED finds it
-                    self.clients.s3.put_object(Bucket=BUCKET, Key=folder + "stderr",
-                                               Body=run.stderr(index).encode())  # fmt: skip
+                    for name in ("stdout", "stderr"):
+                        body = run.output(index, name).encode()
+                        self.clients.s3.put_object(Bucket=BUCKET, Key=folder + name, Body=body)
                     state = {"state": "FAILED", "returncode": code}
                     failed = step["id"]
             self.put(folder + "state.json", state)

@@ -42,7 +42,7 @@ def s3_hook() -> Any:
 class RealSteps:
     """One cluster's EMR-format steps (``{"Name", "HadoopJarStep": {"Args"}}``), run one
     at a time on a ``local[2]`` master: :meth:`start` one, :meth:`poll` it (the drivers
-    look every 0.2 s), then :meth:`publish` its outputs or read its :meth:`stderr`.
+    look every 0.2 s), then :meth:`publish` its outputs or read its :meth:`output`.
     The scratch folder goes with :meth:`close`."""
 
     def __init__(self, steps: Sequence[Mapping[str, Any]], hook: Any | None = None):
@@ -127,8 +127,10 @@ class RealSteps:
         outputs = {uri: path for uri, path in self.outputs(index).items() if uri not in lost}
         return publish_outputs(self.hook, outputs, self.s3_root)
 
-    def stderr(self, index: int) -> str:
-        return (self.folder(index) / "stderr").read_text(errors="replace")
+    def output(self, index: int, name: str) -> str:
+        """Step ``index``'s ``stdout`` or ``stderr``. PySpark's driver merges the job's own
+        stderr into spark-submit's stdout: a job's ``error:`` line is in ``stdout``."""
+        return (self.folder(index) / name).read_text(errors="replace")
 
     def stop(self) -> None:
         """End the running step, if any, with everything it started."""
