@@ -262,8 +262,8 @@ def staged_weights(aws, tmp_path, monkeypatch, request) -> Callable[..., str]:
     staged to the bucket from an operator's Keras cache as ``make stage-weights`` does,
     with its converted model at ``image_size`` where the ``staged_model`` fixture is
     available (tests/support/model_fixtures.py: a real conversion, of seeded random
-    weights, since the steps of a played cluster run it); returns the weights' URI. The Airflow
-    worker's own cache (``KERAS_HOME``) is empty, as on a fresh MWAA worker."""
+    weights, since the steps of a played cluster run it); returns the weights' URI. The
+    Airflow worker's own cache (``KERAS_HOME``) is empty, as on a fresh MWAA worker."""
     import hashlib
 
     from fruits.settings import rules
