@@ -3,8 +3,9 @@
 moto launches instances that boot nothing and records SSM commands that run nothing, so
 the ``ec2_nodes`` fixture plays the nodes through S3, as they would, under the log
 prefix their user data names: the primary's ``ready.json`` (or a bootstrap's ``failed/``
-report), then, once the SSM command started the step runner, its ``runner.json``, the
-steps' state files and outputs. The node programs themselves run for real in
+report), then, once the SSM command started the step runner, its ``runner.json`` and the
+steps' state files; each step's real spark-submit runs on this host and its outputs go
+to the step's s3:// URIs. The node programs themselves run for real in
 tests/plugins/fruits/clusters/ec2/node/test_node.py."""
 
 from __future__ import annotations
@@ -15,18 +16,16 @@ import pytest
 from dag_support import (
     BUCKET,
     EARLIER_BATCH,
-    FAKE_REJECTED,
-    FAKE_REPORT,
     NODE_ERROR,
     RUNNER_ERROR,
     STEP_ERROR,
+    assert_real_outputs,
     failed_at,
     logical,
     snapshot,
     task_states,
+    write_test_batch,
 )
-
-from fruits.dev.sample_batch import write_bad_files, write_batch
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -38,10 +37,7 @@ CONF = {"weights": "random", "image_size": 64}
 def batch(fruits_env, monkeypatch):
     monkeypatch.setenv("FRUITS_EC2_WORKER_COUNT", "2")
     monkeypatch.setenv("FRUITS_EC2_WORKER_SPOT", "true")
-    folder = fruits_env / DATE
-    write_batch(folder, per_label=2, labels=["Banana", "Pêche"])
-    write_bad_files(folder, label="Banana")
-    return folder
+    return write_test_batch(fruits_env / DATE, ["Banana", "Pêche"], 2, bad_label="Banana")
 
 
 def instances(aws) -> list[dict]:
@@ -164,10 +160,13 @@ def test_ec2_run_launches_runs_the_steps_over_ssm_and_terminates(
     for name in ("node.py", "node_report.py", "node_daemons.py", "node_steps.py", "step_runner.py"):
         assert f"{code_prefix}/{name}" in shipped, name
 
+    # the steps ran for real: the published outputs are the batch's images and bad files
+    assert_real_outputs(aws, f"runs/batch={DATE}/", batch, DATE)
+    for sid in (s["id"] for s in spec):
+        assert json.loads(aws.read(f"{log}steps/{sid}/state.json"))["state"] == "COMPLETED"
     out = capfd.readouterr().out
     assert (
-        f"batch {DATE}: {FAKE_REPORT['n_rows']} images featurized (2 labels), "
-        f"{FAKE_REJECTED} rejected"
+        f"batch {DATE}: {len(batch.good)} images featurized (2 labels), {len(batch.bad)} rejected"
     ) in out
 
 

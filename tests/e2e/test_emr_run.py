@@ -1,27 +1,31 @@
 """Whole runs of the ``emr`` backend with ``dag.test()`` against moto's server.
 
 moto's EMR never finishes a step, so the ``emr_steps`` fixture plays the cluster:
-it completes the steps (writing what the jobs would) or fails the first one (with a
-stderr.gz in the LogUri, as EMR does)."""
+it runs each step's real spark-submit on this host (its outputs published to the
+step's s3:// URIs) or fails the first one (with a stderr.gz in the LogUri, as EMR
+does)."""
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
 import zipfile
 from io import BytesIO
 
 import pytest
 from dag_support import (
     BUCKET,
-    FAKE_REJECTED,
-    FAKE_REPORT,
     STALLED_AT,
     STEP_ERROR,
+    assert_real_outputs,
     logical,
+    read_parquet,
     task_states,
+    write_test_batch,
 )
 
-from fruits.dev.sample_batch import write_bad_files, write_batch
+from fruits.dev.sample_batch import write_batch
 from fruits_spark.rules import is_image_path
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
@@ -32,10 +36,7 @@ CONF = {"weights": "random", "image_size": 64}
 
 @pytest.fixture
 def batch(fruits_env):
-    folder = fruits_env / DATE
-    write_batch(folder, per_label=2, labels=["Banana", "Pêche"])
-    write_bad_files(folder, label="Banana")
-    return folder
+    return write_test_batch(fruits_env / DATE, ["Banana", "Pêche"], 2, bad_label="Banana")
 
 
 def run(dag, date=DATE, conf=CONF):
@@ -57,9 +58,10 @@ def test_steps_completed_run_succeeds_and_cluster_is_terminated(
     # the batch went to raw/ packed: every image, bad ones too (the job decides what they
     # are), not the hidden and non-image files the job would skip
     packed = aws.packed(f"raw/batch={DATE}/")
-    local = [p.relative_to(batch).as_posix() for p in batch.rglob("*") if p.is_file()]
+    folder = batch.folder
+    local = [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
     assert sorted(packed) == sorted(name for name in local if is_image_path(name))
-    assert all(packed[name] == (batch / name).read_bytes() for name in packed)
+    assert all(packed[name] == (folder / name).read_bytes() for name in packed)
 
     # the cluster: EMR 7, Spark, the bootstrap and job code of this run's code version
     described = aws.emr.describe_cluster(ClusterId=cluster["Id"])["Cluster"]
@@ -87,18 +89,27 @@ def test_steps_completed_run_succeeds_and_cluster_is_terminated(
     assert featurize[featurize.index("--image-size") + 1] == "64"
     assert all(s["ActionOnFailure"] == "CANCEL_AND_WAIT" for s in steps)
 
+    # the steps ran for real: the published outputs are the batch's images and bad files
+    report = assert_real_outputs(aws, f"runs/batch={DATE}/", batch, DATE)
+
     # the summary read report.json and the rejected Parquet back from S3
     out = capfd.readouterr().out
     assert (
-        f"batch {DATE}: {FAKE_REPORT['n_rows']} images featurized (2 labels), "
-        f"{FAKE_REJECTED} rejected"
+        f"batch {DATE}: {len(batch.good)} images featurized (2 labels), {len(batch.bad)} rejected"
     ) in out
-    assert f"-> k={FAKE_REPORT['k']} components, explained variance 0.9600" in out
+    variance = report["cumulative_variance"][-1]
+    assert variance >= 0.95  # the default --variance
+    assert f"-> k={report['k']} components, explained variance {variance:.4f}" in out
     # the steps' progress reports, read from S3 as on a real cluster, give the summary
     # each step's wall time and featurize's rate
-    assert "steps: featurize 4 s, reduce 2 s; featurize 2.0 img/s" in out
+    assert re.search(
+        r"steps: featurize \d+ (s|min), reduce \d+ (s|min); featurize [\d.]+ img/s", out
+    )
     marker = json.loads(aws.read(f"runs/batch={DATE}/_SUCCESS"))
-    assert marker["step_seconds"] == {"featurize": 4.5, "reduce": 2.2}
+    assert set(marker["step_seconds"]) == {"featurize", "reduce"}
+    assert min(marker["step_seconds"].values()) > 0 and marker["featurize_rate"] > 0
+    progress = json.loads(aws.read(f"runs/batch={DATE}/progress/featurize.json"))
+    assert progress["finished"] and progress["done"] == progress["total"]
 
 
 def test_failed_step_fails_the_run_terminates_the_cluster_and_shows_stderr(
@@ -121,6 +132,34 @@ def test_failed_step_fails_the_run_terminates_the_cluster_and_shows_stderr(
     assert f"step {steps[0]['Id']} (featurize batch={DATE}) is FAILED" in log
     assert STEP_ERROR in log  # the step's stderr.gz, fetched from the LogUri
     assert "INFO SparkContext" not in log  # log4j noise dropped from the tail
+
+
+def test_a_step_that_fails_for_real_fails_the_run_with_its_own_stderr(
+    load_dag, fruits_env, aws, emr_steps, capfd
+):
+    """A batch of one image: featurize runs, reduce's real spark-submit exits non-zero
+    (a PCA needs two rows); its own logs go to the LogUri, and its stderr's tail fails
+    the run."""
+    write_batch(fruits_env / DATE, per_label=1, labels=["Kiwi"])
+    emr_steps("complete")
+    dag_run = run(load_dag("emr"))
+
+    states = task_states(dag_run)
+    assert str(dag_run.state) == "failed", states
+    assert (states["wait_for_step"], states["remove_cluster"]) == ("failed", "success")
+    (cluster,) = aws.clusters()
+    steps = aws.emr.list_steps(ClusterId=cluster["Id"])["Steps"][::-1]
+    assert [s["Status"]["State"] for s in steps] == ["COMPLETED", "FAILED"]
+    logs = f"logs/emr/{cluster['Id']}/steps/{steps[1]['Id']}/"
+    out = capfd.readouterr().out
+    log = out[out.index("Waiting up to") :]
+    assert f"step {steps[1]['Id']} (reduce batch={DATE}) is FAILED" in log
+    assert f"--- s3://{BUCKET}/{logs}stderr.gz (tail) ---" in log
+    assert "SparkContext" in gzip.decompress(aws.read(logs + "stderr.gz")).decode()
+    # PySpark's driver merges the job's stderr into spark-submit's stdout
+    stdout = gzip.decompress(aws.read(logs + "stdout.gz")).decode()
+    assert "error: --input " in stdout and "need at least 2 rows to fit a PCA, got 1" in stdout
+    assert aws.keys("runs/batch=") == []  # nothing published
 
 
 def test_a_stalled_step_fails_the_run_early_and_the_cluster_is_removed(
@@ -220,18 +259,24 @@ def _staged(staged_wheels, aws) -> list[str]:
 
 
 def test_a_run_given_an_s3_source_takes_its_latest_batch_and_skips_a_missing_one(
-    load_dag, fruits_env, aws, emr_steps
+    load_dag, fruits_env, aws, emr_steps, tmp_path
 ):
     """The ``source`` parameter points one run at another bucket: a manual run takes the
     newest date there, copies it server-side; a date missing there ends the run early."""
     emr_steps("complete")
     aws.s3.create_bucket(Bucket="landing-zone")
-    for date in ("2026-11-02", "2026-11-21"):
-        aws.s3.put_object(Bucket="landing-zone", Key=f"in/{date}/Lime/a.jpg", Body=b"jpg")
+    for i, date in enumerate(("2026-11-02", "2026-11-21")):
+        # two images: reduce fits a PCA, which needs two rows
+        for image in write_batch(tmp_path / date, per_label=2, labels=["Lime"], seed=i):
+            aws.s3.put_object(Bucket="landing-zone", Key=f"in/{date}/Lime/{image.name}",
+                              Body=image.read_bytes())  # fmt: skip
     conf = {**CONF, "source": "s3://landing-zone/in"}
     dag_run = load_dag("emr").test(logical_date=None, run_conf=conf)
     assert str(dag_run.state) == "success", task_states(dag_run)
-    assert aws.keys("raw/") == ["raw/batch=2026-11-21/Lime/a.jpg"]
+    copied = ["raw/batch=2026-11-21/Lime/0_100.jpg", "raw/batch=2026-11-21/Lime/1_100.jpg"]
+    assert sorted(aws.keys("raw/")) == copied
+    rows = read_parquet(aws, "runs/batch=2026-11-21/features/")  # featurize read them
+    assert sorted(r["path"] for r in rows) == [f"s3://{BUCKET}/{key}" for key in copied]
     assert len(aws.clusters()) == 1
 
     dag_run = load_dag("emr").test(logical_date=logical("2026-11-22"), run_conf=conf)
@@ -246,12 +291,13 @@ def test_a_manual_run_without_logical_date_takes_the_latest_batch(
 ):
     emr_steps("complete")
     for date in ("2026-11-02", "2026-11-21", "2026-11-09"):
-        write_batch(fruits_env / date, per_label=1, labels=["Lime"])
+        write_batch(fruits_env / date, per_label=2, labels=["Lime"])  # a PCA needs 2 rows
     dag_run = load_dag("emr").test(logical_date=None, run_conf=CONF)
     assert str(dag_run.state) == "success", task_states(dag_run)
     assert dag_run.logical_date is None
     assert {k.split("/")[1] for k in aws.keys("raw/")} == {"batch=2026-11-21"}
-    assert aws.keys("runs/batch=2026-11-21/report/") == ["runs/batch=2026-11-21/report/report.json"]
+    report = json.loads(aws.read("runs/batch=2026-11-21/report/report.json"))
+    assert report["labels"] == {"Lime": 2}  # that batch's images, featurized for real
 
 
 def test_a_backfill_over_three_dates_runs_three_batches_one_at_a_time(
@@ -266,7 +312,7 @@ def test_a_backfill_over_three_dates_runs_three_batches_one_at_a_time(
     dates = ("2026-11-21", "2026-11-22", "2026-11-23")
     run_ids = {}
     for i, date in enumerate(dates):
-        write_batch(fruits_env / date, per_label=1, labels=["Kiwi"], seed=i)
+        write_batch(fruits_env / date, per_label=2, labels=["Kiwi"], seed=i)  # PCA: 2 rows
         dag_run = run(dag, date=date, conf=CONF)
         assert str(dag_run.state) == "success", task_states(dag_run)
         run_ids[date] = dag_run.run_id
@@ -279,9 +325,9 @@ def test_a_backfill_over_three_dates_runs_three_batches_one_at_a_time(
     for before, after in zip(timelines, timelines[1:], strict=False):
         assert before["EndDateTime"] <= after["CreationDateTime"]
     for date in dates:
-        assert list(aws.packed(f"raw/batch={date}/")) == ["Kiwi/0_100.jpg"]
+        assert sorted(aws.packed(f"raw/batch={date}/")) == ["Kiwi/0_100.jpg", "Kiwi/1_100.jpg"]
         report = json.loads(aws.read(f"runs/batch={date}/report/report.json"))
-        assert report["k"] == FAKE_REPORT["k"]
+        assert report["n_rows"] == 2  # the batch's images, featurized for real
         marker = json.loads(aws.read(f"runs/batch={date}/_SUCCESS"))
         assert (marker["batch"], marker["run_id"]) == (date, run_ids[date])
     # three distinct batches: their raw images differ, and each run read its own

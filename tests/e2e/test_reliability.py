@@ -19,16 +19,15 @@ from dag_support import (
     BOOTSTRAP_FAILURE,
     BUCKET,
     EARLIER_BATCH,
-    FAKE_TABLES,
     STEP_ERROR,
+    assert_real_outputs,
     emr_clusters,
     failed_at,
     logical,
     snapshot,
     task_states,
+    write_test_batch,
 )
-
-from fruits.dev.sample_batch import write_batch
 
 pytestmark = pytest.mark.usefixtures("airflow_db")
 
@@ -41,9 +40,7 @@ CONF = {"weights": "random", "image_size": 64}
 
 @pytest.fixture
 def batch(fruits_env):
-    folder = fruits_env / DATE
-    write_batch(folder, per_label=1, labels=["Banana", "Kiwi"])
-    return folder
+    return write_test_batch(fruits_env / DATE, ["Banana", "Kiwi"], 1, bad_label=None)
 
 
 def run(dag, date=DATE):
@@ -192,7 +189,7 @@ def test_an_s3_error_on_upload_fails_the_run_before_any_cluster(
 def test_a_rerun_gives_the_same_outputs_without_duplicates(load_dag, batch, aws, emr_steps):
     emr_steps("complete")
     dag = load_dag("emr")
-    keys = []
+    keys, features = [], []
     for _ in range(2):
         dag_run = run(dag)
         assert str(dag_run.state) == "success", task_states(dag_run)
@@ -200,15 +197,20 @@ def test_a_rerun_gives_the_same_outputs_without_duplicates(load_dag, batch, aws,
         marker = json.loads(aws.read(MARKER))
         assert marker["run_id"] == dag_run.run_id and marker["batch"] == DATE
         assert aws.keys(STAGING) == []  # switched in, then deleted
+        assert_real_outputs(aws, RUN, batch, DATE)  # each image once, not twice
+        features.append(sorted(aws.keys(RUN + "features/")))
     first, second = keys
+    # Spark names parts afresh on each run: none of the first run's is left
     parts = sorted(k for k in second if k.endswith(".parquet"))
-    # one part per output (Spark names parts afresh on each run: no leftovers of the first)
-    assert [p.split("/")[2] for p in parts] == ["features", "pca", "rejected"]
+    assert parts and not set(parts) & set(first)
+    assert {p.split("/")[2] for p in parts} == {"features", "pca", "rejected"}
     assert [k for k in first if not k.endswith(".parquet")] == [
         k for k in second if not k.endswith(".parquet")
     ]
+    plots = [k for k in second if k.startswith(RUN + "report/") and k.endswith(".png")]
+    assert RUN + "report/cumulative_variance.png" in plots
     assert sorted(second) == sorted(
-        [MARKER, RUN + "report/report.json", *parts]
+        [MARKER, RUN + "report/report.json", *plots, *parts]
         + [f"{RUN}{name}/_SUCCESS" for name in ("features", "pca", "rejected")]
         + [f"{RUN}progress/{step}.json" for step in ("featurize", "reduce")]  # last reports
     )
@@ -231,6 +233,7 @@ def test_a_failed_reduce_after_featurize_leaves_the_published_batch_as_it_was(
     assert str(run(dag).state) == "success"
     published = snapshot(aws)
     earlier_run = json.loads(published[MARKER])["run_id"]
+    earlier_k = json.loads(published[RUN + "report/report.json"])["k"]
 
     driver.policy = "fail_reduce"
     dag_run = run(dag)
@@ -247,7 +250,8 @@ def test_a_failed_reduce_after_featurize_leaves_the_published_batch_as_it_was(
     staged = aws.keys(STAGING)
     assert any("/features/" in k for k in staged)  # featurize did write: into staging
     assert not any("/pca/" in k for k in staged)
-    assert run_summary(S3Hook("aws_default"), BUCKET, DATE, require_marker=True)["k"] == 3
+    summary = run_summary(S3Hook("aws_default"), BUCKET, DATE, require_marker=True)
+    assert summary["k"] == earlier_k
     assert json.loads(aws.read(MARKER))["run_id"] == earlier_run
 
     driver.policy = "complete"
@@ -261,8 +265,8 @@ def test_publishing_refuses_a_run_with_missing_outputs(
     load_dag, batch, aws, emr_steps, earlier_outputs, monkeypatch, capfd
 ):
     """Steps reported COMPLETED but pca/ never written: nothing switched, no retry."""
-    monkeypatch.delitem(FAKE_TABLES, "pca")
-    emr_steps("complete")
+    driver = emr_steps("complete")
+    driver.leave_out["reduce"] = ["--output"]  # reduce ran for real; its pca/ got lost
     dag_run = run(load_dag("emr"))
 
     states = task_states(dag_run)

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 from dag_support import (
     BUCKET,
+    EARLIER_REPORT,
     EARLIER_RUN,
-    FAKE_REPORT,
     REGION,
     ROOT,
     Ec2NodeDriver,
@@ -216,7 +216,8 @@ def _drivers(make: Callable[..., Any]) -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture
 def emr_steps(aws) -> Iterator[Callable[[str], EmrStepDriver]]:
-    """Play EMR's steps (moto never finishes one): ``emr_steps(policy)``."""
+    """Play EMR's steps (moto never finishes one; the success path runs each step's real
+    spark-submit here): ``emr_steps(policy)``."""
     yield from _drivers(lambda policy: EmrStepDriver(aws.s3, policy))
 
 
@@ -239,7 +240,7 @@ def earlier_outputs(aws) -> dict[str, bytes]:
         EARLIER_RUN + "features/_SUCCESS": b"",
         EARLIER_RUN + "rejected/part-00000-earlier-c000.snappy.parquet": b"earlier rejected",
         EARLIER_RUN + "pca/part-00000-earlier-c000.snappy.parquet": b"earlier pca",
-        EARLIER_RUN + "report/report.json": json.dumps({**FAKE_REPORT, "k": 99}).encode(),
+        EARLIER_RUN + "report/report.json": json.dumps(EARLIER_REPORT).encode(),
         EARLIER_RUN + "_SUCCESS": b'{"run_id": "earlier"}',
     }.items():
         aws.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
@@ -260,8 +261,9 @@ def staged_weights(aws, tmp_path, monkeypatch, request) -> Callable[..., str]:
     """``staged_weights(model, image_size=64)``: a stand-in ImageNet file for ``model``,
     staged to the bucket from an operator's Keras cache as ``make stage-weights`` does,
     with its converted model at ``image_size`` where the ``staged_model`` fixture is
-    available (tests/support/model_fixtures.py); returns the weights' URI. The Airflow
-    worker's own cache (``KERAS_HOME``) is empty, as on a fresh MWAA worker."""
+    available (tests/support/model_fixtures.py: a real conversion, of seeded random
+    weights, since the steps of a played cluster run it); returns the weights' URI. The
+    Airflow worker's own cache (``KERAS_HOME``) is empty, as on a fresh MWAA worker."""
     import hashlib
 
     from fruits.settings import rules
@@ -281,7 +283,8 @@ def staged_weights(aws, tmp_path, monkeypatch, request) -> Callable[..., str]:
             converted = request.getfixturevalue("staged_model")
         except pytest.FixtureLookupError:
             return staged.uri
-        converted(model, image_size, hashlib.sha256(data).hexdigest(), b"stand-in tflite")
+        # its converted model: the real conversion of random weights, which the steps run
+        converted(model, image_size, hashlib.sha256(data).hexdigest())
         return staged.uri
 
     return put

@@ -9,8 +9,9 @@ import io
 import json
 import re
 import threading
-import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fruits.storage.s3sync import split_uri
 
@@ -41,6 +42,76 @@ def snapshot(aws, prefix: str = EARLIER_RUN) -> dict[str, bytes]:
     return {key: aws.read(key) for key in aws.keys(prefix)}
 
 
+# the report.json of the batch's earlier run (``earlier_outputs``): k=99 no run gives here
+EARLIER_REPORT = {
+    "n_rows": 7, "n_features": 1280, "k": 99, "explained_variance_ratio": [0.5, 0.3, 0.16],
+    "cumulative_variance": [0.5, 0.8, 0.96], "model": "mobilenetv2", "weights": "random",
+    "labels": {"Banana": 4, "Kiwi": 3},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch written for a run: its folder, the images featurize must turn into
+    features, and the files it must reject (relative path -> what is wrong)."""
+
+    folder: Path
+    good: list[Path]
+    bad: dict[str, str]
+
+    def uris(self, date: str, names: list[str]) -> list[str]:
+        return sorted(f"s3://{BUCKET}/raw/batch={date}/{name}" for name in names)
+
+
+def write_test_batch(
+    folder: Path, labels: list[str], per_label: int, bad_label: str | None
+) -> Batch:
+    """:func:`fruits.dev.sample_batch.write_batch`, and its bad files in ``bad_label``."""
+    from fruits.dev.sample_batch import write_bad_files, write_batch
+
+    good = write_batch(folder, per_label=per_label, labels=labels)
+    bad = write_bad_files(folder, label=bad_label) if bad_label else {}
+    return Batch(folder, good, bad)
+
+
+def read_parquet(aws, prefix: str) -> list[dict]:
+    """The rows of every Parquet part under ``prefix`` (``aws``: the conftest's clients)."""
+    import pyarrow.parquet as pq
+
+    keys = [k for k in aws.keys(prefix) if k.endswith(".parquet")]
+    assert keys, f"no Parquet under {prefix}"
+    return [row for k in keys for row in pq.read_table(io.BytesIO(aws.read(k))).to_pylist()]
+
+
+def assert_real_outputs(aws, prefix: str, batch: Batch, date: str, width: int = 1280) -> dict:
+    """The outputs under ``prefix`` are what the real jobs make of ``batch``: a feature
+    row per good image (its label, its s3:// URI as a cluster names it, ``width`` values,
+    not all alike), a rejected row per bad file, a PCA row per feature row, and a report
+    that counts them. Returns report.json."""
+    import numpy as np
+
+    good = [p.relative_to(batch.folder).as_posix() for p in batch.good]
+    features = read_parquet(aws, prefix + "features/")
+    assert sorted(r["path"] for r in features) == batch.uris(date, good)
+    assert all(r["label"] == r["path"].split("/")[-2] for r in features)
+    vectors = np.array([r["features"] for r in features], dtype=np.float64)
+    assert vectors.shape == (len(good), width) and np.isfinite(vectors).all()
+    assert len({tuple(v) for v in vectors}) == len(good), "two images gave the same features"
+    rejected = read_parquet(aws, prefix + "rejected/") if batch.bad else []
+    assert sorted(r["path"] for r in rejected) == batch.uris(date, list(batch.bad))
+    assert all(r["error"] for r in rejected)
+    report = json.loads(aws.read(prefix + "report/report.json"))
+    pca = read_parquet(aws, prefix + "pca/")
+    assert sorted(r["path"] for r in pca) == batch.uris(date, good)
+    assert {len(r["pca"]) for r in pca} == {report["k"]}
+    assert (report["n_rows"], report["n_features"]) == (len(good), width)
+    assert report["n_rejected"] == len(batch.bad)
+    assert report["model"] == "mobilenetv2" and report["weights"] == "random"
+    assert len(report["cumulative_variance"]) == report["k"] >= 1
+    assert "fruits-real-steps-" not in json.dumps(report)  # no scratch path leaked
+    return report
+
+
 def task_states(dag_run) -> dict[str, str]:
     return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
 
@@ -68,24 +139,6 @@ def _arg(args: list[str], flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args else None
 
 
-FAKE_REPORT = {
-    "n_rows": 7,
-    "n_features": 1280,
-    "k": 3,
-    "explained_variance_ratio": [0.5, 0.3, 0.16],
-    "cumulative_variance": [0.5, 0.8, 0.96],
-    "model": "mobilenetv2",
-    "weights": "random",
-    "labels": {"Banana": 4, "Kiwi": 3},
-}
-FAKE_REJECTED = 2
-# the last progress reports of completed steps (fruits_spark.progress's fields)
-FAKE_PROGRESS = {
-    "featurize": {"phase": "done", "done": 9, "total": 9, "finished": True,
-                  "elapsed_seconds": 4.5, "average_rate": 2.0},
-    "reduce": {"phase": "done", "done": 7, "total": None, "finished": True,
-               "elapsed_seconds": 2.25},
-}  # fmt: skip
 STALLED_AT = 41_200
 STALLED = {
     "phase": "running",
@@ -100,15 +153,23 @@ STALLED = {
 }  # fmt: skip  (count frozen since 1970)
 BOOTSTRAP_FAILURE = "On the master instance, bootstrap action 1 returned a non-zero return code"
 CLUSTER_ENDED = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")
+STEP_ENDED = ("COMPLETED", "FAILED", "CANCELLED", "INTERRUPTED")
 STEP_ERROR = "error: --weights s3://fruits-test/weights/broken.weights.h5 do not fit mobilenetv2"
+# the stderr of a step a policy fails (a real cluster's failure, not this host's)
+CANNED_STDERR = "26/11/24 21:40:01 INFO SparkContext: Running Spark\n" + STEP_ERROR + "\n"
+
+
+def is_reduce(args: list[str]) -> bool:
+    return "--report" in args
 
 
 class BackgroundDriver:
     """A thread that plays what moto leaves undone, one ``step()`` every 0.2 s until
-    ``stop`` is set. A failing step is tried again (on a busy host moto's server can
-    answer late, or its state change under an iteration); the same step failing
-    :data:`PATIENCE` times in a row ends the thread, and the fixture fails the test
-    with its error (``errors``). Failures that a retry got past are kept in ``retried``."""
+    ``stop`` is set, then ``close()``. A failing step is tried again (on a busy host
+    moto's server can answer late, or its state change under an iteration); the same
+    step failing :data:`PATIENCE` times in a row ends the thread, and the fixture fails
+    the test with its error (``errors``). Failures that a retry got past are kept in
+    ``retried``."""
 
     PATIENCE = 25  # 5 s of failing in a row
 
@@ -121,53 +182,74 @@ class BackgroundDriver:
     def step(self) -> None:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """End what the driver started (a running spark-submit, its scratch folder)."""
+
     def loop(self) -> None:
         failures = 0
-        while not self.stop.is_set():
-            try:
-                self.step()
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                self.retried.append(exc)
-                if failures >= self.PATIENCE:
-                    self.errors.append(exc)  # surfaced by the fixture
-                    return
-            self.stop.wait(0.2)
+        try:
+            while not self.stop.is_set():
+                try:
+                    self.step()
+                    failures = 0
+                except Exception as exc:
+                    failures += 1
+                    self.retried.append(exc)
+                    if failures >= self.PATIENCE:
+                        self.errors.append(exc)  # surfaced by the fixture
+                        return
+                self.stop.wait(0.2)
+        finally:
+            self.close()
 
 
 class EmrStepDriver(BackgroundDriver):
-    """A background thread that moves the steps moto leaves RUNNING/PENDING.
+    """A background thread that runs the steps moto leaves RUNNING/PENDING.
 
-    ``complete``: every step COMPLETED, writing what the real jobs would, as Spark's
-    ``mode("overwrite")`` does (the output folder replaced by one part file with a
-    fresh name, and ``_SUCCESS``): features and rejected Parquet for featurize, pca
-    Parquet and report.json for reduce. ``fail``: the first step FAILED with a
-    stderr.gz in the LogUri, the later ones CANCELLED (CANCEL_AND_WAIT).
-    ``fail_reduce``: featurize COMPLETED (its outputs written), reduce FAILED.
-    ``cluster_fails``: once steps are queued, the cluster ends TERMINATED_WITH_ERRORS
-    (a failed bootstrap action) and its steps CANCELLED, as EMR does.
-    ``stall``: featurize stays RUNNING, its progress report (``--progress``) frozen at
-    :data:`STALLED_AT` images for an hour. A completed step leaves a finished progress
-    report, as the jobs do (``FAKE_PROGRESS``).
-    ``policy`` may be changed between runs."""
+    moto's EMR never finishes a step (the first stays RUNNING, the others PENDING) and
+    runs nothing: this driver plays the cluster. ``complete``: each step's real
+    ``spark-submit`` (its moto ``args``) runs on this host (:class:`real_steps.RealSteps`:
+    inputs staged from moto, outputs published back to the step's s3:// URIs as Spark's
+    ``mode("overwrite")`` leaves them, live progress copied as the jobs write it), one
+    at a time, in order; the step ends COMPLETED on exit status 0, else FAILED with its
+    real stderr and stdout gzipped to the LogUri (``<LogUri>/<cluster>/steps/<step>/``
+    ``stderr.gz``, ``stdout.gz``, as EMR copies them) and the later steps CANCELLED
+    (CANCEL_AND_WAIT). ``fail``: the first
+    step FAILED with a canned stderr, the later ones CANCELLED. ``fail_reduce``:
+    featurize runs for real, reduce FAILED with the canned stderr. ``cluster_fails``:
+    once steps are queued, the cluster ends TERMINATED_WITH_ERRORS (a failed bootstrap
+    action) and its steps CANCELLED, as EMR does. ``stall``: featurize stays RUNNING,
+    its progress report (``--progress``) frozen at :data:`STALLED_AT` images for an
+    hour. ``policy`` may be changed between runs; ``leave_out`` (output flags, e.g.
+    ``["--output"]`` of reduce) names outputs a completed step never publishes."""
 
     def __init__(self, s3, policy: str):
         super().__init__()
         self.s3 = s3
         self.policy = policy
+        self.leave_out: dict[str, list[str]] = {}  # "featurize"/"reduce" -> output flags
+        self.runs: dict[str, Any] = {}  # cluster id -> its RealSteps
+        self.running: tuple[str, str] | None = None  # (cluster id, step id) being run
 
     def step(self) -> None:
         for cluster in emr_clusters():
             self.drive(cluster)
 
+    def close(self) -> None:
+        for run in self.runs.values():
+            run.close()
+        self.runs.clear()
+
     def drive(self, cluster) -> None:
+        if cluster.state in CLUSTER_ENDED:
+            self.forget(cluster.id)  # its running step ends with it
+            return
         if self.policy == "cluster_fails":
-            if cluster.steps and cluster.state not in CLUSTER_ENDED:
+            if cluster.steps:
                 cluster.state = "TERMINATED_WITH_ERRORS"
                 cluster.last_state_change_reason = BOOTSTRAP_FAILURE
                 for step in cluster.steps:
-                    if step.state not in ("COMPLETED", "FAILED", "CANCELLED"):
+                    if step.state not in STEP_ENDED:
                         step.state = "CANCELLED"
             return
         if self.policy == "stall":
@@ -175,23 +257,57 @@ class EmrStepDriver(BackgroundDriver):
                 self.write_progress(list(step.args), "featurize", STALLED)
             return
         failed = False
-        for step in cluster.steps:
-            if step.state in ("COMPLETED", "FAILED", "CANCELLED"):
-                failed = failed or step.state == "FAILED"
+        for index, step in enumerate(cluster.steps):
+            if step.state in STEP_ENDED:
+                failed = failed or step.state != "COMPLETED"
                 continue
             if failed:
                 step.state = "CANCELLED"
-            elif self.policy == "fail" or (
-                self.policy == "fail_reduce" and "--report" in list(step.args)
-            ):
-                self.write_stderr(cluster, step)
+            elif self.policy == "fail" or (self.policy == "fail_reduce" and is_reduce(step.args)):
+                self.write_stderr(cluster, step, CANNED_STDERR)
                 step.state = "FAILED"
                 failed = True
-            else:
-                self.write_outputs(list(step.args))
-                name = "reduce" if "--report" in list(step.args) else "featurize"
-                self.write_progress(list(step.args), name, FAKE_PROGRESS[name])
-                step.state = "COMPLETED"
+            elif not self.run_for_real(cluster, index, step):
+                return  # it runs (or another does): the later steps wait, as on EMR
+
+    def run_for_real(self, cluster, index: int, step) -> bool:
+        """Start, or look at, the step's real spark-submit; True once it ended (its state
+        set), False while it or another step runs."""
+        from real_steps import RealSteps
+
+        if self.running is None:
+            if cluster.id not in self.runs:
+                self.runs[cluster.id] = RealSteps(
+                    [{"Name": s.name, "HadoopJarStep": {"Args": list(s.args)}}
+                     for s in cluster.steps]
+                )  # fmt: skip
+            self.runs[cluster.id].start(index)
+            self.running = (cluster.id, step.id)
+            step.state = "RUNNING"
+            return False
+        if self.running != (cluster.id, step.id):
+            return False
+        run = self.runs[cluster.id]
+        code = run.poll()
+        if code is None:
+            return False
+        self.running = None
+        if code == 0:
+            name = "reduce" if is_reduce(step.args) else "featurize"
+            run.publish(index, self.leave_out.get(name, ()))
+            step.state = "COMPLETED"
+        else:
+            self.write_stderr(cluster, step, run.output(index, "stderr"))
+            self.write_log(cluster, step, "stdout", run.output(index, "stdout"))
+            step.state = "FAILED"
+        return True
+
+    def forget(self, cluster_id: str) -> None:
+        run = self.runs.pop(cluster_id, None)
+        if run is not None:
+            run.close()
+        if self.running is not None and self.running[0] == cluster_id:
+            self.running = None
 
     def write_progress(self, args: list[str], name: str, record: dict) -> None:
         folder = _arg(args, "--progress")
@@ -200,72 +316,14 @@ class EmrStepDriver(BackgroundDriver):
             body = json.dumps({**record, "step": name}).encode()
             self.s3.put_object(Bucket=bucket, Key=f"{prefix}{name}.json", Body=body)
 
-    def write_stderr(self, cluster, step) -> None:
+    def write_stderr(self, cluster, step, text: str) -> None:
+        self.write_log(cluster, step, "stderr", text)
+
+    def write_log(self, cluster, step, name: str, text: str) -> None:
+        """``<LogUri>/<cluster>/steps/<step>/<name>.gz``, where EMR copies a step's logs."""
         bucket, prefix = split_uri(cluster.log_uri)
-        key = f"{prefix.rstrip('/')}/{cluster.id}/steps/{step.id}/stderr.gz"
-        text = "26/11/24 21:40:01 INFO SparkContext: Running Spark\n" + STEP_ERROR + "\n"
+        key = f"{prefix.rstrip('/')}/{cluster.id}/steps/{step.id}/{name}.gz"
         self.s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(text.encode()))
-
-    def write_outputs(self, args: list[str]) -> None:
-        featurize = {"--output": "features", "--rejected": "rejected"}
-        reduce = {"--output": "pca"}
-        names = reduce if "--report" in args else featurize
-        for flag, name in names.items():
-            if _arg(args, flag) and name in FAKE_TABLES:  # a test may leave one out
-                self.write_parquet(_arg(args, flag), FAKE_TABLES[name]())
-        report = _arg(args, "--report")
-        if report:
-            bucket, key = split_uri(report)
-            body = json.dumps(FAKE_REPORT).encode()
-            self.s3.put_object(Bucket=bucket, Key=f"{key}report.json", Body=body)
-
-    def write_parquet(self, uri: str, table) -> None:
-        """As Spark's ``df.write.mode("overwrite").parquet(uri)``: the folder replaced."""
-        import pyarrow.parquet as pq
-
-        bucket, prefix = split_uri(uri)
-        old = self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
-        if old:
-            self.s3.delete_objects(
-                Bucket=bucket, Delete={"Objects": [{"Key": o["Key"]} for o in old]}
-            )
-        buf = io.BytesIO()
-        pq.write_table(table, buf)
-        part = f"{prefix}part-00000-{uuid.uuid4()}-c000.snappy.parquet"
-        self.s3.put_object(Bucket=bucket, Key=part, Body=buf.getvalue())
-        self.s3.put_object(Bucket=bucket, Key=f"{prefix}_SUCCESS", Body=b"")
-
-
-def _fake_rejected():
-    import pyarrow as pa
-
-    return pa.table(
-        {
-            "path": [f"s3://x/{i}.jpg" for i in range(FAKE_REJECTED)],
-            "label": ["Kiwi"] * FAKE_REJECTED,
-            "error": ["empty file"] * FAKE_REJECTED,
-        }
-    )
-
-
-def _fake_vectors(column: str, width: int):
-    import pyarrow as pa
-
-    n = FAKE_REPORT["n_rows"]
-    return pa.table(
-        {
-            "path": [f"s3://x/{i}.jpg" for i in range(n)],
-            "label": ["Banana"] * n,
-            column: [[float(i)] * width for i in range(n)],
-        }
-    )
-
-
-FAKE_TABLES = {
-    "rejected": _fake_rejected,
-    "features": lambda: _fake_vectors("features", 4),
-    "pca": lambda: _fake_vectors("pca", FAKE_REPORT["k"]),
-}
 
 
 # --- moto's SSM runs nothing and its EC2 instances boot nothing: the tests play the nodes
@@ -274,19 +332,26 @@ FAKE_TABLES = {
 class Ec2NodeDriver(BackgroundDriver):
     """A background thread that does what the ec2 backend's nodes would, through S3.
 
-    Each running primary (tag ``fruits:role=primary``) reports where its user data tells
-    it to (the ``LOG_PREFIX`` rendered into it: the attempt's log prefix): ``ready``
-    writes ``ready.json`` naming its instance id; ``bootstrap_fails`` writes
+    moto's EC2 instances boot nothing, and its SSM ``send_command`` runs nothing (it
+    reports ``Success`` at once, with empty output): this driver plays the nodes. Each
+    running primary (tag ``fruits:role=primary``) reports where its user data tells it
+    to (the ``LOG_PREFIX`` rendered into it: the attempt's log prefix): ``ready`` writes
+    ``ready.json`` naming its instance id; ``bootstrap_fails`` writes
     ``failed/primary.json`` as the user data's error trap does; ``never_ready`` writes
     nothing; ``stale`` writes what an earlier attempt's nodes could have left -- a
     ``ready.json`` at the cluster's own prefix and one at this attempt's naming another
     primary -- and nothing of its own. Once an SSM command that names the attempt's
     prefix exists (the step runner was started), the runner says it runs
-    (``runner.json``) and the steps in ``steps.json`` move as it would move them:
-    ``complete`` (each COMPLETED, writing what the jobs would), ``fail`` (the first
-    FAILED with a stderr, the later ones CANCELLED), ``fail_reduce`` (featurize
-    COMPLETED, reduce FAILED), ``runner_dies`` (the runner exits with no step done, its
-    log uploaded), ``runner_killed`` (it says it runs, then nothing more),
+    (``runner.json``) and the steps in ``steps.json`` move as ``node.py run-steps``
+    would move them (``steps/<id>/state.json``, a failed step's ``stderr``):
+    ``complete`` (each step's real spark-submit run on this host, one at a time --
+    :class:`real_steps.RealSteps`, its argv mapped back from the node's copy of the
+    code and ``s3a://`` to the s3:// URIs the backend submitted -- its outputs published
+    to those URIs, COMPLETED on exit status 0, else FAILED with its real stdout and
+    stderr and the later steps CANCELLED), ``fail`` (the first FAILED with a canned
+    stderr, the later ones CANCELLED), ``fail_reduce`` (featurize for real, reduce
+    FAILED, canned), ``runner_dies`` (the runner exits with no step done, its log
+    uploaded), ``runner_killed`` (it says it runs, then nothing more),
     ``runner_never_starts`` (nothing at all); then it says it exited."""
 
     def __init__(self, clients, policy: str, steps: str = "complete"):
@@ -294,12 +359,19 @@ class Ec2NodeDriver(BackgroundDriver):
         self.clients = clients
         self.policy = policy
         self.steps = steps
-        self.emr_like = EmrStepDriver(clients.s3, "complete")  # writes the jobs' outputs
         self.done: set[str] = set()
-        self.log_prefixes: dict[str, str] = {}  # primary's instance id -> its LOG_PREFIX
+        self.started: set[str] = set()  # clusters whose runner said it runs
+        self.prefixes: dict[str, tuple[str, str]] = {}  # instance id -> (LOG_, CODE_PREFIX)
+        self.runs: dict[str, Any] = {}  # cluster id -> its RealSteps
+        self.running: tuple[str, int] | None = None  # (cluster id, step index) being run
 
     def step(self) -> None:
         self.drive()
+
+    def close(self) -> None:
+        for run in self.runs.values():
+            run.close()
+        self.runs.clear()
 
     def primaries(self):
         found = self.clients.ec2.describe_instances(
@@ -313,19 +385,26 @@ class Ec2NodeDriver(BackgroundDriver):
                 tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
                 yield inst, tags["fruits:cluster-id"]
 
-    def log_prefix(self, instance_id: str) -> str:
-        """The key prefix the node's user data names (``LOG_PREFIX='s3://bucket/...'``)."""
-        if instance_id not in self.log_prefixes:
+    def user_data_prefixes(self, instance_id: str) -> tuple[str, str]:
+        """The key of the log prefix and the URI of the code prefix that the node's user
+        data names (``LOG_PREFIX='s3://bucket/...'``, ``CODE_PREFIX='s3://...'``)."""
+        if instance_id not in self.prefixes:
             got = self.clients.ec2.describe_instance_attribute(
                 InstanceId=instance_id, Attribute="userData"
             )
             script = base64.b64decode(got["UserData"]["Value"]).decode()
-            uri = re.search(r"^LOG_PREFIX='(s3://[^']+)'$", script, re.M).group(1)
-            self.log_prefixes[instance_id] = uri.split("/", 3)[3]
-        return self.log_prefixes[instance_id]
+            log = re.search(r"^LOG_PREFIX='(s3://[^']+)'$", script, re.M).group(1)
+            code = re.search(r"^CODE_PREFIX='(s3://[^']+)'$", script, re.M).group(1)
+            self.prefixes[instance_id] = (log.split("/", 3)[3], code)
+        return self.prefixes[instance_id]
+
+    def log_prefix(self, instance_id: str) -> str:
+        return self.user_data_prefixes(instance_id)[0]
 
     def drive(self) -> None:
+        alive = set()
         for inst, cluster_id in self.primaries():
+            alive.add(cluster_id)
             log = self.log_prefix(inst["InstanceId"])
             ready = {
                 "cluster_id": cluster_id,
@@ -344,8 +423,11 @@ class Ec2NodeDriver(BackgroundDriver):
                     "error": NODE_ERROR, "log_tail": "Error: Unable to find a match",
                 })  # fmt: skip
             if cluster_id not in self.done and self.runner_started(log):
-                self.run_steps(log)
-                self.done.add(cluster_id)
+                code_prefix = self.user_data_prefixes(inst["InstanceId"])[1]
+                if self.run_steps(cluster_id, log, code_prefix):
+                    self.done.add(cluster_id)
+        for cluster_id in set(self.runs) - alive:  # its primary is gone, and its steps
+            self.forget(cluster_id)
 
     def runner_started(self, log: str) -> bool:
         commands = self.clients.ssm.list_commands()["Commands"]
@@ -353,37 +435,74 @@ class Ec2NodeDriver(BackgroundDriver):
             self.keys(log + "steps.json")
         )
 
-    def run_steps(self, log: str) -> None:
+    def run_steps(self, cluster_id: str, log: str, code_prefix: str) -> bool:
+        """Move the runner and the steps one look further; True once the runner exited
+        (or, by the policy, never will say more)."""
         if self.steps == "runner_never_starts":
-            return
-        self.put(log + "runner.json", {"state": "running", "pid": 4242})
-        if self.steps == "runner_killed":  # SIGKILL: no last word, no more beats
-            return
-        if self.steps == "runner_dies":
-            self.clients.s3.put_object(Bucket=BUCKET, Key=log + "runner.log",
-                                       Body=RUNNER_ERROR.encode())  # fmt: skip
-            self.put(log + "runner.json", {"state": "exited", "returncode": 1, "error": ""})
-            return
+            return True
+        if self.running is not None and self.running[0] != cluster_id:
+            return False  # another cluster's step runs: one spark-submit at a time
         spec = json.loads(self.clients.read(log + "steps.json"))
+        if cluster_id not in self.started:
+            self.started.add(cluster_id)
+            self.put(log + "runner.json", {"state": "running", "pid": 4242})
+            if self.steps == "runner_killed":  # SIGKILL: no last word, no more beats
+                return True
+            if self.steps == "runner_dies":
+                self.clients.s3.put_object(Bucket=BUCKET, Key=log + "runner.log",
+                                           Body=RUNNER_ERROR.encode())  # fmt: skip
+                self.put(log + "runner.json", {"state": "exited", "returncode": 1, "error": ""})
+                return True
         failed = None
-        for step in spec:
+        for index, step in enumerate(spec):
             folder = f"{log}steps/{step['id']}/"
-            reduce = "--report" in step["argv"]
+            state = json.loads(self.clients.read(folder + "state.json"))
+            if state["state"] in STEP_ENDED:
+                failed = failed or (step["id"] if state["state"] != "COMPLETED" else None)
+                continue
+            reduce = is_reduce(step["argv"])
             if failed:
                 state = {"state": "CANCELLED", "reason": f"step {failed} failed"}
             elif self.steps == "fail" or (self.steps == "fail_reduce" and reduce):
-                self.clients.s3.put_object(
-                    Bucket=BUCKET, Key=folder + "stderr",
-                    Body=("26/11/24 21:40:01 INFO SparkContext: Running Spark\n"
-                          + STEP_ERROR + "\n").encode(),
-                )  # fmt: skip
+                self.clients.s3.put_object(Bucket=BUCKET, Key=folder + "stderr",
+                                           Body=CANNED_STDERR.encode())  # fmt: skip
                 state = {"state": "FAILED", "returncode": 1}
                 failed = step["id"]
+            elif self.running is None:
+                if cluster_id not in self.runs:
+                    from real_steps import RealSteps
+
+                    self.runs[cluster_id] = RealSteps([node_step(s, code_prefix) for s in spec])
+                self.runs[cluster_id].start(index)
+                self.running = (cluster_id, index)
+                self.put(folder + "state.json", {"state": "RUNNING"})
+                return False
             else:
-                self.emr_like.write_outputs(step["argv"])
-                state = {"state": "COMPLETED", "returncode": 0}
+                run = self.runs[cluster_id]
+                code = run.poll()
+                if code is None:
+                    return False
+                self.running = None
+                if code == 0:
+                    run.publish(index)
+                    state = {"state": "COMPLETED", "returncode": 0}
+                else:  # as node_steps' Mirror: the output first, who sees FAILED finds it
+                    for name in ("stdout", "stderr"):
+                        body = run.output(index, name).encode()
+                        self.clients.s3.put_object(Bucket=BUCKET, Key=folder + name, Body=body)
+                    state = {"state": "FAILED", "returncode": code}
+                    failed = step["id"]
             self.put(folder + "state.json", state)
         self.put(log + "runner.json", {"state": "exited", "returncode": int(bool(failed))})
+        self.forget(cluster_id)
+        return True
+
+    def forget(self, cluster_id: str) -> None:
+        run = self.runs.pop(cluster_id, None)
+        if run is not None:
+            run.close()
+        if self.running is not None and self.running[0] == cluster_id:
+            self.running = None
 
     def keys(self, prefix: str) -> list[str]:
         found = self.clients.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
@@ -391,6 +510,34 @@ class Ec2NodeDriver(BackgroundDriver):
 
     def put(self, key: str, body: dict) -> None:
         self.clients.s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(body).encode())
+
+
+def node_step(step: dict, code_prefix: str) -> dict:
+    """An ec2 step (``steps.json``: the node's ``spark-submit`` argv, from
+    :func:`fruits.clusters.common.spark_steps.for_standalone`) back in EMR's format, with
+    the URIs the backend submitted: the master dropped, the node's copy of the code
+    (``<NODE_HOME>/code/``) read from ``code_prefix``, ``s3a://`` as ``s3://``."""
+    from fruits.clusters.ec2.user_data import NODE_HOME
+
+    code_dir = f"{NODE_HOME}/code/"
+    code_prefix = code_prefix if code_prefix.endswith("/") else code_prefix + "/"
+    argv = step["argv"]
+    assert argv[0].endswith("/spark-submit"), argv
+    args = ["spark-submit"]
+    rest = argv[1:]
+    i = 0
+    while i < len(rest):
+        if rest[i] == "--master":
+            i += 2
+            continue
+        arg = rest[i]
+        if arg.startswith(code_dir):
+            arg = code_prefix + arg[len(code_dir) :]
+        elif arg.startswith("s3a://"):
+            arg = "s3://" + arg[len("s3a://") :]
+        args.append(arg)
+        i += 1
+    return {"Name": step["name"], "HadoopJarStep": {"Args": args}}
 
 
 RUNNER_ERROR = "Traceback (most recent call last):\nModuleNotFoundError: No module named 'boto3'"

@@ -68,8 +68,8 @@ def staged_model(aws, random_model) -> Callable[..., str]:
     """``staged_model(model="mobilenetv2", size=64, weights_sha256="random", content=None)``:
     a converted model staged as ``make stage-weights`` stages it (the bucket made if
     missing); returns its URI. ``content``: the file's bytes (default: the real random
-    conversion, whatever ``weights_sha256`` says: moto's clusters never run it; given,
-    no conversion is made)."""
+    conversion, whatever ``weights_sha256`` says, which the played clusters' real
+    featurize runs; given, no conversion is made)."""
     from fruits.settings import constraints_file
     from fruits.storage import converted_models
 

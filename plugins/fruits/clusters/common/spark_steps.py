@@ -136,6 +136,12 @@ def _client_mode(
     return argv
 
 
+def read_beside(flag: str, uri: str) -> list[str]:
+    """What a job reads beside an input it is given: a ``--model-file``'s manifest
+    (``<name>.tflite`` -> ``<name>.json``, fruits_spark.inference.driver_model)."""
+    return [uri.removesuffix(".tflite") + ".json"] if flag == "--model-file" else []
+
+
 @dataclass
 class LocalSteps:
     """The steps rewritten for a local standalone master."""
@@ -166,7 +172,8 @@ def localize(
 
     Every ``s3://`` argument becomes a local path under ``s3_root``. Arguments of
     ``--output``-like flags are outputs (published after the steps succeed); other
-    ``s3://`` arguments are inputs to stage first, unless an earlier step writes them.
+    ``s3://`` arguments are inputs to stage first, unless an earlier step writes them,
+    with what the job reads beside them (:func:`read_beside`: a ``--model-file``'s manifest).
     """
     result = LocalSteps(commands=[], names=[])
 
@@ -180,6 +187,8 @@ def localize(
             result.outputs[arg] = path
         else:
             result.inputs[arg] = path
+            for uri in read_beside(flag, arg):
+                result.inputs[uri] = local_path(uri, s3_root)
         return str(path)
 
     conf = {"spark.driver.host": "127.0.0.1", **(extra_conf or {})}

@@ -194,10 +194,19 @@ def upload_outputs(scratch: Path, cluster_id: str, hook: Any) -> dict[str, dict]
             f"cluster {cluster_id}: no local output for {', '.join(missing)} (removed with "
             "the cluster?); nothing uploaded. Clear the whole run to compute them again."
         )
+    return publish_outputs(hook, {uri: Path(path) for uri, path in outputs.items()}, folder / "s3")
+
+
+def publish_outputs(hook: Any, outputs: Mapping[str, Path], s3_root: Path) -> dict[str, dict]:
+    """Publish each local output folder of steps that :func:`localize` rewrote for
+    ``s3_root`` to its s3:// URI, as the jobs would have written it there: the folder
+    replaced, markers last, and image paths named by their s3:// URIs
+    (:func:`rewrite_paths`). The tests' EMR and ec2 stand-ins publish their real steps'
+    outputs through it too."""
     uploaded = {}
     for uri, path in outputs.items():
-        rewrite_paths(Path(path), folder / "s3")
-        uploaded[uri] = s3sync.publish_folder(hook, Path(path), uri).as_dict()
+        rewrite_paths(path, s3_root)
+        uploaded[uri] = s3sync.publish_folder(hook, path, uri).as_dict()
     return uploaded
 
 
@@ -205,7 +214,10 @@ def rewrite_paths(output: Path, s3_root: Path, rows: int = 4096) -> None:
     """Make the published outputs name images as on EMR: the jobs saw staged copies
     (``file:<s3_root>/bucket/key``), the outputs say ``s3://bucket/key``. A part is
     rewritten ``rows`` at a time, so the task's memory does not grow with the batch
-    (a features part of a 90k-image batch is ~45 MB)."""
+    (a features part of a 90k-image batch is ~45 MB). A rewritten file's Hadoop checksum
+    (``.<name>.crc``) goes with it: a later step that reads the folder (reduce reads
+    featurize's, when each step's outputs are published as it ends) would otherwise fail
+    with a ChecksumException."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -230,6 +242,8 @@ def rewrite_paths(output: Path, s3_root: Path, rows: int = 4096) -> None:
                 writer.write_table(table.set_column(index, "path", paths))
         source.close()
         rewritten.replace(part)
+        part.with_name(f".{part.name}.crc").unlink(missing_ok=True)
     report = output / "report.json"
     if report.exists():
         report.write_text(re.sub(f"(file:)?{re.escape(root)}/", "s3://", report.read_text()))
+        report.with_name(f".{report.name}.crc").unlink(missing_ok=True)

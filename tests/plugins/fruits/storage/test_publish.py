@@ -8,7 +8,7 @@ import io
 import json
 
 import pytest
-from dag_support import BUCKET, FAKE_REPORT
+from dag_support import BUCKET
 
 from fruits.storage import publish
 from fruits.storage.layout import staging_prefix
@@ -18,6 +18,12 @@ FINAL = f"runs/batch={DATE}/"
 MARKER = FINAL + "_SUCCESS"
 KEY = "manual__2026-11-24T00-00-00-00-00-0a1b2c3d"
 STAGING = staging_prefix(DATE, KEY)
+# a report.json as reduce writes it (publish only copies it and reads a few fields)
+REPORT = {
+    "n_rows": 7, "n_features": 1280, "k": 3, "explained_variance_ratio": [0.5, 0.3, 0.16],
+    "cumulative_variance": [0.5, 0.8, 0.96], "model": "mobilenetv2", "weights": "random",
+    "labels": {"Banana": 4, "Kiwi": 3},
+}  # fmt: skip
 
 
 def parquet(rows: int, column: str = "features") -> bytes:
@@ -34,7 +40,7 @@ def parquet(rows: int, column: str = "features") -> bytes:
 
 def staged_run(rows: int = 7) -> dict[str, bytes]:
     """What the steps of run KEY leave in staging (Spark's layout: parts and _SUCCESS)."""
-    report = {**FAKE_REPORT, "n_rows": rows,
+    report = {**REPORT, "n_rows": rows,
               "inputs": {"input": f"s3://{BUCKET}/{STAGING}features/",
                          "output": f"s3://{BUCKET}/{STAGING}pca/"}}  # fmt: skip
     return {
@@ -103,7 +109,7 @@ def test_publish_replaces_the_batch_removes_stale_objects_marks_it_last(hook, aw
     marker = json.loads(after[MARKER])
     assert marker == record
     assert (marker["run_id"], marker["run_key"], marker["batch"]) == ("manual__new", KEY, DATE)
-    assert (marker["rows"], marker["rejected"], marker["k"]) == (7, 2, FAKE_REPORT["k"])
+    assert (marker["rows"], marker["rejected"], marker["k"]) == (7, 2, REPORT["k"])
     assert marker["outputs"]["pca"] == f"s3://{BUCKET}/{FINAL}pca/"
     # order: marker down first; written after every change to the published prefix;
     # then this run's staging deleted (another run's staging is not ours to delete)
@@ -180,7 +186,7 @@ def test_the_summary_records_featurize_rate_and_each_steps_wall_time(hook, aws):
     assert marker["featurize_rate"] == 211.8 and record == marker
     report = json.loads(aws.read(FINAL + "report/report.json"))
     assert report["run"] == {"step_seconds": marker["step_seconds"], "featurize_rate": 211.8}
-    assert report["k"] == FAKE_REPORT["k"]  # the rest as reduce wrote it
+    assert report["k"] == REPORT["k"]  # the rest as reduce wrote it
     summary = publish.run_summary(hook, BUCKET, DATE, require_marker=True)
     assert "steps: featurize 7 min, reduce 31 s; featurize 211.8 img/s" in (
         publish.format_summary(summary)

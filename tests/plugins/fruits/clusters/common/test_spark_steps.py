@@ -122,3 +122,14 @@ def test_a_cloud_run_s_featurize_loads_its_converted_model():
     assert args[args.index("--weights") + 1] == CODE["weights"]  # named in the metadata
     plain, _ = build_steps(bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE, run=RUN)
     assert "--model-file" not in plain["HadoopJarStep"]["Args"]
+
+
+def test_a_localized_converted_model_is_staged_with_its_manifest(tmp_path):
+    """featurize reads ``<name>.json`` beside its ``--model-file``: staged with it."""
+    model_file = f"s3://{BUCKET}/models/vgg16-96-0123456789abcdef01234567.tflite"
+    steps = build_steps(bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE,
+                        run={**RUN, "model_file": model_file})  # fmt: skip
+    local = localize(steps, master_url="local[2]", spark_submit="s", s3_root=tmp_path)
+    manifest = model_file.removesuffix(".tflite") + ".json"
+    assert local.inputs[model_file].name == "vgg16-96-0123456789abcdef01234567.tflite"
+    assert local.inputs[manifest] == local.inputs[model_file].with_suffix(".json")

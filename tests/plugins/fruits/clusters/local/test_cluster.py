@@ -149,8 +149,12 @@ def test_published_outputs_name_images_by_their_s3_uri(tmp_path):
     table = pa.table({"path": [staged], "label": ["Pêche"], "features": [[1.0, 2.0]]})
     pq.write_table(table.replace_schema_metadata(meta), out / "part-0.parquet")
     (out / "report.json").write_text(json.dumps({"inputs": {"input": f"{root}/{BUCKET}/x"}}))
+    for name in ("part-0.parquet", "report.json"):  # Hadoop's checksums of what Spark wrote
+        (out / f".{name}.crc").write_bytes(b"crc of the file before its rewrite")
 
     local_steps.rewrite_paths(out, root)
+    # a stale checksum would fail the next reader (ChecksumException): gone with it
+    assert sorted(p.name for p in out.iterdir()) == ["part-0.parquet", "report.json"]
 
     rewritten = pq.read_table(out / "part-0.parquet")
     assert rewritten["path"].to_pylist() == [f"s3://{BUCKET}/raw/batch=1/Pêche/a b.jpg"]
