@@ -47,6 +47,7 @@ class ProcessRecord:
     name: str
     cmdline: tuple[str, ...]
     rss: int
+    ppid: int = 0
 
 
 def _program(proc: ProcessRecord) -> str:
@@ -84,12 +85,35 @@ def classify(proc: ProcessRecord, *, root_pid: int, moto_pid: int | None) -> str
     return OTHER
 
 
+def unexeced_forks(records: Iterable[ProcessRecord]) -> set[int]:
+    """JVM children not yet replaced by what they run: a JVM starts a program (Hadoop's
+    local file system runs ``chmod``, Spark ``bash``) by forking, and until the child's
+    ``exec`` psutil shows it with its parent's command line and RSS, the same pages.
+    Counted, a driver would read twice its size for that instant. (Python workers fork
+    from ``pyspark.daemon`` and stay forks: those are real, and counted.)"""
+    records = list(records)
+    by_pid = {proc.pid: proc for proc in records}
+    return {
+        proc.pid
+        for proc in records
+        if _program(proc) == "java"
+        and (parent := by_pid.get(proc.ppid)) is not None
+        and parent.cmdline == proc.cmdline
+    }
+
+
+def _counted(records: Iterable[ProcessRecord]) -> list[ProcessRecord]:
+    records = list(records)
+    forks = unexeced_forks(records)
+    return [proc for proc in records if proc.pid not in forks]
+
+
 def group_rss(
     records: Iterable[ProcessRecord], *, root_pid: int, moto_pid: int | None
 ) -> dict[str, tuple[int, int]]:
     """One sample: group -> (summed RSS in bytes, live processes)."""
     out: dict[str, tuple[int, int]] = {}
-    for proc in records:
+    for proc in _counted(records):
         group = classify(proc, root_pid=root_pid, moto_pid=moto_pid)
         rss, n = out.get(group, (0, 0))
         out[group] = (rss + proc.rss, n + 1)
@@ -116,7 +140,7 @@ def group_members(
 ) -> dict[str, list[str]]:
     """group -> the processes in it, described (:func:`describe`)."""
     out: dict[str, list[str]] = {}
-    for proc in records:
+    for proc in _counted(records):
         out.setdefault(classify(proc, root_pid=root_pid, moto_pid=moto_pid), []).append(
             describe(proc)
         )
@@ -189,7 +213,7 @@ def snapshot(root_pid: int, moto_pid: int | None) -> list[ProcessRecord]:
             with proc.oneshot():
                 records.append(
                     ProcessRecord(proc.pid, proc.name(), tuple(proc.cmdline()),
-                                  proc.memory_info().rss)
+                                  proc.memory_info().rss, proc.ppid())
                 )  # fmt: skip
         except psutil.Error:  # ended between the listing and the look
             continue

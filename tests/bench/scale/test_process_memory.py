@@ -133,3 +133,15 @@ def test_a_groups_peak_keeps_the_time_it_was_seen():
     peaks.add({AIRFLOW: (400 * MiB, 1)}, now=110.0)  # lower: the peak's time stays
     assert peaks.as_dict()["groups"][AIRFLOW]["peak_at"] == 105.5
     assert describe(proc(1, "/bin/bash", "/opt/spark/bin/spark-class")) == "bash spark-class"
+
+
+def test_a_jvms_fork_before_its_exec_is_not_counted_twice_but_python_workers_are():
+    driver = TREE[DRIVER]
+    fork = ProcessRecord(200, driver.name, driver.cmdline, driver.rss, ppid=driver.pid)
+    spawned = ProcessRecord(201, "chmod", ("/bin/chmod", "644", "x"), MiB, ppid=driver.pid)
+    daemon = TREE[PY_WORKERS]
+    worker = ProcessRecord(202, daemon.name, daemon.cmdline, daemon.rss, ppid=daemon.pid)
+    sample = group_rss([driver, fork, spawned, daemon, worker], root_pid=ROOT, moto_pid=MOTO_PID)
+    assert sample[DRIVER] == (10 * MiB, 1)  # the fork is the driver's own pages
+    assert sample[PY_WORKERS] == (20 * MiB, 2)  # a forked worker is a worker
+    assert sample[OTHER] == (MiB, 1)  # once exec'd, the child is what it runs

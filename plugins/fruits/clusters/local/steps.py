@@ -213,8 +213,9 @@ def publish_outputs(hook: Any, outputs: Mapping[str, Path], s3_root: Path) -> di
 def rewrite_paths(output: Path, s3_root: Path, rows: int = 4096) -> None:
     """Make the published outputs name images as on EMR: the jobs saw staged copies
     (``file:<s3_root>/bucket/key``), the outputs say ``s3://bucket/key``. A part is
-    rewritten ``rows`` at a time, so the task's memory does not grow with the batch
-    (a features part of a 90k-image batch is ~45 MB). A rewritten file's Hadoop checksum
+    rewritten ``rows`` at a time (pyarrow reads a row group whole: featurize writes them
+    of 8 MB), so the task's memory does not grow with the batch (a features part of a
+    90k-image batch is ~45 MB). A rewritten file's Hadoop checksum
     (``.<name>.crc``) goes with it: a later step that reads the folder (reduce reads
     featurize's, when each step's outputs are published as it ends) would otherwise fail
     with a ChecksumException."""
@@ -243,6 +244,7 @@ def rewrite_paths(output: Path, s3_root: Path, rows: int = 4096) -> None:
         source.close()
         rewritten.replace(part)
         part.with_name(f".{part.name}.crc").unlink(missing_ok=True)
+        pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed pages
     report = output / "report.json"
     if report.exists():
         report.write_text(re.sub(f"(file:)?{re.escape(root)}/", "s3://", report.read_text()))
