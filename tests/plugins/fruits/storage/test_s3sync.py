@@ -131,3 +131,36 @@ def test_s3_errors_a_retry_cannot_fix_are_told_apart():
     assert not s3sync.is_permanent(wrapped("SlowDown"))  # throttled: a retry helps
     assert not s3sync.is_permanent(wrapped("InternalError"))
     assert not s3sync.is_permanent(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+
+
+def test_multipart_uploads_go_one_at_a_time_small_files_in_parallel(tmp_path):
+    """Memory: eight managed multipart uploads at once hold up to 80 parts of 8 MB."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from fruits.storage import s3sync
+
+    running: set[str] = set()
+    overlaps: dict[str, set[str]] = {}
+    lock = threading.Lock()
+
+    def load_file(filename, key, bucket_name, replace):
+        with lock:
+            for other in running:
+                overlaps.setdefault(key, set()).add(other)
+                overlaps.setdefault(other, set()).add(key)
+            running.add(key)
+        time.sleep(0.05)
+        with lock:
+            running.discard(key)
+
+    hook = SimpleNamespace(load_file=load_file, transfer_config=SimpleNamespace(
+        multipart_threshold=1000))  # fmt: skip
+    items = []
+    for name, size in [("big1", 2000), ("big2", 5000), *((f"s{i}", 10) for i in range(6))]:
+        (tmp_path / name).write_bytes(b"x" * size)
+        items.append((tmp_path / name, name))
+    assert s3sync._upload(hook, "b", items) == 8
+    assert not overlaps.get("big1") and not overlaps.get("big2")  # alone, each
+    assert any(overlaps.get(f"s{i}") for i in range(6))  # the small ones together
