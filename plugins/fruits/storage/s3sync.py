@@ -149,8 +149,8 @@ def _unchanged(path: Path, remote: dict | None, threshold: int, chunk: int) -> b
 def _upload(hook: Any, bucket: str, items: Iterable[tuple[Path, str]]) -> int:
     """Files under the multipart threshold go :data:`UPLOAD_THREADS` at a time; larger
     ones one at a time, each already sent in parallel parts by the provider's managed
-    upload. Eight multipart uploads at once held up to 8 x 10 parts of 8 MB (a 90k
-    batch's features parts are ~45 MB); this way the task holds eight small files or
+    upload. Eight multipart uploads at once could hold 8 x 10 parts of 8 MB (a 90k
+    batch's features parts are ~45 MB); this way the uploads hold eight small files or
     one upload's parts, whatever the batch's size."""
     items = list(items)
     if not items:

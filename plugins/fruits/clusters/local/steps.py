@@ -214,7 +214,7 @@ def rewrite_paths(output: Path, s3_root: Path, rows: int = 4096) -> None:
     """Make the published outputs name images as on EMR: the jobs saw staged copies
     (``file:<s3_root>/bucket/key``), the outputs say ``s3://bucket/key``. A part is
     rewritten ``rows`` at a time (pyarrow reads a row group whole: featurize writes them
-    of 8 MB), so the task's memory does not grow with the batch (a features part of a
+    of 8 MB), so the rewrite's memory does not grow with the batch (a features part of a
     90k-image batch is ~45 MB). A rewritten file's Hadoop checksum
     (``.<name>.crc``) goes with it: a later step that reads the folder (reduce reads
     featurize's, when each step's outputs are published as it ends) would otherwise fail
