@@ -203,7 +203,29 @@ class BackgroundDriver:
             self.close()
 
 
-class EmrStepDriver(BackgroundDriver):
+class RealStepsDriver(BackgroundDriver):
+    """A driver that runs submitted steps for real (:class:`real_steps.RealSteps`), one
+    cluster's at a time: ``runs`` per cluster, ``running`` the step under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: dict[str, Any] = {}  # cluster id -> its RealSteps
+        self.running: tuple[str, Any] | None = None  # (cluster id, step) being run
+
+    def close(self) -> None:
+        for run in self.runs.values():
+            run.close()
+        self.runs.clear()
+
+    def forget(self, cluster_id: str) -> None:
+        run = self.runs.pop(cluster_id, None)
+        if run is not None:
+            run.close()
+        if self.running is not None and self.running[0] == cluster_id:
+            self.running = None
+
+
+class EmrStepDriver(RealStepsDriver):
     """A background thread that runs the steps moto leaves RUNNING/PENDING.
 
     moto's EMR never finishes a step (the first stays RUNNING, the others PENDING) and
@@ -228,17 +250,11 @@ class EmrStepDriver(BackgroundDriver):
         self.s3 = s3
         self.policy = policy
         self.leave_out: dict[str, list[str]] = {}  # "featurize"/"reduce" -> output flags
-        self.runs: dict[str, Any] = {}  # cluster id -> its RealSteps
-        self.running: tuple[str, str] | None = None  # (cluster id, step id) being run
+        # running: (cluster id, step id)
 
     def step(self) -> None:
         for cluster in emr_clusters():
             self.drive(cluster)
-
-    def close(self) -> None:
-        for run in self.runs.values():
-            run.close()
-        self.runs.clear()
 
     def drive(self, cluster) -> None:
         if cluster.state in CLUSTER_ENDED:
@@ -302,13 +318,6 @@ class EmrStepDriver(BackgroundDriver):
             step.state = "FAILED"
         return True
 
-    def forget(self, cluster_id: str) -> None:
-        run = self.runs.pop(cluster_id, None)
-        if run is not None:
-            run.close()
-        if self.running is not None and self.running[0] == cluster_id:
-            self.running = None
-
     def write_progress(self, args: list[str], name: str, record: dict) -> None:
         folder = _arg(args, "--progress")
         if folder:
@@ -329,7 +338,7 @@ class EmrStepDriver(BackgroundDriver):
 # --- moto's SSM runs nothing and its EC2 instances boot nothing: the tests play the nodes
 
 
-class Ec2NodeDriver(BackgroundDriver):
+class Ec2NodeDriver(RealStepsDriver):
     """A background thread that does what the ec2 backend's nodes would, through S3.
 
     moto's EC2 instances boot nothing, and its SSM ``send_command`` runs nothing (it
@@ -362,16 +371,10 @@ class Ec2NodeDriver(BackgroundDriver):
         self.done: set[str] = set()
         self.started: set[str] = set()  # clusters whose runner said it runs
         self.prefixes: dict[str, tuple[str, str]] = {}  # instance id -> (LOG_, CODE_PREFIX)
-        self.runs: dict[str, Any] = {}  # cluster id -> its RealSteps
-        self.running: tuple[str, int] | None = None  # (cluster id, step index) being run
+        # running: (cluster id, step index)
 
     def step(self) -> None:
         self.drive()
-
-    def close(self) -> None:
-        for run in self.runs.values():
-            run.close()
-        self.runs.clear()
 
     def primaries(self):
         found = self.clients.ec2.describe_instances(
@@ -496,13 +499,6 @@ class Ec2NodeDriver(BackgroundDriver):
         self.put(log + "runner.json", {"state": "exited", "returncode": int(bool(failed))})
         self.forget(cluster_id)
         return True
-
-    def forget(self, cluster_id: str) -> None:
-        run = self.runs.pop(cluster_id, None)
-        if run is not None:
-            run.close()
-        if self.running is not None and self.running[0] == cluster_id:
-            self.running = None
 
     def keys(self, prefix: str) -> list[str]:
         found = self.clients.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)
