@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
@@ -158,6 +158,9 @@ class Peaks:
     peak_at: dict[str, float] = field(default_factory=dict)  # Unix time of the group's peak
     counted_total: int = 0
     samples: int = 0
+    # (Unix time, group -> summed RSS) of every timed sample: :func:`by_task` splits it
+    # by the task then running, the one ``airflow dags test`` process being every task
+    series: list[tuple[float, dict[str, int]]] = field(default_factory=list)
 
     def add(
         self,
@@ -175,6 +178,8 @@ class Peaks:
         total = sum(rss for group, (rss, _) in sample.items() if group not in NOT_COUNTED)
         self.counted_total = max(self.counted_total, total)
         self.samples += 1
+        if now is not None:
+            self.series.append((now, {group: rss for group, (rss, _) in sample.items()}))
 
     def as_dict(self) -> dict:
         """Peaks in MiB, in GROUPS' order, each marked counted or not."""
@@ -193,6 +198,28 @@ class Peaks:
             "counted_total_peak_mib": round(self.counted_total / 2**20, 1),
             "samples": self.samples,
         }
+
+
+def by_task(
+    series: Iterable[tuple[float, Mapping[str, int]]],
+    task_of: Callable[[float], str | None],
+    group: str = AIRFLOW,
+) -> dict[str, dict[str, float]]:
+    """task -> the group's RSS in MiB at the task's first sample and its peak during the
+    task. ``airflow dags test`` runs every task in one process, so its peak holds what
+    earlier tasks left; in a deployment each task is a process of its own, and the
+    growth within a task (peak - start) is what that task adds."""
+    out: dict[str, dict[str, float]] = {}
+    for when, sample in series:
+        task = task_of(when)
+        if task is None or group not in sample:
+            continue
+        mib = round(sample[group] / 2**20, 1)
+        row = out.setdefault(task, {"start_mib": mib, "peak_mib": mib})
+        row["peak_mib"] = max(row["peak_mib"], mib)
+    for row in out.values():
+        row["growth_mib"] = round(row["peak_mib"] - row["start_mib"], 1)
+    return out
 
 
 def snapshot(root_pid: int, moto_pid: int | None) -> list[ProcessRecord]:

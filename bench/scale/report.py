@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.scale.process_memory import GROUPS, NOT_COUNTED
+from bench.scale.process_memory import AIRFLOW, DRIVER, GROUPS, NOT_COUNTED
 from bench.scale.verdicts import flatness, linearity
 
 # (key in a run's "stages", row title): what the table shows, in the DAG's order
@@ -113,6 +113,24 @@ def memory_table(runs: Sequence[Run]) -> str:
     rows.append(["all counted, at once", *(mib(v) for v in totals.values()),
                  f"{verdict.verdict} ({verdict.detail})"])  # fmt: skip
     return _table(["process group: peak RSS (processes)", *_sizes(runs), "flat?"], rows)
+
+
+def task_memory_table(runs: Sequence[Run], group: str) -> str:
+    """A row per task, a column per size: the group's RSS at the task's start -> its peak
+    during the task (:func:`bench.scale.process_memory.by_task`). What a task adds, apart
+    from what the tasks before it left in the one ``airflow dags test`` process."""
+    by_size = {run["size"]: run["memory"].get("by_task", {}).get(group, {}) for run in runs}
+    tasks = list(dict.fromkeys(task for rows in by_size.values() for task in rows))
+    rows = []
+    for task in tasks:
+        cells = []
+        for per_task in by_size.values():
+            row = per_task.get(task)
+            cells.append("-" if row is None else
+                         f"{row['start_mib']:,.0f} -> {row['peak_mib']:,.0f} "
+                         f"(+{row['growth_mib']:,.0f})")  # fmt: skip
+        rows.append([task, *cells])
+    return _table([f"{group}: MiB at start -> peak (growth)", *_sizes(runs)], rows)
 
 
 def completeness_table(runs: Sequence[Run]) -> str:
@@ -219,6 +237,10 @@ def full_report(results: Mapping[str, Any]) -> str:
                   "", "Where the time goes:", "", ratio_table(scale),
                   "", "Peak RSS per process group (summed over the group's processes alive "
                   "at once, sampled every 0.5 s):", "", memory_table(scale)]  # fmt: skip
+        for group in (AIRFLOW, DRIVER):
+            if any(run["memory"].get("by_task", {}).get(group) for run in scale):
+                parts += ["", f"{group.capitalize()} by task:", "",
+                          task_memory_table(scale, group)]  # fmt: skip
     if backfill:
         parts += ["", "Small daily batches (backfill), one `airflow dags test` each:", "",
                   backfill_table(backfill)]  # fmt: skip

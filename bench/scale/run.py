@@ -45,7 +45,7 @@ from bench.scale.pipeline import (
     pipeline_env,
     tail,
 )
-from bench.scale.process_memory import MemorySampler, Peaks
+from bench.scale.process_memory import AIRFLOW, DRIVER, MemorySampler, Peaks, by_task
 from bench.scale.report import backfill_totals, full_report
 from bench.scale.step_walls import step_walls
 
@@ -193,6 +193,10 @@ def measure_run(
     record["tasks"] = tasks
     for group in record["memory"]["groups"].values():  # which task each peak fell in
         group["during_task"] = metadata.task_at(rows, group.get("peak_at"))
+    record["memory"]["by_task"] = {
+        group: by_task(samplers[0].peaks.series, lambda when: metadata.task_at(rows, when), group)
+        for group in (AIRFLOW, DRIVER)
+    }
     if done.returncode or run["state"] != "success":
         raise RunFailed(f"run {batch}: airflow dags test exited {done.returncode}, DAG run "
                         f"{run['state']}; log {done.log}:\n{tail(done.log)}", record)  # fmt: skip

@@ -14,6 +14,7 @@ from bench.scale.process_memory import (
     PY_WORKERS,
     Peaks,
     ProcessRecord,
+    by_task,
     classify,
     describe,
     group_members,
@@ -145,3 +146,20 @@ def test_a_jvms_fork_before_its_exec_is_not_counted_twice_but_python_workers_are
     assert sample[DRIVER] == (10 * MiB, 1)  # the fork is the driver's own pages
     assert sample[PY_WORKERS] == (20 * MiB, 2)  # a forked worker is a worker
     assert sample[OTHER] == (MiB, 1)  # once exec'd, the child is what it runs
+
+
+def test_by_task_splits_the_one_process_by_the_task_then_running():
+    peaks = Peaks()
+    for now, rss in ((0.0, 300), (1.0, 420), (2.0, 380), (3.0, 380), (4.0, 700), (5.0, 650)):
+        peaks.add({AIRFLOW: (rss * MiB, 1), DRIVER: (100 * MiB, 1)}, now=now)
+    peaks.add({DRIVER: (100 * MiB, 1)}, now=6.0)  # the group absent: skipped
+
+    def task_of(when: float) -> str | None:
+        return "upload_batch" if when < 2.5 else ("wait_for_step" if when < 5.5 else None)
+
+    table = by_task(peaks.series, task_of)
+    assert table == {
+        "upload_batch": {"start_mib": 300.0, "peak_mib": 420.0, "growth_mib": 120.0},
+        "wait_for_step": {"start_mib": 380.0, "peak_mib": 700.0, "growth_mib": 320.0},
+    }
+    assert by_task(peaks.series, task_of, DRIVER)["wait_for_step"]["growth_mib"] == 0.0

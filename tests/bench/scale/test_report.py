@@ -10,6 +10,7 @@ from bench.scale.report import (
     full_report,
     memory_table,
     stage_table,
+    task_memory_table,
     task_table,
 )
 
@@ -117,3 +118,22 @@ def test_the_task_table_lists_every_task_in_the_order_it_ran():
         "| `add_steps` | 2.0 s | n/a |",
         "| `remove_cluster` | n/a | n/a |",
     ]
+
+
+def test_the_task_memory_table_shows_start_peak_and_growth_per_size():
+    a, b = run(10_000, 100.0, 80.0), run(90_000, 900.0, 800.0)
+    a["memory"]["by_task"] = {"airflow task": {
+        "upload_batch": {"start_mib": 300.0, "peak_mib": 400.0, "growth_mib": 100.0}}}
+    b["memory"]["by_task"] = {"airflow task": {
+        "upload_batch": {"start_mib": 300.0, "peak_mib": 650.0, "growth_mib": 350.0},
+        "wait_for_step": {"start_mib": 600.0, "peak_mib": 820.0, "growth_mib": 220.0}}}
+    table = task_memory_table([a, b], "airflow task")
+    lines = table.splitlines()
+    assert "10,000" in lines[0] and "90,000" in lines[0]
+    upload = next(line for line in lines if line.startswith("| upload_batch"))
+    assert "300 -> 400 (+100)" in upload and "300 -> 650 (+350)" in upload
+    wait = next(line for line in lines if line.startswith("| wait_for_step"))
+    assert "| - |" in wait and "600 -> 820 (+220)" in wait
+    assert "Airflow task by task:" in full_report(
+        {"runs": [a, b], "batches": [], "args": {}, "machine": {}}
+    )
