@@ -6,13 +6,16 @@
         --rejected s3://bucket/runs/batch=2026-11-24/rejected/ \\
         [--model mobilenetv2|mobilenet|vgg16] [--weights imagenet|random|URI] \\
         [--model-file s3://bucket/models/<key>.tflite] [--image-size 224] \\
-        [--batch-size 64] [--csv URI] [--tf-threads N] \\
+        [--batch-size 64] [--csv URI] [--tf-threads N] [--name-input-as URI] \\
         [--progress URI-of-a-folder [--progress-interval 15]]
 
 Writes Parquet ``path, label, features`` (``features``: array<float>; the column's
 metadata names the model, weights and runtime) and Parquet ``path, label, error`` for every
 image that could not be decoded. Exit status 2 on bad arguments or an input
-without images.
+without images. ``path`` names each image under ``--name-input-as`` when given: a job
+that reads a staged copy (the local backend) or reads through another scheme (the ec2
+nodes' ``s3a://``) still names its images by their ``s3://`` URIs, so its outputs equal
+EMR's and nothing has to rewrite them afterwards.
 
 With ``--model-file`` (what the cloud backends pass: the model ``make stage-weights``
 converted once, with its ``<key>.json`` manifest beside it) the job runs LiteRT on that
@@ -77,6 +80,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--csv", default=None, help="also write path,label,feat_0..feat_n as CSV")
     p.add_argument(
+        "--name-input-as",
+        default=None,
+        help="the URI the outputs' path column names --input by (default: --input as "
+        "read), e.g. the s3:// URI a local copy was staged from",
+    )
+    p.add_argument(
         "--runtime",
         default=runtimes.DEFAULT_RUNTIME,
         choices=runtimes.RUNTIMES,
@@ -114,6 +123,7 @@ class Listing:
     paths: list[str] | None  # every image file, spelled as ``path`` is (None: packed)
     skipped: int  # other files under the input (hidden ones, '.' or '_', Spark never sees)
     input_bytes: int = 0  # of the packed shards (0: files)
+    base: str = ""  # the input as every ``path`` spells it, ending in "/"
 
 
 def image_files(spark: SparkSession, input_uri: str, only_images: bool = True) -> DataFrame:
@@ -127,9 +137,30 @@ def packed_images(spark: SparkSession, input_uri: str) -> DataFrame:
     """The rows of a packed batch (``<input>/_packed/*.parquet``: name, content, size,
     md5) as ``path, content``, ``path`` spelled as binaryFile spells an unpacked file
     (``<input>/<label>/<file>``, the input qualified: ``file:/...`` or ``s3://...``)."""
-    base = fsio.qualified(spark, input_uri).rstrip("/") + "/"
+    base = input_base(spark, input_uri)
     rows = spark.read.parquet(packed.folder(input_uri))
     return rows.select(F.concat(F.lit(base), F.col("name")).alias("path"), "content")
+
+
+def input_base(spark: SparkSession, input_uri: str) -> str:
+    """The input folder as the ``path`` column spells what is under it, ending in "/"."""
+    return fsio.qualified(spark, input_uri).rstrip("/") + "/"  # Path.toString(), as ``path``
+
+
+def named_path(path: str, base: str, name: str | None) -> str:
+    """``path`` under ``base`` named under ``name`` instead (None: unchanged)."""
+    if name is None or not path.startswith(base):
+        return path
+    return name.rstrip("/") + "/" + path[len(base) :]
+
+
+def named_paths(df: DataFrame, base: str, name: str | None) -> DataFrame:
+    """:func:`named_path` on the ``path`` column, in Spark's tasks."""
+    if name is None:
+        return df
+    renamed = F.concat(F.lit(name.rstrip("/") + "/"), F.col("path").substr(len(base) + 1, 2**30))
+    path = F.when(F.col("path").startswith(base), renamed).otherwise(F.col("path"))
+    return df.withColumn("path", path)
 
 
 def list_images(spark: SparkSession, input_uri: str) -> Listing:
@@ -141,11 +172,12 @@ def list_images(spark: SparkSession, input_uri: str) -> Listing:
     if fsio.exists(spark, packed.folder(input_uri)):
         images = packed_images(spark, input_uri)
         size = fsio.total_bytes(spark, packed.folder(input_uri))
-        return Listing(images, images.count(), None, 0, size)
+        return Listing(images, images.count(), None, 0, size, input_base(spark, input_uri))
     images = image_files(spark, input_uri)
     paths = [fsio.as_spark_path(uri) for uri in fsio.input_files(images)]
     everything = fsio.count_input_files(image_files(spark, input_uri, only_images=False))
-    return Listing(images.select("path", "content"), len(paths), paths, everything - len(paths))
+    return Listing(images.select("path", "content"), len(paths), paths, everything - len(paths),
+                   base=input_base(spark, input_uri))  # fmt: skip
 
 
 def featurize(
@@ -176,8 +208,10 @@ def wide_csv(features: DataFrame, n_features: int) -> DataFrame:
     return features.select("path", "label", *cols)
 
 
-def empty_rejections(spark: SparkSession, empty: list[str]) -> DataFrame:
-    rows = [(path, label_from_path(path), "empty file") for path in empty]
+def empty_rejections(
+    spark: SparkSession, empty: list[str], base: str = "", name: str | None = None
+) -> DataFrame:
+    rows = [(named_path(path, base, name), label_from_path(path), "empty file") for path in empty]
     return spark.createDataFrame(rows, "path string, label string, error string")
 
 
@@ -301,8 +335,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
     # heap with the batch; the CNN is not run twice either way.
     result = result.persist(StorageLevel.DISK_ONLY)
     try:
+        named = named_paths(result, listing.base, args.name_input_as)
         features = with_metadata(
-            result.where(F.col("error").isNull()).select("path", "label", "features"), metadata
+            named.where(F.col("error").isNull()).select("path", "label", "features"), metadata
         )
         features.write.mode("overwrite").option(
             "parquet.block.size", FEATURES_ROW_GROUP_BYTES
@@ -311,9 +346,11 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
         # zero-byte files, which binaryFile drops, are listed but never read. A packed
         # input has them as rows: counts alone, and the driver never holds the batch.
         featurized, n_read, empty = outcome_counts(result, listing.paths)
-        rejected = result.where(F.col("error").isNotNull()).select("path", "label", "error")
+        rejected = named.where(F.col("error").isNotNull()).select("path", "label", "error")
         if empty:  # a DataFrame of local rows costs a Spark job seconds: only when needed
-            rejected = rejected.unionByName(empty_rejections(spark, empty))
+            rejected = rejected.unionByName(
+                empty_rejections(spark, empty, listing.base, args.name_input_as)
+            )
         rejected.coalesce(1).write.mode("overwrite").parquet(args.rejected)
         if args.csv:
             csv = wide_csv(features, n_features).coalesce(1).write.mode("overwrite")

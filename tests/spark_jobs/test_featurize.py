@@ -310,6 +310,33 @@ def test_listing_spells_paths_as_spark_does_odd_names_included(spark, tmp_path):
     assert listing.skipped == 0
 
 
+def test_named_input_names_every_output_row_odd_and_empty_files_included(
+    spark, tmp_path, weights_file
+):
+    """``--name-input-as``: the rows name the images under that URI (what the local
+    backend's staged copy came from), the zero-byte file the driver rejects included;
+    a path outside the input is left as it is."""
+    good = write_batch(tmp_path / "in", per_label=1, labels=["Pêche 100%20plate"])
+    odd = tmp_path / "in" / "Pêche 100%20plate" / "sub dir"
+    odd.mkdir(parents=True)
+    (odd / "ä b.jpg").write_bytes(good[0].read_bytes())
+    (odd / "vide 0%.jpg").write_bytes(b"")
+    named = "s3://bucket/raw/batch=2026-01-01"  # no trailing slash: one is added
+    args = job_args(tmp_path / "in", tmp_path / "out", "--weights", str(weights_file),
+                    "--name-input-as", named)  # fmt: skip
+    featurize.run(spark, args)
+    features = pd.read_parquet(tmp_path / "out" / "features")
+    assert sorted(features.path) == sorted(
+        f"{named}/{p.relative_to(tmp_path / 'in').as_posix()}" for p in [*good, odd / "ä b.jpg"]
+    )
+    rejected = pd.read_parquet(tmp_path / "out" / "rejected")
+    assert rejected.path.tolist() == [f"{named}/Pêche 100%20plate/sub dir/vide 0%.jpg"]
+    assert rejected.error.tolist() == ["empty file"]
+    assert featurize.named_path("file:/elsewhere/x.jpg", "file:/in/", named) == (
+        "file:/elsewhere/x.jpg"
+    )
+
+
 def test_batch_size_is_capped_in_pixels_because_it_bounds_worker_memory(capsys):
     base = ["--input", "i", "--output", "o", "--rejected", "r"]
     assert featurize.parse_args([*base, "--batch-size", "256"]).batch_size == 256  # at 224
@@ -334,21 +361,25 @@ def test_a_packed_batch_gives_the_same_outputs_as_its_files(spark, messy_run, we
     shards = packing.pack_to_folder(messy_run["root"], packed_root, limit=4096)
     assert len(shards) > 3  # several shards: every one is read
     out = messy_run["out"].parent / "packed-out"
-    summary = featurize.run(spark, job_args(packed_root, out, "--weights", str(weights_file)))
+    named = "s3://bucket/raw/batch=2026-01-01/"  # where the local backend staged it from
+    summary = featurize.run(
+        spark, job_args(packed_root, out, "--weights", str(weights_file), "--name-input-as", named)
+    )
     assert summary.featurized == messy_run["summary"].featurized
     assert summary.rejected == messy_run["summary"].rejected
     assert summary.through_cnn == summary.featurized + summary.rejected  # the empty file too
     mine = spark.read.parquet(str(out / "features")).toPandas()
     theirs = messy_run["features"].toPandas()
-    mine["rel"] = [relative(p, packed_root) for p in mine.path]
+    assert mine.path.str.startswith(named).all()  # read from a copy, named as in S3
+    mine["rel"] = [p[len(named) :] for p in mine.path]
     theirs["rel"] = [relative(p, messy_run["root"]) for p in theirs.path]
-    assert mine.path.str.startswith(f"file:{packed_root}/").all()
     merged = theirs.merge(mine, on="rel", suffixes=("_files", "_packed"))
     assert len(merged) == len(theirs) == len(mine)
     assert (merged.label_files == merged.label_packed).all()
     for a, b in zip(merged.features_files, merged.features_packed, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)
     rejected = pd.read_parquet(out / "rejected")
-    assert sorted(relative(p, packed_root) for p in rejected.path) == sorted(
+    assert rejected.path.str.startswith(named).all()
+    assert sorted(p[len(named) :] for p in rejected.path) == sorted(
         relative(p, messy_run["root"]) for p in messy_run["rejected"].path
     )

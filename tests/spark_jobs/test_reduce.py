@@ -163,6 +163,18 @@ def test_fit_is_the_same_for_any_partitioning(spark, synthetic):
     np.testing.assert_allclose(many.components[:6], one.components[:6], atol=1e-9)
 
 
+def test_the_driver_reads_one_summary_whatever_the_partitions(spark, synthetic):
+    """The executors merge the partitions' summaries down to one row in one partition:
+    the driver never holds more than one n_features^2 summary."""
+    for partitions, fan_in in ((1, 8), (11, 3), (40, 8)):
+        rows = pca_passes.summary_rows(
+            features_df(spark, synthetic, partitions=partitions), fan_in=fan_in
+        )
+        assert rows.rdd.getNumPartitions() == 1
+        (row,) = rows.collect()
+        assert row["n"] == len(synthetic)
+
+
 def test_project_matches_numpy_svd(synthetic_df, reference):
     model = pca_passes.fit_pca(synthetic_df)
     projected = pca_passes.project(synthetic_df, model, 6)

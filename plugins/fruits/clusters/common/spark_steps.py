@@ -22,6 +22,9 @@ from fruits.storage.s3sync import split_uri
 
 ACTION_ON_FAILURE = "CANCEL_AND_WAIT"  # a failed step cancels the later ones, keeps the cluster
 OUTPUT_FLAGS = ("--output", "--rejected", "--report", "--csv", "--progress")
+# URIs that only name things (featurize names its images by the batch's s3:// URI): no
+# backend stages, maps or re-schemes them, so every backend's outputs name images alike.
+NAME_FLAGS = ("--name-input-as",)
 
 
 def spark_submit_step(name: str, py_files: str, script: str, args: list[str]) -> dict[str, Any]:
@@ -66,12 +69,14 @@ def build_steps(
     out = run_uris(bucket, batch, run_key)
     progress = ["--progress", progress_uri(bucket, batch, run_key),
                 "--progress-interval", str(progress_seconds)]  # fmt: skip
+    images = f"s3://{bucket}/{raw_prefix(batch)}"
     featurize = spark_submit_step(
         f"featurize batch={batch}",
         code["py_files"],
         code["featurize"],
         [
-            "--input", f"s3://{bucket}/{raw_prefix(batch)}",
+            "--input", images,
+            "--name-input-as", images,  # what a staged or s3a:// read still calls them
             "--output", out["features"],
             "--rejected", out["rejected"],
             "--model", str(run["model"]),
@@ -114,8 +119,9 @@ def _client_mode(
     """The step's ``spark-submit`` argv for ``master_url`` in client mode (the only mode
     for Python apps on a standalone master), with ``conf`` (and ``properties_file``'s
     properties below it); every other argument goes through ``rewrite(flag, argument)``
-    (``flag``: the argument before it). ``where`` names the backend in the error for a
-    step that is no ``spark-submit``."""
+    (``flag``: the argument before it), but the arguments of :data:`NAME_FLAGS`, kept as
+    they are. ``where`` names the backend in the error for a step that is no
+    ``spark-submit``."""
     args = list(step["HadoopJarStep"]["Args"])
     if not args or args[0] != "spark-submit":
         raise ValueError(f"step {step.get('Name')!r}: only spark-submit steps run {where}")
@@ -131,7 +137,8 @@ def _client_mode(
             argv += ["--deploy-mode", "client"]
             i += 2
             continue
-        argv.append(rewrite(rest[i - 1] if i else "", rest[i]))
+        flag = rest[i - 1] if i else ""
+        argv.append(rest[i] if flag in NAME_FLAGS else rewrite(flag, rest[i]))
         i += 1
     return argv
 

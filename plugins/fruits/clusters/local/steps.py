@@ -200,52 +200,25 @@ def upload_outputs(scratch: Path, cluster_id: str, hook: Any) -> dict[str, dict]
 def publish_outputs(hook: Any, outputs: Mapping[str, Path], s3_root: Path) -> dict[str, dict]:
     """Publish each local output folder of steps that :func:`localize` rewrote for
     ``s3_root`` to its s3:// URI, as the jobs would have written it there: the folder
-    replaced, markers last, and image paths named by their s3:// URIs
-    (:func:`rewrite_paths`). The tests' EMR and ec2 stand-ins publish their real steps'
-    outputs through it too."""
+    replaced, markers last. The Parquet outputs already name images by their s3:// URIs
+    (featurize's ``--name-input-as``), so they go as they are; only the report, which
+    names the steps' arguments, is rewritten (:func:`rewrite_report`). The tests' EMR and
+    ec2 stand-ins publish their real steps' outputs through it too."""
     uploaded = {}
     for uri, path in outputs.items():
-        rewrite_paths(path, s3_root)
+        rewrite_report(path, s3_root)
         uploaded[uri] = s3sync.publish_folder(hook, path, uri).as_dict()
     return uploaded
 
 
-def rewrite_paths(output: Path, s3_root: Path, rows: int = 4096) -> None:
-    """Make the published outputs name images as on EMR: the jobs saw staged copies
-    (``file:<s3_root>/bucket/key``), the outputs say ``s3://bucket/key``. A part is
-    rewritten ``rows`` at a time (pyarrow reads a row group whole: featurize writes them
-    of 8 MB), so the rewrite's memory does not grow with the batch (a features part of a
-    90k-image batch is ~45 MB). A rewritten file's Hadoop checksum
-    (``.<name>.crc``) goes with it: a later step that reads the folder (reduce reads
-    featurize's, when each step's outputs are published as it ends) would otherwise fail
-    with a ChecksumException."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    root = str(s3_root).rstrip("/")
-    pattern = f"^(file:)?{re.escape(root)}/"
-    for part in output.glob("*.parquet"):
-        if part.name.startswith((".", "_")):
-            continue
-        source = pq.ParquetFile(part)
-        schema = source.schema_arrow  # with its metadata (model, weights): kept
-        if "path" not in schema.names:
-            continue
-        index = schema.get_field_index("path")
-        rewritten = part.with_name(f".{part.name}.rewrite")  # hidden: never published
-        with pq.ParquetWriter(rewritten, schema) as writer:
-            for batch in source.iter_batches(batch_size=rows):
-                table = pa.Table.from_batches([batch])
-                paths = pc.replace_substring_regex(
-                    table["path"], pattern=pattern, replacement="s3://"
-                )
-                writer.write_table(table.set_column(index, "path", paths))
-        source.close()
-        rewritten.replace(part)
-        part.with_name(f".{part.name}.crc").unlink(missing_ok=True)
-        pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed pages
+def rewrite_report(output: Path, s3_root: Path) -> None:
+    """Make an output's ``report.json`` name the steps' inputs and outputs as on EMR: the
+    jobs were given staged copies (``<s3_root>/bucket/key``), the report says
+    ``s3://bucket/key``. The rewritten file's Hadoop checksum (``.report.json.crc``) goes
+    with it: a later step that read the folder would otherwise fail with a
+    ChecksumException."""
     report = output / "report.json"
     if report.exists():
+        root = str(s3_root).rstrip("/")
         report.write_text(re.sub(f"(file:)?{re.escape(root)}/", "s3://", report.read_text()))
         report.with_name(f".{report.name}.crc").unlink(missing_ok=True)

@@ -32,6 +32,7 @@ def test_steps_run_featurize_then_reduce_on_the_batch():
     assert f_args[5:] == [
         CODE["featurize"],
         "--input", f"s3://{BUCKET}/raw/batch=2026-11-24/",
+        "--name-input-as", f"s3://{BUCKET}/raw/batch=2026-11-24/",
         "--output", run + "features/",
         "--rejected", run + "rejected/",
         "--model", "vgg16",
@@ -70,9 +71,12 @@ def test_local_reading_of_the_steps(tmp_path):
     assert (
         "cluster" not in featurize and featurize[featurize.index("--deploy-mode") + 1] == "client"
     )
-    assert not any(a.startswith("s3://") for a in featurize + reduce)
     root = tmp_path / BUCKET
     assert featurize[featurize.index("--input") + 1] == str(root / "raw" / "batch=2026-11-24")
+    # the images are read from the staged copy and named by their s3:// URIs
+    named = featurize[featurize.index("--name-input-as") + 1]
+    assert named == f"s3://{BUCKET}/raw/batch=2026-11-24/"
+    assert [a for a in featurize + reduce if a.startswith("s3://")] == [named]
     # inputs: code, weights, raw batch; never an output of an earlier step
     assert set(local.inputs) == {
         CODE["py_files"],

@@ -123,11 +123,14 @@ def test_steps_run_on_the_primarys_master_through_s3a_with_the_nodes_code():
     assert "/opt/fruits/code/featurize.py" in featurize
     assert featurize[featurize.index("--weights") + 1] == "/opt/fruits/code/weights/w.h5"
     assert featurize[featurize.index("--input") + 1] == "s3a://my-fruits/raw/batch=2026-11-24/"
+    # read through s3a, named as s3:// in the outputs, as on EMR
+    named = featurize[featurize.index("--name-input-as") + 1]
+    assert named == "s3://my-fruits/raw/batch=2026-11-24/"
     assert reduce[reduce.index("--input") + 1] == featurize[featurize.index("--output") + 1]
     assert reduce[reduce.index("--input") + 1].startswith(
         "s3a://my-fruits/runs/_staging/batch=2026-11-24/k1/"
     )
-    assert not [a for a in featurize + reduce if a.startswith("s3://")]
+    assert [a for a in featurize + reduce if a.startswith("s3://")] == [named]
     with pytest.raises(ValueError, match="only spark-submit"):
         for_standalone([{"Name": "x", "HadoopJarStep": {"Args": ["hive"]}}],
                        master_url="m", spark_submit="s", code_prefix="c", code_dir="d")  # fmt: skip

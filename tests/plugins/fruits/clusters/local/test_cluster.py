@@ -137,51 +137,31 @@ def test_cluster_ids_cannot_escape_the_scratch_folder(tmp_path):
             local_cluster.cluster_dir(tmp_path, bad)
 
 
-def test_published_outputs_name_images_by_their_s3_uri(tmp_path):
+def test_published_reports_name_the_steps_arguments_by_their_s3_uri(tmp_path):
+    """The jobs' Parquet already names images by s3:// URIs (featurize's --name-input-as):
+    it is published untouched; the report, which names the staged copies, is rewritten."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     root = tmp_path / "cluster" / "s3"
-    out = root / BUCKET / "runs" / "batch=1" / "features"
+    out = root / BUCKET / "runs" / "batch=1" / "report"
     out.mkdir(parents=True)
-    staged = f"file:{root}/{BUCKET}/raw/batch=1/Pêche/a b.jpg"
-    meta = {b"org.apache.spark.sql.parquet.row.metadata": b'{"model": "vgg16"}'}
-    table = pa.table({"path": [staged], "label": ["Pêche"], "features": [[1.0, 2.0]]})
-    pq.write_table(table.replace_schema_metadata(meta), out / "part-0.parquet")
-    (out / "report.json").write_text(json.dumps({"inputs": {"input": f"{root}/{BUCKET}/x"}}))
-    for name in ("part-0.parquet", "report.json"):  # Hadoop's checksums of what Spark wrote
-        (out / f".{name}.crc").write_bytes(b"crc of the file before its rewrite")
-
-    local_steps.rewrite_paths(out, root)
-    # a stale checksum would fail the next reader (ChecksumException): gone with it
-    assert sorted(p.name for p in out.iterdir()) == ["part-0.parquet", "report.json"]
-
-    rewritten = pq.read_table(out / "part-0.parquet")
-    assert rewritten["path"].to_pylist() == [f"s3://{BUCKET}/raw/batch=1/Pêche/a b.jpg"]
-    assert rewritten["features"].to_pylist() == [[1.0, 2.0]]
-    assert rewritten.schema.metadata[b"org.apache.spark.sql.parquet.row.metadata"] == (
-        b'{"model": "vgg16"}'
-    )
-    report = json.loads((out / "report.json").read_text())
-    assert report == {"inputs": {"input": f"s3://{BUCKET}/x"}}
-
-
-def test_a_large_part_is_rewritten_a_few_rows_at_a_time_every_row_kept(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    root = tmp_path / "s3"
-    out = root / BUCKET / "features"
-    out.mkdir(parents=True)
-    names = [f"L{i % 7}/{i}.jpg" for i in range(1000)]
-    table = pa.table({"path": [f"file:{root}/{BUCKET}/raw/{n}" for n in names],
-                      "label": [n.split("/")[0] for n in names]})  # fmt: skip
+    table = pa.table({"path": [f"s3://{BUCKET}/raw/batch=1/Pêche/a b.jpg"], "label": ["Pêche"]})
     pq.write_table(table, out / "part-0.parquet")
-    local_steps.rewrite_paths(out, root, rows=64)  # 16 batches
-    rewritten = pq.read_table(out / "part-0.parquet")
-    assert rewritten["path"].to_pylist() == [f"s3://{BUCKET}/raw/{n}" for n in names]
-    assert rewritten["label"].to_pylist() == table["label"].to_pylist()
-    assert sorted(p.name for p in out.iterdir()) == ["part-0.parquet"]  # no leftover
+    before = (out / "part-0.parquet").read_bytes()
+    (out / "report.json").write_text(
+        json.dumps({"inputs": {"input": f"{root}/{BUCKET}/x", "output": f"file:{root}/{BUCKET}/y"}})
+    )
+    for name in ("part-0.parquet", "report.json"):  # Hadoop's checksums of what Spark wrote
+        (out / f".{name}.crc").write_bytes(b"crc of the file as Spark wrote it")
+
+    local_steps.rewrite_report(out, root)
+    # a stale checksum would fail the next reader (ChecksumException): gone with its file
+    assert sorted(p.name for p in out.iterdir()) == [".part-0.parquet.crc", "part-0.parquet",
+                                                     "report.json"]  # fmt: skip
+    assert (out / "part-0.parquet").read_bytes() == before
+    report = json.loads((out / "report.json").read_text())
+    assert report == {"inputs": {"input": f"s3://{BUCKET}/x", "output": f"s3://{BUCKET}/y"}}
 
 
 def test_stop_all_ends_every_cluster_still_running(tmp_path):
