@@ -58,7 +58,7 @@ RESULT_TYPE = T.StructType(
     ]
 )
 # Row groups of the features' Parquet: whoever reads them a row group at a time (reduce's
-# local read, the local backend's path rewrite) holds 8 MB, not a 45 MB part of a 90k batch.
+# local read, a consumer's pyarrow) holds 8 MB, not a 45 MB part of a 90k batch.
 FEATURES_ROW_GROUP_BYTES = 8 * 1024**2
 
 
