@@ -87,7 +87,7 @@ def fruits_pipeline():
 
     @task.short_circuit
     def find_batch(batch: str, source: str) -> int:
-        """How many images the batch holds; 0 (missing or empty) skips the rest."""
+        """How many images the batch holds; 0 (missing or empty) skips the rest, 1 fails."""
         from fruits import tasks
 
         return tasks.find_batch(batch, source)

@@ -75,8 +75,14 @@ def validate_params(
     return checked
 
 
+# The PCA fits on at least two rows (fruits_spark.pca.linalg): a batch of one image would
+# start a cluster and featurize only for reduce to fail.
+MIN_IMAGES = 2
+
+
 def find_batch(batch: str, source: str) -> int:
-    """How many images the batch holds in the source; 0 (missing or empty) skips the rest."""
+    """How many images the batch holds in the source; 0 (missing or empty) skips the rest,
+    fewer than :data:`MIN_IMAGES` fails the run before anything is uploaded or created."""
     from fruits.storage.batches import batch_uri, count_batch
 
     where = batch_uri(source, batch)
@@ -85,6 +91,11 @@ def find_batch(batch: str, source: str) -> int:
     )
     if n == 0:
         print(f"no images in {where} (missing or empty batch): nothing to do")
+    elif n < MIN_IMAGES:
+        raise AirflowFailException(
+            f"{where} holds {n} image; the PCA needs at least {MIN_IMAGES}: add images to "
+            "the batch and run it again"
+        )
     else:
         print(f"{n} images in {where}")
     return n
