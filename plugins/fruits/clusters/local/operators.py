@@ -57,11 +57,13 @@ class LocalAddStepsOperator(BaseOperator):
         from fruits.storage.s3sync import stage_down
 
         hook = S3Hook(self.aws_conn_id)
+        settings = load_settings()
         return add_steps(
-            load_settings().scratch,
+            settings.scratch,
             self.cluster_id,
             list(self.steps),
             lambda uri, path: stage_down(hook, uri, path),
+            driver_memory=settings.local_driver_memory,
         )
 
 

@@ -43,8 +43,10 @@ def add_steps(
     cluster_id: str,
     steps: list[dict[str, Any]],
     stage: Callable[[str, Path], Any],
+    driver_memory: str = "384m",
 ) -> list[str]:
-    """Stage the steps' inputs (``stage(uri, path)``), start the runner; return step ids."""
+    """Stage the steps' inputs (``stage(uri, path)``), start the runner; return step ids.
+    ``driver_memory``: the steps' ``spark.driver.memory`` (``FRUITS_LOCAL_DRIVER_MEMORY``)."""
     info = read_cluster(scratch, cluster_id)
     folder = Path(info["dir"])
     if not (alive(info["processes"].get("master")) and alive(info["processes"].get("worker"))):
@@ -56,7 +58,11 @@ def add_steps(
         master_url=info["master_url"],
         spark_submit=spark_bin("spark-submit"),
         s3_root=folder / "s3",
-        extra_conf={"spark.ui.enabled": "false", "spark.executor.memory": "1g"},
+        extra_conf={
+            "spark.ui.enabled": "false",
+            "spark.executor.memory": "1g",
+            "spark.driver.memory": driver_memory,
+        },
         properties_file=Path(info["properties_file"]),  # the cluster's secret
     )
     for uri, path in local.inputs.items():
