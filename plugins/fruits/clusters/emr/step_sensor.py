@@ -7,8 +7,6 @@ bootstrap, an instance shortage, a cluster terminated by hand).
 
 from __future__ import annotations
 
-import gzip
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +14,8 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from fruits.clusters.common.step_runner import FAILED, STDERR_TAIL, log_tail
+from fruits.clusters.common.step_reports import s3_log_tail
+from fruits.clusters.common.step_runner import FAILED
 from fruits.clusters.common.step_sensor import start_waiting, watch_progress
 from fruits.storage.s3sync import split_uri
 
@@ -128,14 +127,4 @@ class EmrStepsSensor(EmrStepSensor):
         """The tail of ``stderr.gz``; EMR uploads it a few minutes after the step ends."""
         bucket, key = step_log_key(log_uri, self.job_flow_id, step_id)
         s3 = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-        deadline = time.monotonic() + float(self.log_wait)
-        while not s3.check_for_key(key, bucket_name=bucket):
-            if time.monotonic() >= deadline:
-                return f"(no step stderr yet at s3://{bucket}/{key}; EMR uploads it later)"
-            time.sleep(min(15.0, max(1.0, float(self.log_wait) / 10)))
-        data = s3.get_key(key, bucket_name=bucket).get()["Body"].read()
-        try:
-            text = gzip.decompress(data).decode("utf-8", errors="replace")
-        except OSError:
-            text = data.decode("utf-8", errors="replace")
-        return f"--- s3://{bucket}/{key} (tail) ---\n{log_tail(text, STDERR_TAIL)}"
+        return s3_log_tail(s3, bucket, key, self.log_wait)
