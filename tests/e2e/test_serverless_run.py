@@ -112,8 +112,8 @@ def test_a_serverless_run_publishes_what_the_local_backend_does_and_deletes_its_
             "spark.dynamicAllocation.maxExecutors": "7",  # 32 vCPU, 128 GB, less the driver
         }
         assert job["executionRoleArn"] == ROLE
-        assert job["configurationOverrides"] == {"monitoringConfiguration": {
-            "s3MonitoringConfiguration": {"logUri": f"s3://{BUCKET}/logs/serverless/"}}}  # fmt: skip
+        logs = {"s3MonitoringConfiguration": {"logUri": f"s3://{BUCKET}/logs/serverless/"}}
+        assert job["configurationOverrides"] == {"monitoringConfiguration": logs}
         assert job["tags"] == {"project": "fruits-pipeline", "fruits:bucket": BUCKET}
         assert job["executionTimeoutMinutes"] >= 5
     args = featurize["jobDriver"]["sparkSubmit"]["entryPointArguments"]
@@ -217,8 +217,8 @@ def test_a_refused_job_still_deletes_the_application(load_dag, batch, aws, serve
 
     def refuse(self, operation, params):
         if operation == "StartJobRun":
-            raise ClientError({"Error": {"Code": "AccessDeniedException",
-                                         "Message": "not authorized to pass role"}}, operation)  # fmt: skip
+            error = {"Code": "AccessDeniedException", "Message": "not authorized to pass role"}
+            raise ClientError({"Error": error}, operation)
         return real_call(self, operation, params)
 
     monkeypatch.setattr(BaseClient, "_make_api_call", refuse)
@@ -267,8 +267,9 @@ def test_the_next_run_clears_what_a_killed_run_left(aws, serverless_account, mon
     left = aws.serverless.start_job_run(applicationId=named, executionRoleArn=ROLE,
                                         name="featurize killed-run", jobDriver=driver,
                                         tags=mine)["jobRunId"]  # fmt: skip
-    theirs = aws.serverless.start_job_run(applicationId=named, executionRoleArn=ROLE,
-                                          name="their job", jobDriver=driver)["jobRunId"]  # fmt: skip
+    theirs = aws.serverless.start_job_run(
+        applicationId=named, executionRoleArn=ROLE, name="their job", jobDriver=driver
+    )["jobRunId"]
     monkeypatch.setenv("FRUITS_SERVERLESS_APPLICATION_ID", named)
 
     assert serverless.clear_leftovers(load_settings()) == {killed: "killed-run", "jobs": [left]}
