@@ -115,6 +115,7 @@ class ServerlessJobDriver(RealStepsDriver):
         self.s3 = s3
         self.policy = policy
         self.index: dict[str, int] = {}  # job run id -> its step's index in its RealSteps
+        self.stalled: set[str] = set()  # the job runs ``stall`` holds RUNNING
         # runs: (application id, run key) -> RealSteps; running: (that key, job run id)
 
     def step(self) -> None:
@@ -134,9 +135,10 @@ class ServerlessJobDriver(RealStepsDriver):
                 job.state, job.state_details = "FAILED", FAILED_DETAILS.format(code=1)
             elif self.policy == "stall":
                 job.state = "RUNNING"
+                self.stalled.add(job.id)
             elif self.running is None:
                 self.start(job, key)
-        elif job.state == "RUNNING" and self.policy == "stall" and not self.reduce(job):
+        elif job.state == "RUNNING" and job.id in self.stalled and not self.reduce(job):
             args = submitted_step(job)["HadoopJarStep"]["Args"]
             folder = args[args.index("--progress") + 1]
             bucket, prefix = split_uri(folder)
