@@ -253,8 +253,8 @@ def ec2_nodes(aws) -> Iterator[Callable[..., Ec2NodeDriver]]:
 def serverless_account(aws, fruits_env, monkeypatch) -> str:
     """What a serverless run needs of the account, as a real one would have it: moto's
     gaps worked around (tests/support/serverless_jobs.py), EMR Serverless's service-linked
-    role, and a stand-in Python archive where the settings look for it (its URI
-    returned; nothing unpacks it here: the jobs run on this host's Python)."""
+    role, the jobs' runtime role, and a stand-in Python archive where the settings look
+    for it (its URI returned; nothing unpacks it: the jobs run on this host's Python)."""
     from fruits.clusters.serverless.checks import SERVICE_LINKED_ROLE, SERVICE_NAME
     from fruits.clusters.serverless.request import archive_uri
     from fruits.settings import load_settings
@@ -265,6 +265,10 @@ def serverless_account(aws, fruits_env, monkeypatch) -> str:
              "Principal": {"Service": SERVICE_NAME}}]}  # fmt: skip
     aws.iam.create_role(RoleName=SERVICE_LINKED_ROLE, Path=f"/aws-service-role/{SERVICE_NAME}/",
                         AssumeRolePolicyDocument=json.dumps(trust))  # fmt: skip
+    job_trust = {**trust, "Statement": [{**trust["Statement"][0],
+                                         "Principal": {"Service": "emr-serverless.amazonaws.com"}}]}
+    aws.iam.create_role(RoleName="fruits-serverless-job-role",  # as the stack names it
+                        AssumeRolePolicyDocument=json.dumps(job_trust))  # fmt: skip
     uri = archive_uri(load_settings())
     bucket, key = split_uri(uri)
     if bucket not in {b["Name"] for b in aws.s3.list_buckets()["Buckets"]}:

@@ -69,7 +69,7 @@ def archive(settings: Settings, s3: Any) -> None:
     )
 
 
-def image(uri: str, ecr: Any) -> None:
+def image(uri: str, ecr_client: Any) -> None:
     """A custom image in ECR exists (another registry's cannot be checked: EMR Serverless
     takes images from ECR only)."""
     from botocore.exceptions import ClientError
@@ -82,15 +82,17 @@ def image(uri: str, ecr: Any) -> None:
         )
     ref = found["ref"]
     ident = {"imageDigest": ref} if ref.startswith("sha256:") else {"imageTag": ref}
+    code = "ImageNotFound"
     try:
-        ecr.describe_images(repositoryName=found["repo"], imageIds=[ident])
-        return
+        got = ecr_client.batch_get_image(repositoryName=found["repo"], imageIds=[ident])
+        if got.get("images"):
+            return
     except ClientError as exc:
         code = error_code(exc)
         if code in DENIED:
             print(f"preflight: cannot check the image {uri} ({code}): skipped")
             return
-        if code not in ("RepositoryNotFoundException", "ImageNotFoundException"):
+        if code != "RepositoryNotFoundException":
             raise
     raise PreflightError(
         f"FRUITS_SERVERLESS_IMAGE={uri}: no such image in ECR ({code}): push it, or set "
@@ -98,13 +100,13 @@ def image(uri: str, ecr: Any) -> None:
     )
 
 
-def service_linked_role(iam: Any) -> None:
+def service_linked_role(iam_client: Any) -> None:
     """EMR Serverless acts through its service-linked role; the run does not create it
     (that needs ``iam:CreateServiceLinkedRole``, which the Airflow role does not have)."""
     from botocore.exceptions import ClientError
 
     try:
-        iam.get_role(RoleName=SERVICE_LINKED_ROLE)
+        iam_client.get_role(RoleName=SERVICE_LINKED_ROLE)
         return
     except ClientError as exc:
         code = error_code(exc)

@@ -111,13 +111,13 @@ class ServerlessStartJobOperator(EmrServerlessStartJobOperator):
         return super().execute(context, event)
 
     def role_arn(self, role: str) -> str:
+        """The job role's ARN: given, or looked up by name (which also says it exists)."""
         if role.startswith("arn:"):
             return role
-        from airflow.providers.amazon.aws.hooks.sts import StsHook
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-        sts = StsHook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-        account = sts.conn.get_caller_identity()["Account"]
-        return request.role_arn(role, account, self.hook.conn_partition)
+        iam_client = AwsBaseHook(aws_conn_id=self.aws_conn_id, client_type="iam").conn
+        return iam_client.get_role(RoleName=role)["Role"]["Arn"]
 
 
 class ServerlessJobSensor(EmrServerlessJobSensor):
@@ -211,35 +211,49 @@ def cancel(hook: EmrServerlessHook, application_id: str, job_ids: list[str], log
             log.info("job run %s of %s not cancelled: %s", job_id, application_id, exc)
 
 
-def unfinished_jobs(hook: EmrServerlessHook, application_id: str) -> list[dict]:
+def unfinished_jobs(conn: Any, application_id: str) -> list[dict]:
     """The application's job runs that are not over yet (their summaries); none when the
-    application is gone."""
+    application is gone. ``conn``: boto3's EMR Serverless client."""
     from botocore.exceptions import ClientError
 
+    states = sorted(EmrServerlessHook.JOB_INTERMEDIATE_STATES)
+    jobs: list[dict] = []
+    more: dict[str, str] = {}
     try:
-        pages = hook.conn.get_paginator("list_job_runs").paginate(
-            applicationId=application_id, states=sorted(hook.JOB_INTERMEDIATE_STATES)
-        )
-        return [job for page in pages for job in page["jobRuns"]]
+        while True:
+            page = conn.list_job_runs(applicationId=application_id, states=states, **more)
+            jobs += page["jobRuns"]
+            if not page.get("nextToken"):
+                return jobs
+            more = {"nextToken": page["nextToken"]}
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
         return []
 
 
+def live_applications(conn: Any) -> list[dict]:
+    """Every application not terminated (their summaries)."""
+    apps: list[dict] = []
+    more: dict[str, str] = {}
+    while True:
+        page = conn.list_applications(states=list(LIVE_APPLICATION_STATES), **more)
+        apps += page["applications"]
+        if not page.get("nextToken"):
+            return apps
+        more = {"nextToken": page["nextToken"]}
+
+
 def run_jobs(hook: EmrServerlessHook, application_id: str, run_key: str) -> list[str]:
     """The ids of this run's unfinished job runs (found by their names), never another's:
     on a shared application, other jobs go on."""
-    jobs = unfinished_jobs(hook, application_id)
+    jobs = unfinished_jobs(hook.conn, application_id)
     return [job["id"] for job in jobs if request.is_run_job(job["name"], run_key)]
 
 
 def run_applications(hook: EmrServerlessHook, name: str) -> list[str]:
     """The live applications named ``name`` (the run's: its key is in the name)."""
-    pages = hook.conn.get_paginator("list_applications").paginate(
-        states=list(LIVE_APPLICATION_STATES)
-    )
-    return sorted(a["id"] for page in pages for a in page["applications"] if a["name"] == name)
+    return sorted(a["id"] for a in live_applications(hook.conn) if a["name"] == name)
 
 
 class ServerlessTeardownOperator(EmrServerlessDeleteApplicationOperator):
