@@ -28,7 +28,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from fruits.clusters.common.step_reports import s3_log_tail
 from fruits.clusters.common.step_sensor import start_waiting, watch_progress
-from fruits.clusters.serverless import request
+from fruits.clusters.serverless.request import driver_log_key, is_run_job, job_run
 from fruits.storage.s3sync import split_uri
 
 SETUP_SECONDS = 900  # an application's creation, start, stop or deletion: minutes at most
@@ -98,7 +98,7 @@ class ServerlessStartJobOperator(EmrServerlessStartJobOperator):
         self.index = index
 
     def execute(self, context: Any, event: dict[str, Any] | None = None) -> str | None:
-        job = request.job_run(self.cluster, self.steps[self.index])
+        job = job_run(self.cluster, self.steps[self.index])
         self.name = job.pop("name")
         self.job_driver = job.pop("jobDriver")
         self.configuration_overrides = job.pop("configurationOverrides")
@@ -186,7 +186,7 @@ class ServerlessJobSensor(EmrServerlessJobSensor):
         if job["state"] != "FAILED":
             lines.append("the job did not fail by itself: no stderr of its own to show")
         else:
-            uri = request.driver_log_key(
+            uri = driver_log_key(
                 self.log_uri, self.application_id, self.job_run_id, "stderr.gz"
             )
             bucket, key = split_uri(uri)
@@ -248,7 +248,7 @@ def run_jobs(hook: EmrServerlessHook, application_id: str, run_key: str) -> list
     """The ids of this run's unfinished job runs (found by their names), never another's:
     on a shared application, other jobs go on."""
     jobs = unfinished_jobs(hook.conn, application_id)
-    return [job["id"] for job in jobs if request.is_run_job(job["name"], run_key)]
+    return [job["id"] for job in jobs if is_run_job(job["name"], run_key)]
 
 
 def run_applications(hook: EmrServerlessHook, name: str) -> list[str]:
