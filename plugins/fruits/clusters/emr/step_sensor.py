@@ -12,11 +12,11 @@ from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
 from fruits.clusters.common.step_reports import s3_log_tail
 from fruits.clusters.common.step_runner import FAILED
-from fruits.clusters.common.step_sensor import start_waiting, watch_progress
+from fruits.clusters.common.step_sensor import poke_explained, start_waiting, watch_progress
 from fruits.storage.s3sync import split_uri
 
 CLUSTER_GONE = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")
@@ -65,17 +65,7 @@ class EmrStepsSensor(EmrStepSensor):
         super().execute(context)
 
     def poke(self, context: Any) -> bool:
-        try:
-            done = super().poke(context)
-        except AirflowException as exc:
-            if isinstance(exc, AirflowFailException):
-                raise
-            try:
-                explanation = self.explain_failure()
-            except Exception as detail:  # never hide the step's failure behind ours
-                self.log.warning("could not fetch the failed step's details: %s", detail)
-                explanation = f"(no details: {detail})"
-            raise AirflowFailException(f"{exc}\n{explanation}") from exc
+        done = poke_explained(self, lambda: super(EmrStepsSensor, self).poke(context))
         if not done:
             gone = self.cluster_gone()
             if gone:  # its steps will never finish: do not wait for the timeout

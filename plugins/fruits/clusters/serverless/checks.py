@@ -6,6 +6,7 @@ backends' are (:mod:`fruits.clusters.common.preflight`)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from fruits.clusters.common.preflight import DENIED, PreflightError, error_code
@@ -41,39 +42,45 @@ def preflight(settings: Settings, clients: dict[str, Any] | None = None) -> None
         named_application(settings.serverless.application_id, client("emr-serverless"))
 
 
-def archive(settings: Settings, s3: Any) -> None:
-    """The Python archive the jobs unpack (``spark.archives``) is in S3."""
+def _absent(look: Callable[[], bool], what: str, absent: tuple[str, ...]) -> str | None:
+    """``look()`` (True: found); the reason when ``what`` is not there, None when it is or
+    when the connection may not look (then skipped, with a warning)."""
     from botocore.exceptions import ClientError
 
+    try:
+        return None if look() else "not found"
+    except ClientError as exc:
+        code = error_code(exc)
+        if code in DENIED or code == "403":
+            print(f"preflight: cannot check {what} ({code}): skipped")
+            return None
+        if code not in absent:
+            raise  # throttling, a network error: the task's retries may help
+        return code
+
+
+def archive(settings: Settings, s3: Any) -> None:
+    """The Python archive the jobs unpack (``spark.archives``) is in S3."""
     from fruits.clusters.serverless.request import archive_uri
     from fruits.storage.s3sync import split_uri
 
     uri = archive_uri(settings)
     bucket, key = split_uri(uri)
-    try:
-        s3.head_object(Bucket=bucket, Key=key)
+    gone = ("404", "NoSuchKey", "NotFound", "NoSuchBucket")
+    if not _absent(lambda: bool(s3.head_object(Bucket=bucket, Key=key)), uri, gone):
         return
-    except ClientError as exc:
-        code = error_code(exc)
-        if code in DENIED or code == "403":
-            print(f"preflight: cannot check the archive {uri} ({code}): skipped")
-            return
-        if code not in ("404", "NoSuchKey", "NotFound", "NoSuchBucket"):
-            raise
-    setting = "FRUITS_SERVERLESS_ARCHIVE"
     raise PreflightError(
         f"no Python archive at {uri}: EMR Serverless 7 runs Python 3.9 and the jobs need "
         f"the 3.11 archive. Build and upload it where Docker runs: `{ARCHIVE_COMMAND} "
-        f"FRUITS_BUCKET={settings.bucket}` (docs/backends.md), or set {setting} to "
-        f"the s3:// URI of yours, or FRUITS_SERVERLESS_IMAGE to a custom image"
+        f"FRUITS_BUCKET={settings.bucket}` (docs/backends.md), or set "
+        "FRUITS_SERVERLESS_ARCHIVE to the s3:// URI of yours, or FRUITS_SERVERLESS_IMAGE "
+        "to a custom image"
     )
 
 
 def image(uri: str, ecr_client: Any) -> None:
     """A custom image in ECR exists (another registry's cannot be checked: EMR Serverless
     takes images from ECR only)."""
-    from botocore.exceptions import ClientError
-
     found = _ECR_IMAGE.fullmatch(uri)
     if not found:
         raise PreflightError(
@@ -82,44 +89,30 @@ def image(uri: str, ecr_client: Any) -> None:
         )
     ref = found["ref"]
     ident = {"imageDigest": ref} if ref.startswith("sha256:") else {"imageTag": ref}
-    code = "ImageNotFound"
-    try:
+
+    def look() -> bool:
         got = ecr_client.batch_get_image(repositoryName=found["repo"], imageIds=[ident])
-        if got.get("images"):
-            return
-    except ClientError as exc:
-        code = error_code(exc)
-        if code in DENIED:
-            print(f"preflight: cannot check the image {uri} ({code}): skipped")
-            return
-        if code != "RepositoryNotFoundException":
-            raise
-    raise PreflightError(
-        f"FRUITS_SERVERLESS_IMAGE={uri}: no such image in ECR ({code}): push it, or set "
-        "FRUITS_SERVERLESS_IMAGE to one that exists"
-    )
+        return bool(got.get("images"))
+
+    why = _absent(look, f"the image {uri}", ("RepositoryNotFoundException",))
+    if why:
+        raise PreflightError(
+            f"FRUITS_SERVERLESS_IMAGE={uri}: no such image in ECR ({why}): push it, or set "
+            "FRUITS_SERVERLESS_IMAGE to one that exists"
+        )
 
 
 def service_linked_role(iam_client: Any) -> None:
     """EMR Serverless acts through its service-linked role; the run does not create it
     (that needs ``iam:CreateServiceLinkedRole``, which the Airflow role does not have)."""
-    from botocore.exceptions import ClientError
-
-    try:
-        iam_client.get_role(RoleName=SERVICE_LINKED_ROLE)
-        return
-    except ClientError as exc:
-        code = error_code(exc)
-        if code in DENIED:
-            print(f"preflight: cannot check the role {SERVICE_LINKED_ROLE} ({code}): skipped")
-            return
-        if code != "NoSuchEntity":
-            raise
-    raise PreflightError(
-        f"the account has no {SERVICE_LINKED_ROLE}, without which EMR Serverless cannot run "
-        f"an application. Create it once, as an administrator: aws iam "
-        f"create-service-linked-role --aws-service-name {SERVICE_NAME} (docs/deploy-aws.md)"
-    )
+    look = lambda: bool(iam_client.get_role(RoleName=SERVICE_LINKED_ROLE))  # noqa: E731
+    if _absent(look, f"the role {SERVICE_LINKED_ROLE}", ("NoSuchEntity",)):
+        raise PreflightError(
+            f"the account has no {SERVICE_LINKED_ROLE}, without which EMR Serverless cannot "
+            f"run an application. Create it once, as an administrator: aws iam "
+            f"create-service-linked-role --aws-service-name {SERVICE_NAME} "
+            "(docs/deploy-aws.md)"
+        )
 
 
 def named_application(application_id: str, client: Any) -> None:

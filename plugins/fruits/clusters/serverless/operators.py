@@ -24,10 +24,15 @@ from airflow.providers.amazon.aws.operators.emr import (
     EmrServerlessStartJobOperator,
 )
 from airflow.providers.amazon.aws.sensors.emr import EmrServerlessJobSensor
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
 from fruits.clusters.common.step_reports import s3_log_tail
-from fruits.clusters.common.step_sensor import start_waiting, watch_progress
+from fruits.clusters.common.step_sensor import (
+    AllDoneTeardown,
+    poke_explained,
+    start_waiting,
+    watch_progress,
+)
 from fruits.clusters.serverless.request import driver_log_key, is_run_job, job_run
 from fruits.storage.s3sync import split_uri
 
@@ -160,17 +165,7 @@ class ServerlessJobSensor(EmrServerlessJobSensor):
         super().execute(context)
 
     def poke(self, context: Any) -> bool:
-        try:
-            done = super().poke(context)
-        except AirflowException as exc:
-            if isinstance(exc, AirflowFailException):
-                raise
-            try:
-                explanation = self.explain_failure()
-            except Exception as detail:  # never hide the job's failure behind ours
-                self.log.warning("could not fetch the failed job's details: %s", detail)
-                explanation = f"(no details: {detail})"
-            raise AirflowFailException(f"{exc}\n{explanation}") from exc
+        done = poke_explained(self, lambda: super(ServerlessJobSensor, self).poke(context))
         if not done:
             watch_progress(self)
         return done
@@ -186,9 +181,7 @@ class ServerlessJobSensor(EmrServerlessJobSensor):
         if job["state"] != "FAILED":
             lines.append("the job did not fail by itself: no stderr of its own to show")
         else:
-            uri = driver_log_key(
-                self.log_uri, self.application_id, self.job_run_id, "stderr.gz"
-            )
+            uri = driver_log_key(self.log_uri, self.application_id, self.job_run_id, "stderr.gz")
             bucket, key = split_uri(uri)
             s3 = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
             lines.append(s3_log_tail(s3, bucket, key, self.log_wait, "EMR Serverless"))
@@ -256,7 +249,7 @@ def run_applications(hook: EmrServerlessHook, name: str) -> list[str]:
     return sorted(a["id"] for a in live_applications(hook.conn) if a["name"] == name)
 
 
-class ServerlessTeardownOperator(EmrServerlessDeleteApplicationOperator):
+class ServerlessTeardownOperator(AllDoneTeardown, EmrServerlessDeleteApplicationOperator):
     """``remove_cluster``: cancels this run's unfinished job runs (found by the run key in
     their names), then, for an application the run created (found by its name, whatever
     ``create_job_flow`` managed to return), the provider's stop (``force_stop``) and
@@ -273,13 +266,6 @@ class ServerlessTeardownOperator(EmrServerlessDeleteApplicationOperator):
     def __init__(self, *, cluster: Any, **kwargs: Any):
         super().__init__(application_id="", force_stop=True, **kwargs)
         self.cluster = cluster
-
-    def as_teardown(self, **kwargs: Any) -> ServerlessTeardownOperator:
-        from airflow.sdk import TriggerRule
-
-        super().as_teardown(**kwargs)
-        self.trigger_rule = TriggerRule.ALL_DONE
-        return self
 
     def execute(self, context: Any) -> list[str]:
         if not self.cluster:
