@@ -265,8 +265,12 @@ def serverless_account(aws, fruits_env, monkeypatch) -> str:
              "Principal": {"Service": SERVICE_NAME}}]}  # fmt: skip
     aws.iam.create_role(RoleName=SERVICE_LINKED_ROLE, Path=f"/aws-service-role/{SERVICE_NAME}/",
                         AssumeRolePolicyDocument=json.dumps(trust))  # fmt: skip
-    job_trust = {**trust, "Statement": [{**trust["Statement"][0],
-                                         "Principal": {"Service": "emr-serverless.amazonaws.com"}}]}
+    job_trust = {
+        **trust,
+        "Statement": [
+            {**trust["Statement"][0], "Principal": {"Service": "emr-serverless.amazonaws.com"}}
+        ],
+    }
     aws.iam.create_role(RoleName="fruits-serverless-job-role",  # as the stack names it
                         AssumeRolePolicyDocument=json.dumps(job_trust))  # fmt: skip
     uri = archive_uri(load_settings())
