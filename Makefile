@@ -15,7 +15,7 @@ export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 export SPARK_LOCAL_IP := 127.0.0.1
 
 .PHONY: venv tools weights stage-weights jvm-archive check-java system-deps check test lint demo ui bench aws-smoke clean dist dist-check
-.PHONY: stage-wheels node-check bench-scale
+.PHONY: stage-wheels serverless-archive node-check bench-scale
 
 venv: $(STAMP)
 
@@ -57,6 +57,14 @@ stage-weights: venv
 # Downloads: not part of make test.
 stage-wheels: venv
 	$(BIN)/python -m fruits.dev.stage_wheels $(if $(FRUITS_BUCKET),--bucket $(FRUITS_BUCKET)) $(if $(ARCH),--arch $(ARCH)) $(if $(AWS_ENDPOINT_URL),--endpoint-url $(AWS_ENDPOINT_URL))
+
+# The serverless jobs' Python archive (CPython 3.11 and the jobs' pins, built in Amazon Linux
+# 2023 from the wheels `make stage-wheels` downloaded: clusters/serverless/archive/Dockerfile),
+# for both arches, uploaded beside those wheels (fruits/dev/serverless_archive.py). Needs
+# Docker (buildx) and CPython's source release: PYTHON_SOURCE=/path/Python-3.11.<n>.tgz.
+# Untested here (no Docker daemon); not part of make test. ARCH="ARM64" limits it.
+serverless-archive: venv
+	$(BIN)/python -m fruits.dev.serverless_archive --python-source $(PYTHON_SOURCE) $(if $(FRUITS_BUCKET),--bucket $(FRUITS_BUCKET)) $(if $(ARCH),--arch $(ARCH)) $(if $(AWS_ENDPOINT_URL),--endpoint-url $(AWS_ENDPOINT_URL))
 
 # What a node gets, tried here (fruits/dev/node_check.py): the wheels for both arches, a fresh
 # venv with the x86_64 ec2 set installed offline, featurize through its spark-submit on a

@@ -1,4 +1,5 @@
-"""A paper estimate of a full Fruits-360 run on EMR and EC2, from the rate measured here.
+"""A paper estimate of a full Fruits-360 run on EMR, EC2 and EMR Serverless, from the rate
+measured here.
 
     python -m bench.emr_estimate                       # from bench/results.json
     python -m bench.emr_estimate --nodes 2,4,8 --images 90000
@@ -8,7 +9,10 @@ The featurize step is CPU-bound and parallel per image, so its time on a cluster
 costs. Both backends get the same rate and the same nodes (a primary + N core nodes on
 EMR, a primary + N workers on EC2, ``FRUITS_COMPUTE=ec2``); EC2 pays the instances
 without EMR's fee, has fixed minutes of its own, and can run its workers as spot
-(``FRUITS_EC2_WORKER_SPOT``). Each is priced for both architectures the backends run
+(``FRUITS_EC2_WORKER_SPOT``). EMR Serverless (``FRUITS_COMPUTE=serverless``) runs the
+same vCPUs as workers (a driver + N executors of 4 vCPUs and 16 GB, the backend's
+defaults), billed per vCPU-hour and GB-hour while the jobs run, with no cluster to
+start or remove. Each is priced for both architectures the backends run
 (``FRUITS_EMR_ARCH`` / ``FRUITS_EC2_ARCH``): x86_64 (m5.xlarge), whose per-vCPU rate is
 the one measured here (this machine is x86_64), and arm64 (Graviton, m7g.xlarge), whose
 rate is that same rate times an assumed factor, never measured. Everything not measured
@@ -55,10 +59,25 @@ ASSUMPTIONS = {
     # the first spark-submit fetches hadoop-aws from Maven Central (unless
     # FRUITS_EC2_JARS_URI)
     "ec2_fixed_minutes": 12.0,
+    # EMR Serverless, us-east-1, per vCPU-hour and per GB-hour of its workers (x86_64,
+    # and arm64: Graviton), from AWS's Amazon EMR pricing page (its EMR Serverless
+    # section, US East (N. Virginia)), as known when written: not re-read from this
+    # machine (no internet here): check it before relying on the figures
+    "serverless_usd_per_vcpu_hour": 0.052624,
+    "serverless_usd_per_gb_hour": 0.0057785,
+    "arm64_serverless_usd_per_vcpu_hour": 0.042094,
+    "arm64_serverless_usd_per_gb_hour": 0.0046228,
+    # a worker's size (FRUITS_SERVERLESS_WORKER_*): an m5.xlarge node's vCPUs and memory
+    "serverless_worker_vcpus": 4,
+    "serverless_worker_gb": 16,
+    # not measured: the application's creation and start and the two jobs' worker starts
+    # (wall time), of which the workers' starts are billed; no bootstrap (the archive)
+    "serverless_fixed_minutes": 4.0,
+    "serverless_billed_fixed_minutes": 2.0,
     # reduce on ~90k x 1280 features, from make bench's reduce time scaled by rows
     "reduce_minutes": 1.0,
-    "billing": "per second, every node for the cluster's whole life; EBS, S3 requests "
-    "and NAT traffic not counted",
+    "billing": "per second, every node for the cluster's whole life (EMR, EC2); every "
+    "worker while a job runs (Serverless); EBS, S3 requests and NAT traffic not counted",
 }
 
 
@@ -71,6 +90,14 @@ def prices(arch: str) -> tuple[float, float]:
     if arch == "arm64":
         return a["arm64_ec2_usd_per_node_hour"], a["arm64_emr_fee_per_node_hour"]
     return a["ec2_usd_per_node_hour"], a["emr_fee_per_node_hour"]
+
+
+def serverless_prices(arch: str) -> tuple[float, float]:
+    """(USD per vCPU-hour, USD per GB-hour) of EMR Serverless's ``arch`` workers."""
+    a = ASSUMPTIONS
+    if arch == "arm64":
+        return a["arm64_serverless_usd_per_vcpu_hour"], a["arm64_serverless_usd_per_gb_hour"]
+    return a["serverless_usd_per_vcpu_hour"], a["serverless_usd_per_gb_hour"]
 
 
 def arch_rate(rate_per_vcpu: float, arch: str) -> float:
@@ -87,6 +114,8 @@ class Estimate:
     ec2_total_min: float
     ec2_usd: float  # primary and workers on-demand
     ec2_spot_usd: float  # primary on-demand, workers spot
+    serverless_total_min: float  # the run's wall time, application included
+    serverless_usd: float  # a driver and ``nodes`` executors, while the jobs run
 
 
 def estimate(rate_per_vcpu: float, images: int, nodes: int, arch: str = "x86_64") -> Estimate:
@@ -100,6 +129,10 @@ def estimate(rate_per_vcpu: float, images: int, nodes: int, arch: str = "x86_64"
     ec2_hour, fee = prices(arch)
     emr_hour = ec2_hour + fee
     spot_hour = ec2_hour * (1 - a["spot_discount"])
+    jobs_min = featurize_min + a["reduce_minutes"]
+    vcpu_hour, gb_hour = serverless_prices(arch)
+    worker_hour = a["serverless_worker_vcpus"] * vcpu_hour + a["serverless_worker_gb"] * gb_hour
+    billed_min = a["serverless_billed_fixed_minutes"] + jobs_min
     return Estimate(
         nodes=nodes,
         featurize_min=featurize_min,
@@ -108,6 +141,8 @@ def estimate(rate_per_vcpu: float, images: int, nodes: int, arch: str = "x86_64"
         ec2_total_min=ec2_total_min,
         ec2_usd=(nodes + 1) * ec2_hour * ec2_total_min / 60,
         ec2_spot_usd=(ec2_hour + nodes * spot_hour) * ec2_total_min / 60,
+        serverless_total_min=a["serverless_fixed_minutes"] + jobs_min,
+        serverless_usd=(nodes + 1) * worker_hour * billed_min / 60,
     )
 
 
@@ -126,12 +161,20 @@ def rates_from(results: dict) -> dict[str, float]:
 
 
 def table(results: dict, images: int, nodes: list[int]) -> str:
-    """Both architectures from the same per-vCPU rates, their prices in the same rows."""
+    """Both architectures and the three ways to pay from the same per-vCPU rates, their
+    prices in the same rows."""
     factor = ASSUMPTIONS["arm64_rate_vs_x86_64"]
-    lines = [f"EMR and EC2 paper estimate, {images:,} images (assumptions below, not measured):"]
+    lines = [
+        f"EMR, EC2 and EMR Serverless paper estimate, {images:,} images (assumptions below, "
+        "not measured):"
+    ]
     for arch in ARCHES:
         ec2_hour, fee = prices(arch)
-        lines.append(f"  {arch}: ${ec2_hour:.4f}/node-h EC2, +${fee:.4f}/node-h EMR fee")
+        vcpu_hour, gb_hour = serverless_prices(arch)
+        lines.append(
+            f"  {arch}: ${ec2_hour:.4f}/node-h EC2, +${fee:.4f}/node-h EMR fee; Serverless "
+            f"${vcpu_hour:.6f}/vCPU-h + ${gb_hour:.7f}/GB-h"
+        )
     for name, rate in rates_from(results).items():
         lines.append(
             f"  {name}: x86_64 {rate:.1f} img/s per vCPU measured here; arm64 "
@@ -144,7 +187,8 @@ def table(results: dict, images: int, nodes: list[int]) -> str:
                     f"    {arch:<6} {n} core nodes + primary: featurize {e.featurize_min:5.1f} "
                     f"min | EMR: cluster {e.emr_total_min:5.1f} min, ${e.emr_usd:.2f} | "
                     f"EC2: cluster {e.ec2_total_min:5.1f} min, ${e.ec2_usd:.2f} on-demand, "
-                    f"${e.ec2_spot_usd:.2f} with spot workers"
+                    f"${e.ec2_spot_usd:.2f} with spot workers | Serverless ({n} executors "
+                    f"+ driver): run {e.serverless_total_min:5.1f} min, ${e.serverless_usd:.2f}"
                 )
     lines += [f"  assumption: {k} = {v}" for k, v in ASSUMPTIONS.items()]
     return "\n".join(lines)

@@ -10,8 +10,9 @@ the pipeline's bucket, a Spark cluster runs **featurize** (a CNN without its top
 
 **Cluster** (`FRUITS_COMPUTE`, read when the DAG is parsed): `local` (default; a Spark
 standalone master and worker on the Airflow worker, 127.0.0.1), `emr` (Amazon EMR 7,
-`plugins/fruits/clusters/emr/`) or `ec2` (a primary and workers on EC2 that install
-Spark themselves; steps through SSM Run Command). Every backend has the same tasks:
+`plugins/fruits/clusters/emr/`), `ec2` (a primary and workers on EC2 that install
+Spark themselves; steps through SSM Run Command) or `serverless` (EMR Serverless: one
+job run per step, no cluster to size). Every backend has the same tasks:
 `create_job_flow` -> `add_steps` -> `wait_for_step` (it logs the steps' progress) ->
 `remove_cluster` (a teardown: it runs after any failure; a failed step still fails the run).
 

@@ -59,6 +59,7 @@ PROVIDER: dict[str, tuple[str, ...]] = {
     "EC2Hook": (),
     "EmrHook": (),
     "SsmHook": (),
+    "EmrServerlessHook": (),
     "NO_ACL": (),
     # creates the bucket only when HeadBucket finds none; the stack creates it, so
     # s3:CreateBucket is deliberately not granted
@@ -92,6 +93,29 @@ PROVIDER: dict[str, tuple[str, ...]] = {
     "EC2TerminateInstanceOperator": (
         "ec2:TerminateInstances",
         "ec2:DescribeInstances",  # the instance_terminated waiter
+    ),
+    "EmrServerlessCreateApplicationOperator": (
+        "emr-serverless:CreateApplication",
+        "emr-serverless:TagResource",  # the request's tags
+        "emr-serverless:GetApplication",  # its created and started waiters
+        "emr-serverless:StartApplication",
+    ),
+    "EmrServerlessStartJobOperator": (
+        "emr-serverless:StartJobRun",
+        "emr-serverless:TagResource",  # the job's tags
+        "emr-serverless:GetApplication",  # starts a stopped application first
+        "emr-serverless:StartApplication",
+        "emr-serverless:CancelJobRun",  # on_kill
+        "emr-serverless:GetJobRun",  # on_kill's wait
+        "iam:PassRole@ServerlessJobRole",  # executionRoleArn
+    ),
+    "EmrServerlessJobSensor": ("emr-serverless:GetJobRun",),
+    "EmrServerlessDeleteApplicationOperator": (
+        "emr-serverless:ListJobRuns",  # force_stop: cancel_running_jobs
+        "emr-serverless:CancelJobRun",
+        "emr-serverless:StopApplication",
+        "emr-serverless:GetApplication",  # the stopped and terminated waiters
+        "emr-serverless:DeleteApplication",
     ),
     "SsmRunCommandOperator": (
         "ssm:SendCommand",
@@ -131,6 +155,7 @@ SERVICES = {
     "iam": "iam",
     "sts": "sts",
     "emr-serverless": "emr-serverless",
+    "ecr": "ecr",
 }
 
 # S3 access a prefix grants, by letter: read, write, delete, list (s3:prefix condition).
@@ -143,18 +168,26 @@ MODES = {"r": "s3:GetObject", "w": "s3:PutObject", "d": "s3:DeleteObject", "l": 
 # SourcePrefix): listed, and read by the server-side copies into raw/.
 SOURCE = "<source>/"
 PREFIXES: dict[str, dict[str, str]] = {
-    "raw/": {"airflow": "rwdl", "emr-node": "rl", "ec2-node": "rl"},
-    "code/": {"airflow": "rwl", "emr-node": "rl", "ec2-node": "rl"},
-    "models/": {"airflow": "rl", "emr-node": "rl", "ec2-node": "rl"},
+    "raw/": {"airflow": "rwdl", "emr-node": "rl", "ec2-node": "rl", "serverless-job": "rl"},
+    "code/": {"airflow": "rwl", "emr-node": "rl", "ec2-node": "rl", "serverless-job": "rl"},
+    "models/": {"airflow": "rl", "emr-node": "rl", "ec2-node": "rl", "serverless-job": "rl"},
     # the nodes' staged wheels: the pre-flight reads index.json, the nodes copy the folder;
-    # written only by the operator's make stage-wheels (OPERATOR_ONLY)
-    "wheels/": {"airflow": "r", "emr-node": "rl", "ec2-node": "rl"},
+    # written only by the operator's make stage-wheels (OPERATOR_ONLY); the serverless
+    # jobs read their Python archive beside them (spark.archives)
+    "wheels/": {"airflow": "r", "emr-node": "rl", "ec2-node": "rl", "serverless-job": "r"},
     # FRUITS_EC2_JARS_URI: hadoop-aws and the SDK bundle, mirrored once by an operator
     "jars/": {"airflow": "", "emr-node": "", "ec2-node": "rl"},
-    "runs/": {"airflow": "rwdl", "emr-node": "rwdl", "ec2-node": "rwdl"},
-    "runs/_staging/": {"airflow": "rwdl", "emr-node": "rwdl", "ec2-node": "rwdl"},
+    "runs/": {"airflow": "rwdl", "emr-node": "rwdl", "ec2-node": "rwdl", "serverless-job": "rwdl"},
+    "runs/_staging/": {
+        "airflow": "rwdl",
+        "emr-node": "rwdl",
+        "ec2-node": "rwdl",
+        "serverless-job": "rwdl",
+    },  # fmt: skip
     "logs/emr/": {"airflow": "rl", "emr-node": "w", "ec2-node": ""},
     "logs/ec2/": {"airflow": "rwl", "emr-node": "", "ec2-node": "rwdl"},
+    # EMR Serverless writes the jobs' logs as the job role; Airflow reads a driver's stderr
+    "logs/serverless/": {"airflow": "rl", "serverless-job": "w"},
     SOURCE: {"airflow": "rl", "emr-node": "", "ec2-node": ""},
 }
 

@@ -30,6 +30,7 @@ UNSCOPABLE_ACTIONS = frozenset(
         "ec2:DescribeSecurityGroups",
         "ssm:GetCommandInvocation",
         "ec2:GetEbsDefaultKmsKeyId",  # the ec2 pre-flight's look at the default EBS key
+        "emr-serverless:ListApplications",  # the serverless teardown finds its application
     }
 )
 PROJECT = "fruits-pipeline"
@@ -40,6 +41,9 @@ GUARDS: tuple[tuple[str, tuple[str, ...] | None, tuple[str, ...], str], ...] = (
     ("elasticmapreduce:RunJobFlow", None, ("aws:RequestTag/project",), PROJECT),
     ("elasticmapreduce:AddJobFlowSteps", None, ("aws:ResourceTag/project",), PROJECT),
     ("elasticmapreduce:TerminateJobFlows", None, ("aws:ResourceTag/project",), PROJECT),
+    ("emr-serverless:CreateApplication", None, ("aws:RequestTag/project",), PROJECT),
+    ("emr-serverless:StartJobRun", None, ("aws:ResourceTag/project",), PROJECT),
+    ("emr-serverless:DeleteApplication", None, ("aws:ResourceTag/project",), PROJECT),
     (
         "ec2:RunInstances",
         ("instance", "volume", "network-interface"),

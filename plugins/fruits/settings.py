@@ -24,7 +24,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # folder and constraints.txt sit beside the ``fruits`` package, not two levels up.
 PLUGINS_ROOT = Path(__file__).resolve().parents[1]
 
-COMPUTE_BACKENDS = ("local", "emr", "ec2")
+COMPUTE_BACKENDS = ("local", "emr", "ec2", "serverless")
 
 
 def jobs_module(name: str, jobs_dir: Path | None = None) -> ModuleType:
@@ -215,6 +215,88 @@ def ec2_settings(env: Mapping[str, str], bucket: str) -> Ec2Settings:
     )
 
 
+# EMR Serverless: a worker's vCPUs (one executor each, as many cores as the other
+# backends' executors at most) -> the memory (GB) a worker of that size may have
+SERVERLESS_ARCHES = ("X86_64", "ARM64")
+SERVERLESS_WORKER_MEMORY_GB = {1: (2, 8), 2: (4, 16), 4: (8, 30)}
+
+
+@dataclass(frozen=True)
+class ServerlessSettings:
+    application_id: str = ""  # a named application, reused and left running; empty: one per run
+    archive: str = ""  # s3:// of the Python archive; empty: beside the staged wheels
+    image: str = ""  # a custom image (ECR URI) instead of the archive
+    arch: str = "X86_64"
+    release_label: str = EmrSettings.release_label
+    execution_role: str = "fruits-serverless-job-role"
+    max_vcpus: int = 32
+    max_memory_gb: int = 128
+    worker_vcpus: int = 4
+    worker_memory_gb: int = 16
+    idle_minutes: int = 15
+    log_uri: str = ""
+    log_wait: int = 300
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def serverless_settings(env: Mapping[str, str], bucket: str) -> ServerlessSettings:
+    """``FRUITS_SERVERLESS_*``; a bad choice fails now, not as a refused application."""
+    arch = env.get("FRUITS_SERVERLESS_ARCH", "").strip().upper() or ServerlessSettings.arch
+    if arch not in SERVERLESS_ARCHES:
+        raise ConfigError(f"FRUITS_SERVERLESS_ARCH={arch!r}: choose X86_64 or ARM64")
+    label = env.get("FRUITS_SERVERLESS_RELEASE_LABEL", "").strip() or EmrSettings.release_label
+    if not label.startswith("emr-7."):
+        raise ConfigError(
+            f"FRUITS_SERVERLESS_RELEASE_LABEL={label!r}: an emr-7.x release (Spark 3.5)"
+        )
+    archive = env.get("FRUITS_SERVERLESS_ARCHIVE", "").strip()
+    image = env.get("FRUITS_SERVERLESS_IMAGE", "").strip()
+    if archive and image:
+        raise ConfigError(
+            "FRUITS_SERVERLESS_ARCHIVE and FRUITS_SERVERLESS_IMAGE: set one, not both"
+        )
+    if archive and not archive.startswith("s3://"):
+        raise ConfigError(f"FRUITS_SERVERLESS_ARCHIVE={archive!r}: an s3:// URI of a .tar.gz")
+    vcpus = env_int(env, "FRUITS_SERVERLESS_WORKER_VCPUS", ServerlessSettings.worker_vcpus)
+    if vcpus not in SERVERLESS_WORKER_MEMORY_GB:
+        raise ConfigError(f"FRUITS_SERVERLESS_WORKER_VCPUS={vcpus}: 1, 2 or 4")
+    memory = env_int(env, "FRUITS_SERVERLESS_WORKER_MEMORY_GB", 4 * vcpus)
+    low, high = SERVERLESS_WORKER_MEMORY_GB[vcpus]
+    if not low <= memory <= high:
+        raise ConfigError(
+            f"FRUITS_SERVERLESS_WORKER_MEMORY_GB={memory}: a {vcpus}-vCPU worker has {low} to "
+            f"{high} GB"
+        )
+    max_vcpus = env_int(env, "FRUITS_SERVERLESS_MAX_VCPUS", ServerlessSettings.max_vcpus)
+    max_memory = env_int(env, "FRUITS_SERVERLESS_MAX_MEMORY_GB", ServerlessSettings.max_memory_gb)
+    if max_vcpus < 2 * vcpus or max_memory < 2 * memory:
+        raise ConfigError(
+            f"FRUITS_SERVERLESS_MAX_VCPUS={max_vcpus}, FRUITS_SERVERLESS_MAX_MEMORY_GB="
+            f"{max_memory}: room for the driver and one executor ({2 * vcpus} vCPU, "
+            f"{2 * memory} GB) at least"
+        )
+    return ServerlessSettings(
+        application_id=env.get("FRUITS_SERVERLESS_APPLICATION_ID", "").strip(),
+        archive=archive,
+        image=image,
+        arch=arch,
+        release_label=label,
+        execution_role=env.get("FRUITS_SERVERLESS_EXECUTION_ROLE", "").strip()
+        or ServerlessSettings.execution_role,
+        max_vcpus=max_vcpus,
+        max_memory_gb=max_memory,
+        worker_vcpus=vcpus,
+        worker_memory_gb=memory,
+        idle_minutes=env_int(
+            env, "FRUITS_SERVERLESS_IDLE_MINUTES", ServerlessSettings.idle_minutes, minimum=1
+        ),
+        log_uri=env.get("FRUITS_SERVERLESS_LOG_URI", "").strip()
+        or f"s3://{bucket}/logs/serverless/",
+        log_wait=env_int(env, "FRUITS_SERVERLESS_LOG_WAIT", ServerlessSettings.log_wait),
+        tags=env_tags(env.get("FRUITS_SERVERLESS_TAGS", ""), "FRUITS_SERVERLESS_TAGS"),
+    )
+
+
 RESCHEDULE_FROM_S = 60  # the shortest poke interval at which sensors reschedule
 
 
@@ -246,6 +328,7 @@ class Settings:
     local_driver_memory: str = "384m"
     emr: EmrSettings = field(default_factory=EmrSettings)
     ec2: Ec2Settings = field(default_factory=Ec2Settings)
+    serverless: ServerlessSettings = field(default_factory=ServerlessSettings)
 
     @property
     def sensor_mode(self) -> str:
@@ -307,4 +390,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         local_driver_memory=env.get("FRUITS_LOCAL_DRIVER_MEMORY", "").strip() or "384m",
         emr=emr_settings(env, bucket),
         ec2=ec2_settings(env, bucket),
+        serverless=serverless_settings(env, bucket),
     )

@@ -1,4 +1,5 @@
-"""The README's EMR and EC2 estimate is arithmetic on a measured rate: check the arithmetic."""
+"""The README's EMR, EC2 and Serverless estimate is arithmetic on a measured rate: check the
+arithmetic."""
 
 from __future__ import annotations
 
@@ -18,6 +19,14 @@ PINNED = {
     "arm64_ec2_usd_per_node_hour": 0.1632,
     "arm64_emr_fee_per_node_hour": 0.0408,
     "arm64_rate_vs_x86_64": 1.0,
+    "serverless_usd_per_vcpu_hour": 0.052624,
+    "serverless_usd_per_gb_hour": 0.0057785,
+    "arm64_serverless_usd_per_vcpu_hour": 0.042094,
+    "arm64_serverless_usd_per_gb_hour": 0.0046228,
+    "serverless_worker_vcpus": 4,
+    "serverless_worker_gb": 16,
+    "serverless_fixed_minutes": 4.0,
+    "serverless_billed_fixed_minutes": 2.0,
 }
 
 
@@ -78,13 +87,14 @@ def test_the_table_shows_both_backends_and_every_assumption(pinned):
         "scaling": {"model": "mobilenetv2", "size": 224, "fit": {"marginal_rate": 50.0}},
     }
     text = table(results, 90_000, [2])
-    assert text.startswith("EMR and EC2 paper estimate, 90,000 images")
+    assert text.startswith("EMR, EC2 and EMR Serverless paper estimate, 90,000 images")
     assert (
         "mobilenetv2@224: x86_64 25.0 img/s per vCPU measured here; arm64 25.0 assumed "
         "(x1.00, not measured)"
     ) in text
-    assert "x86_64: $0.1920/node-h EC2, +$0.0480/node-h EMR fee" in text
-    assert "arm64: $0.1632/node-h EC2, +$0.0408/node-h EMR fee" in text
+    assert "x86_64: $0.1920/node-h EC2, +$0.0480/node-h EMR fee; Serverless " in text
+    assert "arm64: $0.1632/node-h EC2, +$0.0408/node-h EMR fee; Serverless " in text
+    assert "Serverless $0.052624/vCPU-h + $0.0057785/GB-h" in text
     x86, arm = [row for row in text.splitlines() if "2 core nodes" in row]
     assert x86.lstrip().startswith("x86_64") and arm.lstrip().startswith("arm64")
     assert "featurize   7.5 min" in x86 and "featurize   7.5 min" in arm
@@ -94,9 +104,24 @@ def test_the_table_shows_both_backends_and_every_assumption(pinned):
     # (0.1632 + 2 x 0.06528) x 20.5 / 60 = 0.100
     assert "EMR: cluster  20.5 min, $0.21" in arm
     assert "EC2: cluster  20.5 min, $0.17 on-demand, $0.10 with spot workers" in arm
+    # serverless: (4 + 7.5 + 1) min; 3 workers x (4 x 0.052624 + 16 x 0.0057785) x 10.5 / 60
+    assert "Serverless (2 executors + driver): run  12.5 min, $0.16" in x86
     for key in ASSUMPTIONS:
         assert f"assumption: {key} = " in text
     assert "assumption: spot_discount = 0.6" in text
+
+
+def test_serverless_bills_the_workers_while_the_jobs_run_from_the_same_rate(pinned):
+    two, four = estimate(25.0, 90_000, 2), estimate(25.0, 90_000, 4)
+    # a worker-hour: 4 vCPU x 0.052624 + 16 GB x 0.0057785 = 0.302952
+    # 2 executors + driver, billed 2 + 7.5 + 1 = 10.5 min; the run 4 + 7.5 + 1 = 12.5 min
+    assert two.serverless_total_min == pytest.approx(12.5)
+    assert two.serverless_usd == pytest.approx(3 * 0.302952 * 10.5 / 60)  # 0.159
+    assert four.serverless_total_min == pytest.approx(8.75)  # 4 + 3.75 + 1
+    assert four.serverless_usd == pytest.approx(5 * 0.302952 * 6.75 / 60)  # 0.170
+    assert two.featurize_min == four.featurize_min * 2  # the same measured rate as EMR's
+    arm = estimate(25.0, 90_000, 2, "arm64")
+    assert arm.serverless_usd == pytest.approx(3 * (4 * 0.042094 + 16 * 0.0046228) * 10.5 / 60)
 
 
 def test_arm64_uses_the_same_measured_rate_times_its_assumed_factor_and_its_prices(

@@ -27,7 +27,7 @@ EXPECTED_UPSTREAM = {
     "publish_batch": {"validate_params", "plan_run", "wait_for_step"},
     "summarize_run": {"validate_params", "publish_batch"},
 }
-BACKENDS = ("local", "emr", "ec2")
+BACKENDS = ("local", "emr", "ec2", "serverless")
 # ec2 launches, then waits in a sensor until the cluster is ready (no worker slot held
 # while the nodes boot); its teardown takes the plan's cluster tag, not create's ids
 EXPECTED_UPSTREAM_EC2 = {
@@ -36,11 +36,23 @@ EXPECTED_UPSTREAM_EC2 = {
     "add_steps": {"create_job_flow", "wait_for_cluster", "plan_run"},
     "remove_cluster": {"create_job_flow", "wait_for_cluster", "wait_for_step", "plan_run"},
 }
+# serverless submits and waits for each job in turn; its teardown, too, takes the plan
+EXPECTED_UPSTREAM_SERVERLESS = {
+    **EXPECTED_UPSTREAM,
+    "wait_for_featurize": {"add_steps", "create_job_flow", "plan_run"},
+    "add_reduce_step": {"wait_for_featurize", "create_job_flow", "plan_run"},
+    "wait_for_step": {"add_reduce_step", "create_job_flow", "plan_run"},
+    "remove_cluster": {"create_job_flow", "wait_for_step", "plan_run"},
+}
+EXPECTED = {"ec2": EXPECTED_UPSTREAM_EC2, "serverless": EXPECTED_UPSTREAM_SERVERLESS}
 SETUPS = {"local": ["create_job_flow"], "emr": ["create_job_flow"],
-          "ec2": ["create_job_flow", "wait_for_cluster"]}  # fmt: skip
+          "ec2": ["create_job_flow", "wait_for_cluster"],
+          "serverless": ["create_job_flow"]}  # fmt: skip
+# the sensors a backend waits in besides wait_for_step
+WAITS = {"ec2": ["wait_for_cluster"], "serverless": ["wait_for_featurize"]}
 
 
-@pytest.mark.parametrize("compute", ["local", "emr", "ec2", "local"])  # reloadable, any order
+@pytest.mark.parametrize("compute", ["local", "emr", "ec2", "serverless", "local"])  # any order
 def test_dag_loads_without_import_errors(load_dag, compute):
     dag = load_dag(compute)
     assert f"compute:{compute}" in dag.tags
@@ -50,7 +62,7 @@ def test_dag_loads_without_import_errors(load_dag, compute):
 def test_task_graph_is_the_same_for_every_backend(load_dag, compute):
     dag = load_dag(compute)
     graph = {task.task_id: set(task.upstream_task_ids) for task in dag.tasks}
-    assert graph == (EXPECTED_UPSTREAM_EC2 if compute == "ec2" else EXPECTED_UPSTREAM)
+    assert graph == EXPECTED.get(compute, EXPECTED_UPSTREAM)
 
 
 @pytest.mark.parametrize("compute", BACKENDS)
@@ -63,7 +75,8 @@ def test_remove_cluster_is_the_teardown_of_create_job_flow(load_dag, compute):
     assert remove.is_teardown and not remove.is_setup
     # ec2's runs even when create_job_flow failed after launching (it finds the
     # instances by the cluster's tag); a teardown never decides the run's state
-    rule = TriggerRule.ALL_DONE if compute == "ec2" else TriggerRule.ALL_DONE_SETUP_SUCCESS
+    all_done = compute in ("ec2", "serverless")
+    rule = TriggerRule.ALL_DONE if all_done else TriggerRule.ALL_DONE_SETUP_SUCCESS
     assert remove.trigger_rule == rule
     assert "create_job_flow" in remove.upstream_task_ids
     # publishing must not depend on the teardown alone (it would run after a failure)
@@ -106,7 +119,7 @@ def test_no_task_holds_a_worker_slot_while_the_steps_run(load_dag, monkeypatch, 
 
     monkeypatch.setenv("FRUITS_POKE_INTERVAL", "60")
     dag = load_dag(compute)
-    sensors = ("wait_for_step", "wait_for_cluster_slot", *SETUPS[compute][1:])
+    sensors = ("wait_for_step", "wait_for_cluster_slot", *WAITS.get(compute, []))
     for task_id in sensors:
         sensor = dag.get_task(task_id)
         assert isinstance(sensor, BaseSensorOperator)
@@ -119,7 +132,7 @@ def test_quick_looks_poke_instead_of_rescheduling(load_dag, monkeypatch, compute
     that often is failed by a scheduler race on a busy host (apache/airflow#71172)."""
     monkeypatch.setenv("FRUITS_POKE_INTERVAL", "5")
     dag = load_dag(compute)
-    for task_id in ("wait_for_step", "wait_for_cluster_slot", *SETUPS[compute][1:]):
+    for task_id in ("wait_for_step", "wait_for_cluster_slot", *WAITS.get(compute, [])):
         sensor = dag.get_task(task_id)
         # the local steps' state files are read every second, their progress in S3 every 5 s
         local_steps = compute == "local" and task_id == "wait_for_step"
@@ -159,6 +172,25 @@ def test_emr_backend_uses_the_providers_operators(load_dag):
     assert isinstance(dag.get_task("remove_cluster"), EmrTerminateJobFlowOperator)
 
 
+def test_serverless_backend_uses_the_providers_operators(load_dag):
+    from airflow.providers.amazon.aws.operators.emr import (
+        EmrServerlessCreateApplicationOperator,
+        EmrServerlessDeleteApplicationOperator,
+        EmrServerlessStartJobOperator,
+    )
+    from airflow.providers.amazon.aws.sensors.emr import EmrServerlessJobSensor
+
+    dag = load_dag("serverless")
+    assert isinstance(dag.get_task("create_job_flow"), EmrServerlessCreateApplicationOperator)
+    for submit, wait in (("add_steps", "wait_for_featurize"), ("add_reduce_step", "wait_for_step")):
+        assert isinstance(dag.get_task(submit), EmrServerlessStartJobOperator)
+        assert dag.get_task(submit).wait_for_completion is False  # a sensor waits
+        assert isinstance(dag.get_task(wait), EmrServerlessJobSensor)
+    remove = dag.get_task("remove_cluster")
+    assert isinstance(remove, EmrServerlessDeleteApplicationOperator) and remove.force_stop
+    assert not any(getattr(t, "deferrable", False) for t in dag.tasks)  # no aiobotocore
+
+
 @pytest.mark.parametrize("compute", BACKENDS)
 def test_schedule_retries_and_tags(load_dag, compute):
     dag = load_dag(compute)
@@ -170,7 +202,8 @@ def test_schedule_retries_and_tags(load_dag, compute):
     assert coerce_to_core_timetable(dag.timetable).summary in ("@daily", "0 0 * * *")
     assert dag.default_args["retries"] >= 1
     for task in dag.tasks:
-        if task.task_id in ("create_job_flow", "wait_for_cluster", "add_steps"):
+        if task.task_id in ("create_job_flow", "wait_for_cluster", "add_steps",
+                            "wait_for_featurize", "add_reduce_step"):  # fmt: skip
             # a retry would create a second cluster, or add the steps twice
             assert task.retries == 0, task.task_id
         else:
@@ -235,7 +268,7 @@ def test_dag_file_only_declares():
         original = boto3.session.Session.client
         boto3.session.Session.client = lambda *a, **k: made.append(a) or original(*a, **k)
         from airflow.dag_processing.dagbag import DagBag
-        for compute in ("local", "emr", "ec2"):
+        for compute in ("local", "emr", "ec2", "serverless"):
             import os
             os.environ["FRUITS_COMPUTE"] = compute
             bag = DagBag(dag_folder={str(ROOT / "dags")!r})

@@ -53,22 +53,6 @@ def run(dag, conf=CONF):
     return dag.test(logical_date=logical(DATE), run_conf=conf)
 
 
-@pytest.fixture
-def calls(monkeypatch):
-    """The AWS requests as they leave boto3, by operation (moto may not keep them all)."""
-    from botocore.client import BaseClient
-
-    sent: dict[str, list[dict]] = {}
-    real_call = BaseClient._make_api_call
-
-    def record(self, operation, params):
-        sent.setdefault(operation, []).append(params)
-        return real_call(self, operation, params)
-
-    monkeypatch.setattr(BaseClient, "_make_api_call", record)
-    return sent
-
-
 def assert_all_terminated(aws) -> list[dict]:
     launched = instances(aws)
     assert launched, "no instance was launched"

@@ -69,9 +69,11 @@ def test_the_collector_sees_each_role_s_calls_and_prefixes():
         assert found.unmapped == []
 
 
-def test_the_planned_serverless_role_has_no_code_yet():
-    assert ROLES["serverless-job"].stack is None
-    assert not (ROOT / "plugins" / "fruits" / "clusters" / "serverless").exists()
+def test_the_serverless_jobs_run_as_the_stack_s_job_role():
+    """clusters/serverless/ is Airflow's code; the jobs alone run as the job role."""
+    assert ROLES["serverless-job"].stack == "ServerlessJobRole"
+    assert ROLES["serverless-job"].include == ("spark_jobs/**/*.py",)
+    assert (ROOT / "plugins" / "fruits" / "clusters" / "serverless" / "__init__.py").exists()
 
 
 def test_the_source_grants_exist_only_with_a_source_bucket(template):
@@ -206,11 +208,14 @@ def test_node_code_is_checked_against_the_node_roles(template, tmp_path):
     assert not any(p.startswith("airflow") for p in problems), problems
 
 
-def test_a_serverless_backend_needs_its_job_role(template, tmp_path):
-    root = write(tmp_path, {"plugins/fruits/clusters/serverless/__init__.py": ""})
-    assert check(template, root) == [
-        "serverless-job: code (plugins/fruits/clusters/serverless/__init__.py) but no stack role"
-    ]
+def test_a_serverless_job_role_without_its_grants_is_reported(template):
+    broken = copy.deepcopy(template)
+    del broken["Resources"]["ServerlessJobRole"]["Properties"]["Policies"]
+    problems = check(broken)
+    assert "serverless-job (ServerlessJobRole): s3:GetObject on object:raw/any not granted" in (
+        " ".join(problems)
+    )
+    assert not any(p.startswith("airflow") for p in problems), problems
 
 
 def test_the_scanners_read_literals_keys_and_shell_continuations():

@@ -510,3 +510,54 @@ def test_checkov_catches_a_broken_template(template, tmp_path):
         ("CKV_AWS_18", "AWS::S3::Bucket.DataBucket"),
         ("CKV_AWS_24", "AWS::EC2::SecurityGroup.ClusterSecurityGroup"),
     }
+
+
+# -- serverless backend: the job role, Airflow's EMR Serverless grants ----------------------
+
+
+def test_serverless_jobs_read_inputs_and_the_archive_and_write_only_runs_and_logs(template):
+    role = template["Resources"]["ServerlessJobRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "emr-serverless.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    grants = s3_grants(template, "ServerlessJobRole")
+    bucket = "${DataBucket.Arn}"
+    assert grants.pop("s3:GetObject") == {
+        f"{bucket}/raw/*", f"{bucket}/code/*", f"{bucket}/models/*", f"{bucket}/wheels/*",
+        f"{bucket}/runs/*",
+    }  # fmt: skip
+    assert grants.pop("s3:PutObject") == {f"{bucket}/runs/*", f"{bucket}/logs/serverless/*"}
+    assert grants.pop("s3:DeleteObject") == {f"{bucket}/runs/*"}
+    assert grants.pop("s3:ListBucket") == {"DataBucket"}  # under its prefixes only
+    assert grants == {}
+
+
+def test_airflow_acts_only_on_tagged_serverless_applications(template):
+    create = statement(template, "AirflowPolicy", "CreateTaggedServerlessApplications")
+    assert create["Condition"] == {"StringEquals": {"aws:RequestTag/project": "fruits-pipeline"}}
+    run = statement(template, "AirflowPolicy", "RunJobsOnOwnServerlessApplications")
+    assert run["Condition"] == {"StringEquals": {"aws:ResourceTag/project": "fruits-pipeline"}}
+    assert not any(a.endswith("*") for a in run["Action"])
+    assert sub(run["Resource"]).endswith(":/applications/*")
+
+
+def test_pass_role_to_emr_serverless_names_only_the_job_role(template):
+    st = statement(template, "AirflowPolicy", "PassOnlyTheServerlessJobRole")
+    assert st["Resource"] == {"Fn::GetAtt": ["ServerlessJobRole", "Arn"]}
+    assert st["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "emr-serverless.amazonaws.com"}
+    }
+
+
+def test_airflow_reads_but_never_creates_the_service_linked_role(template):
+    st = statement(template, "AirflowPolicy", "ReadServerlessRoles")
+    assert st["Action"] == "iam:GetRole"
+    assert sub(st["Resource"][1]).endswith(
+        "role/aws-service-role/ops.emr-serverless.amazonaws.com/AWSServiceRoleForAmazonEMRServerless"
+    )
+    created = [
+        st for st in statements(template, "AirflowPolicy")
+        if "iam:CreateServiceLinkedRole" in str(st["Action"])
+    ]  # fmt: skip
+    assert all(st["Condition"]["StringEquals"]["iam:AWSServiceName"] == "spot.amazonaws.com"
+               for st in created)  # fmt: skip

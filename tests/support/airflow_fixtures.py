@@ -32,11 +32,12 @@ from dag_support import (
     EmrStepDriver,
     snapshot,
 )
+from serverless_jobs import ServerlessJobDriver, patch_moto
 
 # what a conftest.py gets with ``from airflow_fixtures import *``
 __all__ = [
-    "airflow_db", "aws", "earlier_outputs", "ec2_nodes", "emr_steps", "fruits_env", "hook",
-    "load_dag", "moto", "moto_server", "staged_weights",
+    "airflow_db", "aws", "calls", "earlier_outputs", "ec2_nodes", "emr_steps", "fruits_env", "hook",
+    "load_dag", "moto", "moto_server", "serverless_account", "serverless_jobs", "staged_weights",
 ]  # fmt: skip
 
 _AIRFLOW_WAS_IMPORTED = "airflow" in sys.modules  # then our AIRFLOW_HOME comes too late
@@ -116,6 +117,7 @@ def aws(moto):
         ec2 = boto3.client("ec2", **kwargs)
         ssm = boto3.client("ssm", **kwargs)
         iam = boto3.client("iam", **kwargs)
+        serverless = boto3.client("emr-serverless", **kwargs)
 
         def keys(self, prefix: str = "") -> list[str]:
             pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
@@ -143,6 +145,22 @@ def aws(moto):
             return images
 
     return Clients()
+
+
+@pytest.fixture
+def calls(monkeypatch) -> dict[str, list[dict]]:
+    """The AWS requests as they leave boto3, by operation (moto may not keep them all)."""
+    from botocore.client import BaseClient
+
+    sent: dict[str, list[dict]] = {}
+    real_call = BaseClient._make_api_call
+
+    def record(self, operation, params):
+        sent.setdefault(operation, []).append(params)
+        return real_call(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", record)
+    return sent
 
 
 @pytest.fixture(scope="session")
@@ -173,6 +191,7 @@ def fruits_env(monkeypatch, tmp_path) -> Path:
         "FRUITS_SCRATCH": str(tmp_path / "scratch"),
         "FRUITS_POKE_INTERVAL": "1",
         "FRUITS_EMR_LOG_WAIT": "10",
+        "FRUITS_SERVERLESS_LOG_WAIT": "10",
         "FRUITS_STEP_TIMEOUT_BASE": "600",
         "FRUITS_LOCAL_CORES": "2",
         "FRUITS_LOCAL_MEMORY": "1g",
@@ -229,6 +248,44 @@ def ec2_nodes(aws) -> Iterator[Callable[..., Ec2NodeDriver]]:
     makes it."""
     aws.iam.create_instance_profile(InstanceProfileName="fruits-ec2-node-role")
     yield from _drivers(lambda policy, steps="complete": Ec2NodeDriver(aws, policy, steps))
+
+
+@pytest.fixture
+def serverless_account(aws, fruits_env, monkeypatch) -> str:
+    """What a serverless run needs of the account, as a real one would have it: moto's
+    gaps worked around (tests/support/serverless_jobs.py), EMR Serverless's service-linked
+    role, the jobs' runtime role, and a stand-in Python archive where the settings look
+    for it (its URI returned; nothing unpacks it: the jobs run on this host's Python)."""
+    from fruits.clusters.serverless.checks import SERVICE_LINKED_ROLE, SERVICE_NAME
+    from fruits.clusters.serverless.request import archive_uri
+    from fruits.settings import load_settings
+    from fruits.storage.s3sync import split_uri
+
+    patch_moto(monkeypatch)
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+             "Principal": {"Service": SERVICE_NAME}}]}  # fmt: skip
+    aws.iam.create_role(RoleName=SERVICE_LINKED_ROLE, Path=f"/aws-service-role/{SERVICE_NAME}/",
+                        AssumeRolePolicyDocument=json.dumps(trust))  # fmt: skip
+    job_trust = {
+        **trust,
+        "Statement": [
+            {**trust["Statement"][0], "Principal": {"Service": "emr-serverless.amazonaws.com"}}
+        ],
+    }
+    aws.iam.create_role(RoleName="fruits-serverless-job-role",  # as the stack names it
+                        AssumeRolePolicyDocument=json.dumps(job_trust))  # fmt: skip
+    uri = archive_uri(load_settings())
+    bucket, key = split_uri(uri)
+    if bucket not in {b["Name"] for b in aws.s3.list_buckets()["Buckets"]}:
+        aws.s3.create_bucket(Bucket=bucket)
+    aws.s3.put_object(Bucket=bucket, Key=key, Body=b"stand-in for the Python archive")
+    return uri
+
+
+@pytest.fixture
+def serverless_jobs(aws, serverless_account) -> Iterator[Callable[..., ServerlessJobDriver]]:
+    """Play EMR Serverless's workers (moto runs no job): ``serverless_jobs(policy)``."""
+    yield from _drivers(lambda policy="complete": ServerlessJobDriver(aws.s3, policy))
 
 
 @pytest.fixture

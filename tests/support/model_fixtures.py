@@ -28,7 +28,7 @@ from dag_support import BUCKET, ROOT
 __all__ = ["cloud_models", "random_model", "staged_model"]
 
 # fixtures that mean "this test runs a cluster on moto" (tests/support/airflow_fixtures.py)
-_CLUSTER_FIXTURES = frozenset({"emr_steps", "ec2_nodes", "earlier_outputs"})
+_CLUSTER_FIXTURES = frozenset({"emr_steps", "ec2_nodes", "serverless_jobs", "earlier_outputs"})
 E2E_MODEL = ("mobilenetv2", 64)  # what the e2e runs' CONF asks for, with weights=random
 
 

@@ -46,14 +46,27 @@ class RealSteps:
     The scratch folder goes with :meth:`close`."""
 
     def __init__(self, steps: Sequence[Mapping[str, Any]], hook: Any | None = None):
+        self.hook = hook if hook is not None else s3_hook()
+        self.steps: list[dict[str, Any]] = []
+        self.work = Path(tempfile.mkdtemp(prefix="fruits-real-steps-"))
+        self.s3_root = self.work / "s3"
+        self.local = LocalSteps(commands=[], names=[])
+        for step in steps:
+            self.add(step)
+        self.proc: subprocess.Popen | None = None
+        self.index: int | None = None  # the step started last
+        self.progress_at = 0.0
+
+    def add(self, step: Mapping[str, Any]) -> int:
+        """One more step (EMR Serverless submits reduce once featurize ended); its new
+        inputs staged, an earlier step's outputs read where that step wrote them.
+        Returns its index."""
         from fruits.clusters.local.spark_install import spark_bin
         from fruits.storage.s3sync import stage_down
 
-        self.hook = hook if hook is not None else s3_hook()
-        self.steps = [dict(step) for step in steps]
-        self.work = Path(tempfile.mkdtemp(prefix="fruits-real-steps-"))
-        self.s3_root = self.work / "s3"
-        self.local: LocalSteps = localize(
+        staged = set(self.local.inputs)
+        self.steps.append(dict(step))
+        self.local = localize(
             self.steps,
             master_url=MASTER,
             spark_submit=spark_bin("spark-submit"),
@@ -61,10 +74,9 @@ class RealSteps:
             extra_conf=CONF,
         )
         for uri, path in self.local.inputs.items():  # code, weights, model, the batch
-            stage_down(self.hook, uri, path)
-        self.proc: subprocess.Popen | None = None
-        self.index: int | None = None  # the step started last
-        self.progress_at = 0.0
+            if uri not in staged:
+                stage_down(self.hook, uri, path)
+        return len(self.steps) - 1
 
     def folder(self, index: int) -> Path:
         return self.work / "steps" / str(index)

@@ -23,7 +23,7 @@ from dag_support import BUCKET, ROOT
 __all__ = ["cloud_wheels", "staged_wheels"]
 
 # fixtures that mean "this test runs a cluster on moto" (tests/support/airflow_fixtures.py)
-_CLUSTER_FIXTURES = frozenset({"emr_steps", "ec2_nodes", "earlier_outputs"})
+_CLUSTER_FIXTURES = frozenset({"emr_steps", "ec2_nodes", "serverless_jobs", "earlier_outputs"})
 
 
 def placeholder_wheels(folder: Path, lines: tuple[str, ...]) -> Path:

@@ -107,7 +107,7 @@ def code_default(name: str) -> str | None:
         return special[name]
     short = name.removeprefix("FRUITS_").lower()
     holder: object = settings
-    for group in ("emr", "ec2"):
+    for group in ("emr", "ec2", "serverless"):
         if short.startswith(group + "_"):
             holder, short = getattr(settings, group), short.removeprefix(group + "_")
     if not hasattr(holder, short):

@@ -19,7 +19,7 @@ EMR_SUBNET_TAG = ("for-use-with-amazon-emr-managed-policies", "true")
 SINGLE_HOST_EXECUTORS = frozenset(
     {"LocalExecutor", "SequentialExecutor", "DebugExecutor", "MockExecutor"}
 )
-_DENIED = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"})
+DENIED = frozenset({"UnauthorizedOperation", "AccessDenied", "AccessDeniedException"})
 _NOT_FOUND = {
     "subnet": ("InvalidSubnetID.NotFound", "InvalidSubnetID.Malformed", "InvalidSubnetId"),
     "security group": ("InvalidGroup.NotFound", "InvalidGroupId.Malformed"),
@@ -37,7 +37,8 @@ def ec2_client(aws_conn_id: str) -> Any:
     return AwsBaseHook(aws_conn_id=aws_conn_id, client_type="ec2").conn
 
 
-def _code(exc: BaseException) -> str:
+def error_code(exc: BaseException) -> str:
+    """A botocore ClientError's code ("" for anything else)."""
     return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
 
 
@@ -57,10 +58,10 @@ def _described(
     try:
         found = describe()
     except ClientError as exc:
-        if _code(exc) in _DENIED:
-            print(f"preflight: cannot check {setting}={ident} ({_code(exc)}): skipped")
+        if error_code(exc) in DENIED:
+            print(f"preflight: cannot check {setting}={ident} ({error_code(exc)}): skipped")
             return None
-        if _code(exc) not in _NOT_FOUND[kind]:
+        if error_code(exc) not in _NOT_FOUND[kind]:
             raise  # throttling, a network error: the task's retries may help
         found = []
     if not found:
@@ -201,10 +202,12 @@ def staged_wheels(settings: Any, kind: str, client: Any | None = None) -> None:
     try:
         manifest = staged_manifest(client, settings.bucket, wheels)
     except ClientError as exc:
-        if _code(exc) in _DENIED:
-            print(f"preflight: cannot check the staged wheels at {where} ({_code(exc)}): skipped")
+        if error_code(exc) in DENIED:
+            print(
+                f"preflight: cannot check the staged wheels at {where} ({error_code(exc)}): skipped"
+            )
             return
-        if _code(exc) != "NoSuchBucket":
+        if error_code(exc) != "NoSuchBucket":
             raise
         manifest = None
     if manifest is not None and sorted(manifest.get("requirements", [])) == sorted(wheels.lines):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from fruits.clusters.common.step_runner import FAILED_STATES, RUNNING
 
@@ -52,3 +53,25 @@ def late_report(
 def new_step_ids(backend: str, count: int) -> list[str]:
     """Ids for ``count`` steps, EMR's shape (``s-...``): ``s-<BACKEND><n><random>``."""
     return [f"s-{backend.upper()}{n:02d}{secrets.token_hex(4).upper()}" for n in range(count)]
+
+
+def s3_log_tail(s3: Any, bucket: str, key: str, wait: float, service: str = "EMR") -> str:
+    """The tail of a step's stderr, which EMR (or EMR Serverless) copies to S3 some time
+    after the step ended (gzipped or not): waits up to ``wait`` seconds for it (``s3``: an
+    S3Hook)."""
+    import gzip
+    import time
+
+    from fruits.clusters.common.step_runner import STDERR_TAIL, log_tail
+
+    deadline = time.monotonic() + float(wait)
+    while not s3.check_for_key(key, bucket_name=bucket):
+        if time.monotonic() >= deadline:
+            return f"(no step stderr yet at s3://{bucket}/{key}; {service} uploads it later)"
+        time.sleep(min(15.0, max(1.0, float(wait) / 10)))
+    data = s3.get_key(key, bucket_name=bucket).get()["Body"].read()
+    try:
+        text = gzip.decompress(data).decode("utf-8", errors="replace")
+    except OSError:
+        text = data.decode("utf-8", errors="replace")
+    return f"--- s3://{bucket}/{key} (tail) ---\n{log_tail(text, STDERR_TAIL)}"

@@ -95,3 +95,36 @@ class StepFilesSensor(BaseSensorOperator):
     def step_report(self, step_id: str, state: Mapping[str, Any]) -> str:
         """What a failed or late step says: its headline and the tail of its stderr."""
         raise NotImplementedError
+
+
+def poke_explained(sensor: Any, poke: Any) -> bool:
+    """``poke()`` of a provider's sensor; the failure it raises (a failed, cancelled or
+    interrupted step) becomes AirflowFailException -- retrying the sensor cannot make
+    the step succeed -- with ``sensor.explain_failure()`` (the step's state and stderr)."""
+    from airflow.sdk.exceptions import AirflowException
+
+    try:
+        return poke()
+    except AirflowException as exc:
+        if isinstance(exc, AirflowFailException):
+            raise
+        try:
+            explanation = sensor.explain_failure()
+        except Exception as detail:  # never hide the step's failure behind ours
+            sensor.log.warning("could not fetch the failed step's details: %s", detail)
+            explanation = f"(no details: {detail})"
+        raise AirflowFailException(f"{exc}\n{explanation}") from exc
+
+
+class AllDoneTeardown:
+    """A teardown that keeps the trigger rule ``all_done`` (:meth:`as_teardown` would make
+    it ``all_done_setup_success``): it runs even when the setup failed after creating
+    something, which it then finds by the run's tags or names. A teardown does not decide
+    the run's state, so a failed run stays failed."""
+
+    def as_teardown(self, **kwargs: Any) -> Any:
+        from airflow.sdk import TriggerRule
+
+        super().as_teardown(**kwargs)  # type: ignore[misc]
+        self.trigger_rule = TriggerRule.ALL_DONE
+        return self

@@ -11,6 +11,7 @@ from typing import Any
 from airflow.providers.amazon.aws.operators.ec2 import EC2TerminateInstanceOperator
 from airflow.sdk.exceptions import AirflowException
 
+from fruits.clusters.common.step_sensor import AllDoneTeardown
 from fruits.clusters.ec2.instances import (
     BUCKET_TAG,
     CLUSTER_TAG,
@@ -57,7 +58,7 @@ def terminate(conn: Any, instance_ids: list[str]) -> None:
                 raise
 
 
-class Ec2TerminateClusterOperator(EC2TerminateInstanceOperator):
+class Ec2TerminateClusterOperator(AllDoneTeardown, EC2TerminateInstanceOperator):
     """Terminate every instance tagged with the run's cluster id (all attempts', whatever
     ``create_job_flow`` managed to return), and wait until none is left running.
 
@@ -74,13 +75,6 @@ class Ec2TerminateClusterOperator(EC2TerminateInstanceOperator):
         kwargs.setdefault("max_attempts", TERMINATE_POLLS)
         super().__init__(instance_ids=[], wait_for_completion=True, **kwargs)
         self.cluster = cluster
-
-    def as_teardown(self, **kwargs: Any) -> Ec2TerminateClusterOperator:
-        from airflow.sdk import TriggerRule
-
-        super().as_teardown(**kwargs)
-        self.trigger_rule = TriggerRule.ALL_DONE
-        return self
 
     def execute(self, context: Any) -> list[str]:
         if not self.cluster:

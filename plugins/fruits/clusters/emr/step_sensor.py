@@ -7,17 +7,16 @@ bootstrap, an instance shortage, a cluster terminated by hand).
 
 from __future__ import annotations
 
-import gzip
-import time
 from collections.abc import Sequence
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
-from fruits.clusters.common.step_runner import FAILED, STDERR_TAIL, log_tail
-from fruits.clusters.common.step_sensor import start_waiting, watch_progress
+from fruits.clusters.common.step_reports import s3_log_tail
+from fruits.clusters.common.step_runner import FAILED
+from fruits.clusters.common.step_sensor import poke_explained, start_waiting, watch_progress
 from fruits.storage.s3sync import split_uri
 
 CLUSTER_GONE = ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS")
@@ -66,17 +65,7 @@ class EmrStepsSensor(EmrStepSensor):
         super().execute(context)
 
     def poke(self, context: Any) -> bool:
-        try:
-            done = super().poke(context)
-        except AirflowException as exc:
-            if isinstance(exc, AirflowFailException):
-                raise
-            try:
-                explanation = self.explain_failure()
-            except Exception as detail:  # never hide the step's failure behind ours
-                self.log.warning("could not fetch the failed step's details: %s", detail)
-                explanation = f"(no details: {detail})"
-            raise AirflowFailException(f"{exc}\n{explanation}") from exc
+        done = poke_explained(self, lambda: super(EmrStepsSensor, self).poke(context))
         if not done:
             gone = self.cluster_gone()
             if gone:  # its steps will never finish: do not wait for the timeout
@@ -128,14 +117,4 @@ class EmrStepsSensor(EmrStepSensor):
         """The tail of ``stderr.gz``; EMR uploads it a few minutes after the step ends."""
         bucket, key = step_log_key(log_uri, self.job_flow_id, step_id)
         s3 = S3Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name)
-        deadline = time.monotonic() + float(self.log_wait)
-        while not s3.check_for_key(key, bucket_name=bucket):
-            if time.monotonic() >= deadline:
-                return f"(no step stderr yet at s3://{bucket}/{key}; EMR uploads it later)"
-            time.sleep(min(15.0, max(1.0, float(self.log_wait) / 10)))
-        data = s3.get_key(key, bucket_name=bucket).get()["Body"].read()
-        try:
-            text = gzip.decompress(data).decode("utf-8", errors="replace")
-        except OSError:
-            text = data.decode("utf-8", errors="replace")
-        return f"--- s3://{bucket}/{key} (tail) ---\n{log_tail(text, STDERR_TAIL)}"
+        return s3_log_tail(s3, bucket, key, self.log_wait)
