@@ -51,3 +51,18 @@ def env_tags(raw: str, name: str = "FRUITS_EMR_TAGS") -> dict[str, str]:
             raise ConfigError(f"{name}: {item!r} is not key=value")
         tags[key.strip()] = value.strip()
     return tags
+
+
+JVM_UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+def env_jvm_mib(env: Mapping[str, str], name: str, default: str, minimum_mib: int = 0) -> str:
+    """A JVM memory size (``512m``, ``2g``) as written, checked to be at least
+    ``minimum_mib``; ConfigError saying what to write otherwise."""
+    value = env.get(name, "").strip().lower() or default
+    number, unit = value[:-1], value[-1:]
+    if unit not in JVM_UNITS or not number.isdigit():
+        raise ConfigError(f"{name}={value!r}: expected a JVM memory size such as 512m or 2g")
+    if int(number) * JVM_UNITS[unit] < minimum_mib:
+        raise ConfigError(f"{name}={value!r}: at least {minimum_mib}m")
+    return value

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
-from fruits.env_values import ConfigError, env_bool, env_float, env_int, env_tags
+from fruits.env_values import ConfigError, env_bool, env_float, env_int, env_jvm_mib, env_tags
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # In a bundle (``make dist``: MWAA's plugins.zip, the image's plugins folder) the jobs'
@@ -25,6 +25,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PLUGINS_ROOT = Path(__file__).resolve().parents[1]
 
 COMPUTE_BACKENDS = ("local", "emr", "ec2", "serverless")
+# Spark refuses a driver whose heap is under 1.5 x its 300 MB reserve ("Insufficient
+# driver memory", UnifiedMemoryManager)
+SPARK_MIN_DRIVER_MIB = 450
 
 
 def jobs_module(name: str, jobs_dir: Path | None = None) -> ModuleType:
@@ -322,10 +325,10 @@ class Settings:
     progress_seconds: int = 15
     local_cores: int = os.cpu_count() or 1
     local_memory: str = "2g"
-    # The steps' driver heap: the drivers hold no batch-sized data, and with Spark's 1 GB
-    # default the JVM grew its heap toward it as a long job's garbage piled up (reduce's
-    # driver: 485 MiB at 10k images, 611 at 30k); 384 MB is what it starts with anyway.
-    local_driver_memory: str = "384m"
+    # The steps' driver heap, fixed (-Xms = -Xmx): the drivers hold no batch-sized data,
+    # and with Spark's 1 GB maximum the JVM grew its heap as a long job's garbage piled up
+    # (reduce's driver: 485 MiB at 10k images, 611 at 30k). Spark needs 450m at least.
+    local_driver_memory: str = "512m"
     emr: EmrSettings = field(default_factory=EmrSettings)
     ec2: Ec2Settings = field(default_factory=Ec2Settings)
     serverless: ServerlessSettings = field(default_factory=ServerlessSettings)
@@ -387,7 +390,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         progress_seconds=env_int(env, "FRUITS_PROGRESS_SECONDS", 15, minimum=1),
         local_cores=env_int(env, "FRUITS_LOCAL_CORES", os.cpu_count() or 1, minimum=1),
         local_memory=env.get("FRUITS_LOCAL_MEMORY", "").strip() or "2g",
-        local_driver_memory=env.get("FRUITS_LOCAL_DRIVER_MEMORY", "").strip() or "384m",
+        local_driver_memory=env_jvm_mib(
+            env, "FRUITS_LOCAL_DRIVER_MEMORY", "512m", minimum_mib=SPARK_MIN_DRIVER_MIB
+        ),
         emr=emr_settings(env, bucket),
         ec2=ec2_settings(env, bucket),
         serverless=serverless_settings(env, bucket),

@@ -131,7 +131,10 @@ def test_ec2_run_launches_runs_the_steps_over_ssm_and_terminates(
     assert featurize[featurize.index("--deploy-mode") + 1] == "client"
     assert featurize[featurize.index("--input") + 1] == f"s3a://{BUCKET}/raw/batch={DATE}/"
     assert featurize[featurize.index("--py-files") + 1] == "/opt/fruits/code/fruits_spark.zip"
-    assert not [a for a in featurize + spec[1]["argv"] if a.startswith("s3://")]
+    # read through s3a; only the name its outputs give the images is s3://, as on EMR
+    named = f"s3://{BUCKET}/raw/batch={DATE}/"
+    assert featurize[featurize.index("--name-input-as") + 1] == named
+    assert [a for a in featurize + spec[1]["argv"] if a.startswith("s3://")] == [named]
 
     # the code the nodes fetch: the node program, its modules and runner, the same
     # pyspark as here

@@ -137,10 +137,12 @@ def test_failed_step_fails_the_run_terminates_the_cluster_and_shows_stderr(
 def test_a_step_that_fails_for_real_fails_the_run_with_its_own_stderr(
     load_dag, fruits_env, aws, emr_steps, capfd
 ):
-    """A batch of one image: featurize runs, reduce's real spark-submit exits non-zero
-    (a PCA needs two rows); its own logs go to the LogUri, and its stderr's tail fails
-    the run."""
-    write_batch(fruits_env / DATE, per_label=1, labels=["Kiwi"])
+    """A batch of two images, one of them not an image: featurize runs and rejects it,
+    reduce's real spark-submit exits non-zero (a PCA needs two rows); its own logs go
+    to the LogUri, and its stderr's tail fails the run. (A one-image batch would stop at
+    find_batch.)"""
+    (kiwi,) = write_batch(fruits_env / DATE, per_label=1, labels=["Kiwi"])
+    kiwi.with_name("broken.jpg").write_bytes(b"not a jpeg")
     emr_steps("complete")
     dag_run = run(load_dag("emr"))
 

@@ -272,7 +272,8 @@ def test_a_killed_run_changes_nothing_and_the_rerun_publishes_the_whole_batch(
     featurize = steps[0]["argv"]
     assert featurize[featurize.index("--master") + 1] == info["master_url"]
     assert f"/s3/{BUCKET}/code/" in featurize[featurize.index("--py-files") + 1]
-    assert "spark.driver.memory=448m" in featurize  # FRUITS_LOCAL_DRIVER_MEMORY
+    # FRUITS_LOCAL_DRIVER_MEMORY: a fixed driver heap
+    assert {"spark.driver.memory=480m", "spark.driver.extraJavaOptions=-Xms480m"} <= set(featurize)
     # the killed run's cluster: reaped by the rerun, nothing of it still running
     assert found[killed["id"]]["state"] == "TERMINATED"
     assert processes_of(found[killed["id"]]) == []
@@ -305,7 +306,7 @@ def test_a_killed_run_changes_nothing_and_the_rerun_publishes_the_whole_batch(
 def test_local_failed_step_fails_the_run_and_stops_the_cluster(
     load_dag, fruits_env, aws, tmp_path, capfd
 ):
-    write_batch(fruits_env / DATE, per_label=1, labels=["Kiwi"])
+    write_batch(fruits_env / DATE, per_label=2, labels=["Kiwi"])  # one would stop find_batch
     aws.s3.create_bucket(Bucket=BUCKET)
     broken = f"s3://{BUCKET}/weights/broken.weights.h5"  # readable, but not weights
     aws.s3.put_object(Bucket=BUCKET, Key="weights/broken.weights.h5", Body=b"not hdf5")

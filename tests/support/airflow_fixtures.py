@@ -195,7 +195,7 @@ def fruits_env(monkeypatch, tmp_path) -> Path:
         "FRUITS_STEP_TIMEOUT_BASE": "600",
         "FRUITS_LOCAL_CORES": "2",
         "FRUITS_LOCAL_MEMORY": "1g",
-        "FRUITS_LOCAL_DRIVER_MEMORY": "448m",  # not the default: test_local_run sees it used
+        "FRUITS_LOCAL_DRIVER_MEMORY": "480m",  # not the default: test_local_run sees it used
     }.items():
         monkeypatch.setenv(name, value)
     return incoming

@@ -122,11 +122,17 @@ def test_the_task_table_lists_every_task_in_the_order_it_ran():
 
 def test_the_task_memory_table_shows_start_peak_and_growth_per_size():
     a, b = run(10_000, 100.0, 80.0), run(90_000, 900.0, 800.0)
-    a["memory"]["by_task"] = {"airflow task": {
-        "upload_batch": {"start_mib": 300.0, "peak_mib": 400.0, "growth_mib": 100.0}}}
-    b["memory"]["by_task"] = {"airflow task": {
-        "upload_batch": {"start_mib": 300.0, "peak_mib": 650.0, "growth_mib": 350.0},
-        "wait_for_step": {"start_mib": 600.0, "peak_mib": 820.0, "growth_mib": 220.0}}}
+    a["memory"]["by_task"] = {
+        "airflow task": {
+            "upload_batch": {"start_mib": 300.0, "peak_mib": 400.0, "growth_mib": 100.0}
+        }
+    }
+    b["memory"]["by_task"] = {
+        "airflow task": {
+            "upload_batch": {"start_mib": 300.0, "peak_mib": 650.0, "growth_mib": 350.0},
+            "wait_for_step": {"start_mib": 600.0, "peak_mib": 820.0, "growth_mib": 220.0},
+        }
+    }
     table = task_memory_table([a, b], "airflow task")
     lines = table.splitlines()
     assert "10,000" in lines[0] and "90,000" in lines[0]

@@ -146,3 +146,13 @@ def test_the_page_check_catches_a_wrong_or_missing_row():
     assert docs["FRUITS_EMR_CORE_COUNT"] == "3" != code_default("FRUITS_EMR_CORE_COUNT")
     missing = documented(re.sub(r"^\| `FRUITS_STALL_MINUTES` .*\n", "", text, flags=re.M))
     assert "FRUITS_STALL_MINUTES" in read_by_code() - set(missing)
+
+
+def test_the_local_driver_heap_is_a_jvm_size_spark_accepts():
+    from fruits.env_values import ConfigError
+
+    assert load_settings({}).local_driver_memory == "512m"
+    assert load_settings({"FRUITS_LOCAL_DRIVER_MEMORY": " 1G "}).local_driver_memory == "1g"
+    for bad, says in (("448m", "at least 450m"), ("lots", "such as 512m"), ("512", "such as")):
+        with pytest.raises(ConfigError, match=f"FRUITS_LOCAL_DRIVER_MEMORY='{bad}': .*{says}"):
+            load_settings({"FRUITS_LOCAL_DRIVER_MEMORY": bad})
