@@ -325,10 +325,10 @@ class Settings:
     progress_seconds: int = 15
     local_cores: int = os.cpu_count() or 1
     local_memory: str = "2g"
-    # The steps' driver heap, fixed (-Xms = -Xmx): the drivers hold no batch-sized data,
-    # and with Spark's 1 GB maximum the JVM grew its heap as a long job's garbage piled up
-    # (reduce's driver: 485 MiB at 10k images, 611 at 30k). Spark needs 450m at least.
-    local_driver_memory: str = "512m"
+    # The steps' driver heap (spark.driver.memory; Spark's own default). A fixed 512m heap
+    # (-Xms = -Xmx) was tried for flat memory and measured worse at 90k images: the driver
+    # then touched all of it (681 MiB against 619 with 1g; docs/performance.md).
+    local_driver_memory: str = "1g"
     emr: EmrSettings = field(default_factory=EmrSettings)
     ec2: Ec2Settings = field(default_factory=Ec2Settings)
     serverless: ServerlessSettings = field(default_factory=ServerlessSettings)
@@ -391,7 +391,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         local_cores=env_int(env, "FRUITS_LOCAL_CORES", os.cpu_count() or 1, minimum=1),
         local_memory=env.get("FRUITS_LOCAL_MEMORY", "").strip() or "2g",
         local_driver_memory=env_jvm_mib(
-            env, "FRUITS_LOCAL_DRIVER_MEMORY", "512m", minimum_mib=SPARK_MIN_DRIVER_MIB
+            env, "FRUITS_LOCAL_DRIVER_MEMORY", "1g", minimum_mib=SPARK_MIN_DRIVER_MIB
         ),
         emr=emr_settings(env, bucket),
         ec2=ec2_settings(env, bucket),

@@ -272,8 +272,7 @@ def test_a_killed_run_changes_nothing_and_the_rerun_publishes_the_whole_batch(
     featurize = steps[0]["argv"]
     assert featurize[featurize.index("--master") + 1] == info["master_url"]
     assert f"/s3/{BUCKET}/code/" in featurize[featurize.index("--py-files") + 1]
-    # FRUITS_LOCAL_DRIVER_MEMORY: a fixed driver heap
-    assert {"spark.driver.memory=480m", "spark.driver.extraJavaOptions=-Xms480m"} <= set(featurize)
+    assert "spark.driver.memory=480m" in featurize  # FRUITS_LOCAL_DRIVER_MEMORY
     # the killed run's cluster: reaped by the rerun, nothing of it still running
     assert found[killed["id"]]["state"] == "TERMINATED"
     assert processes_of(found[killed["id"]]) == []

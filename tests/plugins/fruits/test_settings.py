@@ -151,7 +151,7 @@ def test_the_page_check_catches_a_wrong_or_missing_row():
 def test_the_local_driver_heap_is_a_jvm_size_spark_accepts():
     from fruits.env_values import ConfigError
 
-    assert load_settings({}).local_driver_memory == "512m"
+    assert load_settings({}).local_driver_memory == "1g"  # Spark's own default
     assert load_settings({"FRUITS_LOCAL_DRIVER_MEMORY": " 1G "}).local_driver_memory == "1g"
     for bad, says in (("448m", "at least 450m"), ("lots", "such as 512m"), ("512", "such as")):
         with pytest.raises(ConfigError, match=f"FRUITS_LOCAL_DRIVER_MEMORY='{bad}': .*{says}"):

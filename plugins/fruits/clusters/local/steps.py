@@ -43,10 +43,10 @@ def add_steps(
     cluster_id: str,
     steps: list[dict[str, Any]],
     stage: Callable[[str, Path], Any],
-    driver_memory: str = "512m",
+    driver_memory: str = "1g",
 ) -> list[str]:
     """Stage the steps' inputs (``stage(uri, path)``), start the runner; return step ids.
-    ``driver_memory``: the steps' driver heap, fixed (``FRUITS_LOCAL_DRIVER_MEMORY``)."""
+    ``driver_memory``: the steps' ``spark.driver.memory`` (``FRUITS_LOCAL_DRIVER_MEMORY``)."""
     info = read_cluster(scratch, cluster_id)
     folder = Path(info["dir"])
     if not (alive(info["processes"].get("master")) and alive(info["processes"].get("worker"))):
@@ -61,9 +61,7 @@ def add_steps(
         extra_conf={
             "spark.ui.enabled": "false",
             "spark.executor.memory": "1g",
-            # a fixed heap (-Xms = -Xmx), the same whatever the batch (Settings says why)
             "spark.driver.memory": driver_memory,
-            "spark.driver.extraJavaOptions": f"-Xms{driver_memory}",
         },
         properties_file=Path(info["properties_file"]),  # the cluster's secret
     )
