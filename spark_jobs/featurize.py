@@ -133,11 +133,10 @@ def image_files(spark: SparkSession, input_uri: str, only_images: bool = True) -
     return reader.load(input_uri)
 
 
-def packed_images(spark: SparkSession, input_uri: str) -> DataFrame:
+def packed_images(spark: SparkSession, input_uri: str, base: str) -> DataFrame:
     """The rows of a packed batch (``<input>/_packed/*.parquet``: name, content, size,
     md5) as ``path, content``, ``path`` spelled as binaryFile spells an unpacked file
-    (``<input>/<label>/<file>``, the input qualified: ``file:/...`` or ``s3://...``)."""
-    base = input_base(spark, input_uri)
+    (``<input>/<label>/<file>``, ``base``: :func:`input_base`)."""
     rows = spark.read.parquet(packed.folder(input_uri))
     return rows.select(F.concat(F.lit(base), F.col("name")).alias("path"), "content")
 
@@ -169,15 +168,16 @@ def list_images(spark: SparkSession, input_uri: str) -> Listing:
     the job needs the full list to report them (packed, they are rows like the others)."""
     if not fsio.exists(spark, input_uri):
         raise JobError(f"--input {input_uri}: no image files found (no such folder)")
+    base = input_base(spark, input_uri)
     if fsio.exists(spark, packed.folder(input_uri)):
-        images = packed_images(spark, input_uri)
+        images = packed_images(spark, input_uri, base)
         size = fsio.total_bytes(spark, packed.folder(input_uri))
-        return Listing(images, images.count(), None, 0, size, input_base(spark, input_uri))
+        return Listing(images, images.count(), None, 0, size, base)
     images = image_files(spark, input_uri)
     paths = [fsio.as_spark_path(uri) for uri in fsio.input_files(images)]
     everything = fsio.count_input_files(image_files(spark, input_uri, only_images=False))
     return Listing(images.select("path", "content"), len(paths), paths, everything - len(paths),
-                   base=input_base(spark, input_uri))  # fmt: skip
+                   base=base)  # fmt: skip
 
 
 def featurize(
