@@ -210,12 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods.split(",")
     if "fp32" not in methods:
         methods.insert(0, "fp32")
-    n_cal = len(int8_crops.CALIBRATION_SOURCES)
-    cal_u8, _ = int8_crops.crops(
-        int8_crops.CALIBRATION_SOURCES, -(-args.calibration // n_cal), SIZE, seed=1
-    )
-    calibration = models.preprocess(MODEL, cal_u8[: args.calibration])
-    sets = {"crops": int8_crops.crops(int8_crops.EVAL_SOURCES, args.per_source, SIZE, seed=0)}
+    calibration = models.preprocess(MODEL, int8_crops.calibration_images(SIZE, args.calibration))
+    sets = {
+        "crops": int8_crops.crops(
+            int8_crops.EVAL_SOURCES, args.per_source, SIZE, int8_crops.EVAL_SEED
+        )
+    }
     if args.fruits:
         sets["fruits"] = fruits_set(args.fruits)
     print({k: len(v[1]) for k, v in sets.items()}, "calibration", len(calibration), flush=True)

@@ -5,12 +5,14 @@
         --output s3://bucket/runs/batch=2026-11-24/features/ \\
         --rejected s3://bucket/runs/batch=2026-11-24/rejected/ \\
         [--model mobilenetv2|mobilenet|vgg16] [--weights imagenet|random|URI] \\
+        [--precision fp32|int8] \\
         [--model-file s3://bucket/models/<key>.tflite] [--image-size 224] \\
         [--batch-size 64] [--csv URI] [--tf-threads N] [--name-input-as URI] \\
         [--progress URI-of-a-folder [--progress-interval 15]]
 
 Writes Parquet ``path, label, features`` (``features``: array<float>; the column's
-metadata names the model, weights and runtime) and Parquet ``path, label, error`` for every
+metadata names the model, weights, runtime and precision, and an int8 model's
+fidelity to fp32) and Parquet ``path, label, error`` for every
 image that could not be decoded. Exit status 2 on bad arguments or an input
 without images. ``path`` names each image under ``--name-input-as`` when given: a job
 that reads a staged copy (the local backend) or reads through another scheme (the ec2
@@ -74,6 +76,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="a converted .tflite (its .json manifest beside it): run it, never TensorFlow",
     )
+    p.add_argument(
+        "--precision",
+        default=rules.DEFAULT_PRECISION,
+        choices=rules.PRECISIONS,
+        help="fp32 (Keras' features) or int8 (a quantized model: faster, measured "
+        "fidelity; mobilenet only, docs/precision.md)",
+    )
     p.add_argument("--image-size", type=int, default=rules.IMAGE_SIZE_DEFAULT)
     p.add_argument(
         "--batch-size", type=int, default=rules.BATCH_SIZE_DEFAULT, help="rows per Arrow batch"
@@ -112,6 +121,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if args.runtime == runtimes.KERAS:
             p.error("--runtime keras cannot run --model-file (a converted model): use auto")
         args.runtime = runtimes.LITERT
+    if args.precision == rules.INT8 and args.runtime == runtimes.AUTO:
+        args.runtime = runtimes.LITERT  # int8 is a converted model
+    error = rules.precision_error(args.precision, args.model, args.runtime)
+    if error:
+        p.error(f"--precision {error}")
     args.runtime = runtimes.resolve(args.runtime, args.model)  # what runs, in the metadata
     return args
 
@@ -199,6 +213,25 @@ def featurize(
     )
 
 
+def features_metadata(
+    args: argparse.Namespace, weights_sha256: str, n_features: int, manifest: dict
+) -> dict:
+    """What the features column's metadata says made them: the model, weights, size,
+    runtime and precision; for int8, the fidelity its conversion measured."""
+    metadata = {
+        "model": args.model,
+        "weights": args.weights,
+        "weights_sha256": weights_sha256,
+        "image_size": args.image_size,
+        "n_features": n_features,
+        "runtime": args.runtime,
+        "precision": getattr(args, "precision", rules.DEFAULT_PRECISION),
+    }
+    if metadata["precision"] != rules.FP32 and "fidelity" in manifest:
+        metadata["fidelity"] = manifest["fidelity"]
+    return metadata
+
+
 def with_metadata(features: DataFrame, metadata: dict) -> DataFrame:
     return features.withColumn("features", F.col("features").alias("features", metadata=metadata))
 
@@ -229,6 +262,7 @@ class FeaturizeCounts:
             f"featurize: {self.featurized} featurized, {self.rejected} rejected, "
             f"{self.skipped} skipped (model {args.model}@{args.image_size}, "
             f"weights {args.weights}, runtime {args.runtime}, "
+            f"precision {getattr(args, 'precision', rules.DEFAULT_PRECISION)}, "
             f"{self.through_cnn} images through the CNN)"
         )
 
@@ -267,8 +301,9 @@ def prepare_model(spark: SparkSession, args: argparse.Namespace, threads: int):
     listing, the broadcast (slow in a cold JVM: docs/performance.md) is off the way to the
     first batch."""
     prepared = driver_model.prepare(
-        spark, args.model, args.image_size, args.weights, args.runtime, threads, args.model_file
-    )
+        spark, args.model, args.image_size, args.weights, args.runtime, threads,
+        args.model_file, getattr(args, "precision", rules.DEFAULT_PRECISION),
+    )  # fmt: skip
     return prepared, spark.sparkContext.broadcast(prepared.payload)
 
 
@@ -319,14 +354,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> FeaturizeCounts:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.batch_size))
     split_packed_input(spark, listing, args.batch_size)
     n_features = models.spec(args.model).n_features
-    metadata = {
-        "model": args.model,
-        "weights": args.weights,
-        "weights_sha256": config.weights_sha256,
-        "image_size": args.image_size,
-        "n_features": n_features,
-        "runtime": args.runtime,
-    }
+    metadata = features_metadata(args, config.weights_sha256, n_features, prepared.manifest)
 
     counter = spark.sparkContext.accumulator(0)
     reporter = job_progress.start(spark, "featurize", args, counting=True, total=listing.total)

@@ -47,7 +47,7 @@ from fruits_spark.pca.linalg import PCAModel, choose_k
 MAX_SCATTER_POINTS = 20_000  # rows drawn in pca_scatter.png (a seeded sample beyond that)
 REQUIRED_COLUMNS = ("path", "label", "features")
 REJECTED_COLUMNS = ("path", "label", "error")
-METADATA_KEYS = ("model", "weights", "weights_sha256", "image_size")
+METADATA_KEYS = ("model", "weights", "weights_sha256", "image_size", "runtime", "precision")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -133,23 +133,61 @@ PRECISION = "float32"  # no quantization: the same features as Keras (docs/spark
 CONVERTER_DISTS = ("tensorflow-cpu", "keras")
 RANDOM_WEIGHTS_ID = "random"  # seeded weights: fixed by the converter's versions
 
+# --- precision: the features of fp32 (the default) or of an int8 model (docs/precision.md) --
+
+FP32 = "fp32"
+INT8 = "int8"
+PRECISIONS = (FP32, INT8)
+DEFAULT_PRECISION = FP32
+# The models whose int8 conversion was measured and kept its features (docs/precision.md);
+# another model's int8 is refused rather than run unmeasured.
+INT8_MODELS = ("mobilenet",)
+# What fruits_spark.inference.quantize does (which layers stay float) and the calibration
+# set it uses (fruits_spark.inference.calibration): a change to either is a new name here,
+# so another converted file.
+INT8_SCHEME = "int8-v1"
+CALIBRATION_VERSION = "skimage-0.26.0-crops-v1"
+
+
+def precision_error(precision: str, model: str, runtime: str = AUTO) -> str | None:
+    """Why ``model`` cannot make features at ``precision`` with ``runtime``, or None."""
+    if precision not in PRECISIONS:
+        return f"{precision!r} is not one of {', '.join(PRECISIONS)}"
+    if precision == INT8 and model not in INT8_MODELS:
+        return (
+            f"int8 is measured for {', '.join(INT8_MODELS)} only, not {model} "
+            "(docs/precision.md); use fp32"
+        )
+    if precision == INT8 and runtime == KERAS:
+        return "int8 runs a converted model on LiteRT: use runtime auto or litert, not keras"
+    return None
+
 
 def converted_key(
-    model: str, image_size: int, weights_sha256: str, converter: str, precision: str = PRECISION
+    model: str,
+    image_size: int,
+    weights_sha256: str,
+    converter: str,
+    precision: str = FP32,
+    calibration: str = CALIBRATION_VERSION,
 ) -> str:
-    """The name of a converted model, ``<model>-<size>-<digest>``: the digest hashes
-    everything that made the file, so a change to any of them is another file. The
-    bucket (``models/<key>.tflite``) and the driver's cache use the same names.
-    ``weights_sha256``: of the weights file's bytes, or :data:`RANDOM_WEIGHTS_ID`."""
+    """The name of a converted model, ``<model>-<size>-<digest>`` (int8:
+    ``<model>-<size>-int8-<digest>``): the digest hashes everything that made the file, so
+    a change to any of them is another file. The bucket (``models/<key>.tflite``) and the
+    driver's cache use the same names. ``weights_sha256``: of the weights file's bytes, or
+    :data:`RANDOM_WEIGHTS_ID`; ``calibration``: the int8 calibration set's version."""
     made_of = {
         "model": model,
         "image_size": int(image_size),
         "weights_sha256": weights_sha256,
-        "precision": precision,
+        "precision": PRECISION if precision == FP32 else INT8_SCHEME,
         "converter": converter,
     }
+    if precision != FP32:
+        made_of["calibration"] = calibration
     digest = hashlib.sha256(json.dumps(made_of, sort_keys=True).encode()).hexdigest()
-    return f"{model}-{int(image_size)}-{digest[:24]}"
+    tag = "" if precision == FP32 else f"{precision}-"
+    return f"{model}-{int(image_size)}-{tag}{digest[:24]}"
 
 
 # --- which files of a batch are images (fruits_spark.inference.images decodes them) ---

@@ -7,8 +7,9 @@ nodes read it through ``featurize --model-file``) and for the local backend's dr
 which keeps what it converted in a cache on its disk.
 
 Both name a file by :func:`fruits_spark.rules.converted_key`: the model, the image size,
-the weights' sha256 (or ``random``: seeded, so fixed by the versions), the precision and
-the converter's versions. ``FRUITS_MODEL_CACHE`` moves the driver's cache (default
+the weights' sha256 (or ``random``: seeded, so fixed by the versions), the precision (for
+int8: the quantization scheme and the calibration set's version, :mod:`.quantize`) and the
+converter's versions. ``FRUITS_MODEL_CACHE`` moves the driver's cache (default
 ``~/.cache/fruits-pipeline/models``); ``off`` disables it. Files are written to a
 temporary name and renamed, so concurrent jobs never read half a file.
 """
@@ -53,45 +54,76 @@ def converter_version() -> str:
     return " ".join(sorted(found))
 
 
-def cache_key(model: str, image_size: int, weights_id: str) -> str:
+def cache_key(model: str, image_size: int, weights_id: str, precision: str = rules.FP32) -> str:
     """The converted model's name for the installed converter (``weights_id``: the
     weights' sha256, or ``random``)."""
-    return rules.converted_key(model, image_size, weights_id, converter_version())
+    return rules.converted_key(model, image_size, weights_id, converter_version(), precision)
 
 
-def manifest_for(model: str, image_size: int, weights: str, weights_sha256: str) -> dict:
+def manifest_for(
+    model: str, image_size: int, weights: str, weights_sha256: str, precision: str = rules.FP32
+) -> dict:
     """What a converted file's ``<key>.json`` says made it (its own sha256 is added when
-    it is stored)."""
-    return {
+    it is stored). ``precision``: ``float32``, or the int8 scheme with its calibration set
+    (the int8 fidelity is added by :func:`convert`)."""
+    manifest = {
         "model": model,
         "image_size": int(image_size),
         "weights": weights,
         "weights_sha256": weights_sha256,
-        "precision": rules.PRECISION,
+        "precision": rules.PRECISION if precision == rules.FP32 else precision,
         "converter": converter_version(),
     }
+    if precision != rules.FP32:
+        manifest |= {"scheme": rules.INT8_SCHEME, "calibration": rules.CALIBRATION_VERSION}
+    return manifest
 
 
-def convert(model: str, image_size: int, weights: str, data: bytes | None, suffix: str):
+def manifest_precision(manifest: dict) -> str:
+    """The run precision (``fp32`` or ``int8``) a manifest's file computes in."""
+    made = manifest.get("precision", rules.PRECISION)
+    return rules.FP32 if made == rules.PRECISION else made
+
+
+def convert(
+    model: str,
+    image_size: int,
+    weights: str,
+    data: bytes | None,
+    suffix: str,
+    precision: str = rules.FP32,
+):
     """``(tflite bytes, manifest)`` of ``model`` at ``image_size`` with the weights file's
     bytes ``data`` (named with ``suffix`` for Keras' loader), or the seeded random
-    weights when ``data`` is None. Imports TensorFlow; raises if the weights do not fit."""
+    weights when ``data`` is None. Imports TensorFlow; raises if the weights do not fit.
+    int8 (:mod:`.quantize`) also measures its fidelity to the float network, in the
+    manifest."""
     from fruits_spark.inference import models, runtimes
 
     if data is None:
         data, suffix = models.random_weights_bytes(model, image_size), ".weights.h5"
     net = models.build_from_bytes(model, image_size, data, suffix)
-    content = runtimes.to_litert(net)
-    return content, manifest_for(model, image_size, weights, models.sha256(data))
+    manifest = manifest_for(model, image_size, weights, models.sha256(data), precision)
+    if precision == rules.FP32:
+        return runtimes.to_litert(net), manifest
+    from fruits_spark.inference import quantize
+
+    content = quantize.to_int8(net, model, image_size)
+    return content, {**manifest, "fidelity": quantize.fidelity(net, content, model, image_size)}
 
 
-def check_manifest(manifest: dict, content: bytes, model: str, image_size: int) -> str | None:
-    """Why ``content`` with this manifest cannot be ``model`` at ``image_size``, or None."""
+def check_manifest(
+    manifest: dict, content: bytes, model: str, image_size: int, precision: str = rules.FP32
+) -> str | None:
+    """Why ``content`` with this manifest cannot be ``model`` at ``image_size`` and
+    ``precision``, or None."""
     if hashlib.sha256(content).hexdigest() != manifest.get("sha256"):
         return "its sha256 is not the one its manifest names (a torn or replaced file)"
     made = (manifest.get("model"), manifest.get("image_size"))
     if made != (model, image_size):
         return f"it was converted for {made[0]}@{made[1]}, not {model}@{image_size}"
+    if manifest_precision(manifest) != precision:
+        return f"it computes in {manifest_precision(manifest)}, not the run's {precision}"
     return None
 
 
@@ -139,16 +171,20 @@ def cached_or_convert(
     data: bytes | None,
     suffix: str,
     threads: int | None = None,
+    precision: str = rules.FP32,
 ):
     """``(content, manifest, how)``: the cache's entry for these weights (``data``; None:
-    random), else a conversion on ``threads`` of TensorFlow's, stored. ``how``:
-    ``cached`` or ``converted in N s``. A hit never imports TensorFlow."""
+    random) at ``precision``, else a conversion on ``threads`` of TensorFlow's, stored.
+    ``how``: ``cached`` or ``converted in N s``. A hit never imports TensorFlow."""
     import time
 
     from fruits_spark.inference import models
 
     key = cache_key(
-        model, image_size, rules.RANDOM_WEIGHTS_ID if data is None else models.sha256(data)
+        model,
+        image_size,
+        rules.RANDOM_WEIGHTS_ID if data is None else models.sha256(data),
+        precision,
     )
     hit = load(key)
     if hit is not None:
@@ -156,7 +192,7 @@ def cached_or_convert(
     start = time.perf_counter()
     if threads:
         models.configure_threads(threads)
-    content, manifest = convert(model, image_size, weights, data, suffix)
+    content, manifest = convert(model, image_size, weights, data, suffix, precision)
     store(key, content, manifest)
     return (
         content,

@@ -9,8 +9,9 @@ TensorFlow; a miss builds the network once, which also checks the weights fit it
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from fruits_spark import rules
 from fruits_spark.inference import converted, models, runtimes
 from fruits_spark.inference.workers import ModelConfig
 from fruits_spark.io import fsio
@@ -28,6 +29,7 @@ class DriverModel:
     config: ModelConfig
     payload: bytes  # what every worker receives (broadcast)
     conversion: str  # "cached", "converted in 12.3 s", or "" (keras: nothing converted)
+    manifest: dict = field(default_factory=dict)  # the converted file's (int8: its fidelity)
 
 
 def resolve_weights(spark, model: str, image_size: int, weights: str) -> Weights:
@@ -54,10 +56,12 @@ def build_checked(model: str, image_size: int, weights: Weights, source: str):
         raise JobError(f"--weights {source} do not fit {model}@{image_size}: {exc}") from exc
 
 
-def from_model_file(spark, model_file: str, model: str, image_size: int, threads: int):
+def from_model_file(
+    spark, model_file: str, model: str, image_size: int, threads: int, precision: str = rules.FP32
+):
     """The run's :class:`DriverModel` from a converted file (``featurize --model-file``)
     and its manifest beside it (``<name>.json``, written after it): read through Hadoop's
-    file system (``s3://``, ``s3a://``, local), checked against the run's model and size.
+    file system (``s3://``, ``s3a://``, local), checked against the run's model, size and precision.
     No TensorFlow, no Keras: what the cloud nodes run."""
     manifest_uri = model_file.removesuffix(".tflite") + ".json"
     try:
@@ -68,13 +72,13 @@ def from_model_file(spark, model_file: str, model: str, image_size: int, threads
             f"--model-file {model_file}: cannot read it or its manifest {manifest_uri}: {exc} "
             "(make stage-weights converts and uploads both: docs/weights.md)"
         ) from exc
-    if why := converted.check_manifest(manifest, content, model, image_size):
+    if why := converted.check_manifest(manifest, content, model, image_size, precision):
         raise JobError(f"--model-file {model_file}: {why}")
     config = ModelConfig(
         model, image_size, runtimes.LITERT, models.sha256(content),
         manifest.get("weights_sha256", ""), "", threads,
     )  # fmt: skip
-    return DriverModel(config, content, f"loaded from {model_file}")
+    return DriverModel(config, content, f"loaded from {model_file}", manifest)
 
 
 def prepare(
@@ -85,11 +89,14 @@ def prepare(
     runtime: str,
     threads: int,
     model_file: str | None = None,
+    precision: str = rules.FP32,
 ):
     """The run's :class:`DriverModel`: ``model_file`` when given, else made here."""
     runtimes.check(runtime)
+    if why := rules.precision_error(precision, model, runtime):
+        raise JobError(f"--precision {why}")
     if model_file:
-        return from_model_file(spark, model_file, model, image_size, threads)
+        return from_model_file(spark, model_file, model, image_size, threads, precision)
     if runtime == runtimes.KERAS:
         models.configure_threads(threads)
         data = resolve_weights(spark, model, image_size, weights)
@@ -103,7 +110,7 @@ def prepare(
     try:
         content, manifest, conversion = converted.cached_or_convert(
             model, image_size, weights, None if data is None else data.data,
-            ".weights.h5" if data is None else data.suffix, threads,
+            ".weights.h5" if data is None else data.suffix, threads, precision,
         )  # fmt: skip
     except Exception as exc:
         raise JobError(f"--weights {weights} do not fit {model}@{image_size}: {exc}") from exc
@@ -111,4 +118,4 @@ def prepare(
         model, image_size, runtime, models.sha256(content), manifest["weights_sha256"], "",
         threads,
     )  # fmt: skip
-    return DriverModel(config, content, conversion)
+    return DriverModel(config, content, conversion, manifest)

@@ -58,6 +58,10 @@ def build_report(
         "weights": meta.get("weights", UNKNOWN),
         "weights_sha256": meta.get("weights_sha256", UNKNOWN),
         "image_size": meta.get("image_size"),
+        "runtime": meta.get("runtime", UNKNOWN),
+        # features made before precisions existed were fp32
+        "precision": meta.get("precision", "fp32"),
+        **({"fidelity": dict(meta["fidelity"])} if meta.get("fidelity") else {}),
         "labels": {str(label): int(count) for label, count in sorted(labels.items())},
         "sign_convention": SIGN_CONVENTION,
         **({"inputs": dict(inputs)} if inputs else {}),
