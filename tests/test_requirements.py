@@ -107,8 +107,9 @@ def test_the_worker_file_covers_what_the_cloud_backends_import_on_airflow():
 
 def test_the_jobs_file_covers_what_the_jobs_import():
     """A node installs only spark_jobs/requirements.txt (and Spark): every package the
-    jobs import must come from it, except the converter's (TensorFlow, Keras), which only
-    a featurize without --model-file imports (the local backend, or --runtime keras);
+    jobs import must come from it, except the converter's (TensorFlow, Keras, and
+    scikit-image for int8's calibration photographs), which only a featurize without
+    --model-file imports (the local backend, or --runtime keras);
     tests/spark_jobs/test_featurize_without_tensorflow.py runs the nodes' path with
     them refused."""
     owners = importlib.metadata.packages_distributions()
@@ -117,7 +118,7 @@ def test_the_jobs_file_covers_what_the_jobs_import():
     assert {"numpy", "pyarrow", "pyspark", "PIL"} <= imported
     for module in imported - {"pyspark"}:  # the cluster's own Spark
         dists = owners.get(module, [])
-        if module in {"tensorflow", "keras"}:
+        if module in {"tensorflow", "keras", "skimage"}:
             assert any(norm(d) in converter for d in dists), f"{module} ({dists})"
             continue
         assert any(norm(d) in wanted for d in dists), f"spark_jobs imports {module} ({dists})"
