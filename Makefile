@@ -47,7 +47,7 @@ weights: venv
 # here): SIZES="224 128" (default: FRUITS_IMAGE_SIZE, else 224); WEIGHTS=random|s3://...h5
 # converts other weights (docs/weights.md).
 stage-weights: venv
-	$(BIN)/python -m fruits.dev.stage_weights $(if $(FRUITS_BUCKET),--bucket $(FRUITS_BUCKET)) $(if $(MODELS),--models $(MODELS)) $(if $(SIZES),--image-sizes $(SIZES)) $(if $(WEIGHTS),--weights $(WEIGHTS))
+	$(BIN)/python -m fruits.dev.stage_weights $(if $(FRUITS_BUCKET),--bucket $(FRUITS_BUCKET)) $(if $(MODELS),--models $(MODELS)) $(if $(SIZES),--image-sizes $(SIZES)) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(PRECISIONS),--precisions $(PRECISIONS))
 
 # The cluster nodes' wheels (emr and ec2 requirement sets, x86_64 and arm64), downloaded
 # once into dist/wheels/ (pip download --only-binary, the nodes' platform tags, constraints.txt;

@@ -15,7 +15,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fruits.settings import Settings, jobs_module, model_names, rules, runtime_names
+from fruits.settings import (
+    Settings,
+    jobs_module,
+    model_names,
+    precision_names,
+    rules,
+    runtime_names,
+)
 from fruits.storage.s3sync import split_uri
 
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -40,6 +47,7 @@ class RunParams:
     weights: str  # imagenet | random | s3://bucket/key.h5 | /abs/path.h5
     image_size: int
     variance: float
+    precision: str = "fp32"  # fruits_spark.rules.PRECISIONS: fp32 | int8 (docs/precision.md)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +97,18 @@ def trigger_form(settings: Settings) -> dict[str, Any]:
                 "`make stage-weights` converted), litert (a converted model, ~4x Keras' "
                 "speed for MobileNets on a CPU, same features) or keras (Keras itself: "
                 "the local backend only)."
+            ),
+        ),
+        "precision": Param(
+            settings.precision,
+            type="string",
+            enum=list(precision_names()),
+            title="Precision",
+            description=(
+                "fp32: the network's own features (the default). int8: a quantized model, "
+                "~2.5x faster on CPUs with int8 instructions, features within a measured "
+                "distance of fp32's (cosine ~0.98; the report carries the figure); "
+                "mobilenet only, on LiteRT. docs/precision.md has the table."
             ),
         ),
         "weights": Param(
@@ -213,6 +233,9 @@ def validate(
     runtime = raw.get("runtime", settings.runtime)
     if runtime not in runtime_names():
         raise ParamError("runtime", f"{runtime!r} is not one of {', '.join(runtime_names())}")
+    precision = raw.get("precision", settings.precision)
+    if error := rules.precision_error(precision, model, runtime):
+        raise ParamError("precision", error)
     variance = _number("variance", raw.get("variance", settings.variance), float)
     if error := rules.variance_error(variance):
         raise ParamError("variance", error)
@@ -227,6 +250,7 @@ def validate(
         weights=parse_weights(raw.get("weights", settings.weights)),
         image_size=image_size,
         variance=variance,
+        precision=precision,
     )
 
 

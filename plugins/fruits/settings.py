@@ -56,6 +56,12 @@ def runtime_names() -> tuple[str, ...]:
     return tuple(rules.RUNTIMES)
 
 
+def precision_names() -> tuple[str, ...]:
+    """What the features can be computed in: ``fruits_spark.rules.PRECISIONS``, the
+    default (fp32) first."""
+    return tuple(rules.PRECISIONS)
+
+
 def _path(value: str) -> Path:
     """Relative paths are relative to the project root, not to whatever the cwd is."""
     p = Path(value).expanduser()
@@ -315,6 +321,7 @@ class Settings:
     pack_batches: bool = True  # a folder batch goes to S3 as Parquet shards, not file by file
     model: str = "mobilenetv2"
     runtime: str = "auto"
+    precision: str = "fp32"  # or int8: mobilenet only, measured (docs/precision.md)
     weights: str = "imagenet"
     image_size: int = rules.IMAGE_SIZE_DEFAULT
     variance: float = rules.VARIANCE_DEFAULT
@@ -361,6 +368,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if runtime not in runtime_names():
         choices = ", ".join(runtime_names())
         raise ConfigError(f"FRUITS_RUNTIME={runtime!r}: choose one of {choices}")
+    precision = env.get("FRUITS_PRECISION", "").strip().lower() or rules.DEFAULT_PRECISION
+    if error := rules.precision_error(precision, model, runtime):
+        raise ConfigError(f"FRUITS_PRECISION={precision!r}: {error}")
     bucket = env.get("FRUITS_BUCKET", "fruits-pipeline").strip() or "fruits-pipeline"
     variance = env_float(env, "FRUITS_VARIANCE", rules.VARIANCE_DEFAULT)
     if error := rules.variance_error(variance):
@@ -380,6 +390,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         pack_batches=env_bool(env, "FRUITS_PACK_BATCHES", True),
         model=model,
         runtime=runtime,
+        precision=precision,
         weights=env.get("FRUITS_WEIGHTS", "").strip() or "imagenet",
         image_size=image_size,
         variance=variance,

@@ -72,6 +72,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="imagenet (stage Keras' cached files, then convert them), random, or the "
         "s3:// URI or path of a .h5 file to convert",
     )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=rules.PRECISIONS,
+        default=[rules.DEFAULT_PRECISION],
+        help="what to convert for: fp32 (default) and/or int8 (mobilenet only; docs/precision.md)",
+    )
     parser.add_argument("--no-convert", action="store_true", help="stage the weights only")
     parser.add_argument("--endpoint-url", help="an S3 endpoint other than AWS' (tests, MinIO)")
     args = parser.parse_args(argv)
@@ -85,6 +92,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     for size in args.image_sizes:
         if error := rules.image_size_error(size):
             parser.error(f"--image-sizes {error}")
+    for precision in args.precisions:
+        for model in args.models or ():
+            if error := rules.precision_error(precision, model):
+                parser.error(f"--precisions {error}")
     return args
 
 
@@ -127,24 +138,33 @@ def check_converter(constraints: Path) -> str:
     return wanted
 
 
-def convert_one(client: Any, bucket: str, model: str, size: int, source: Source, converter: str):
-    """Convert ``model`` at ``size`` unless the bucket has it; one line of what happened."""
+def convert_one(
+    client: Any,
+    bucket: str,
+    model: str,
+    size: int,
+    source: Source,
+    converter: str,
+    precision: str = "fp32",
+):
+    """Convert ``model`` at ``size`` and ``precision`` unless the bucket has it; one line
+    of what happened."""
     converted = jobs_module("fruits_spark.inference.converted")
     models = jobs_module("fruits_spark.inference.models")
     digest = rules.RANDOM_WEIGHTS_ID if source.data is None else models.sha256(source.data)
-    key = converted_models.model_key(model, size, digest, converter)
+    key = converted_models.model_key(model, size, digest, converter, precision)
     uri = converted_models.model_uri(bucket, key)
     if source.etag:
         converted_models.record_source(client, bucket, source.weights, source.etag, digest)
     found = converted_models.find(
         client, bucket, model=model, image_size=size, weights=source.weights,
-        constraints=_constraints(),
+        constraints=_constraints(), precision=precision,
     )  # fmt: skip
     if found.found and found.uri == uri:
-        return f"unchanged {uri} ({model}@{size}, weights {source.weights})"
+        return f"unchanged {uri} ({model}@{size} {precision}, weights {source.weights})"
     try:
         content, manifest, how = converted.cached_or_convert(
-            model, size, source.weights, source.data, source.suffix
+            model, size, source.weights, source.data, source.suffix, precision=precision
         )
     except ImportError as exc:
         raise StageError(
@@ -187,7 +207,13 @@ def stage_and_convert(client: Any, args: argparse.Namespace) -> Iterator[str]:
     converter = check_converter(_constraints())
     for model in models:
         for size in args.image_sizes:
-            yield convert_one(client, args.bucket, model, size, sources[model], converter)
+            for precision in getattr(args, "precisions", [rules.DEFAULT_PRECISION]):
+                if why := rules.precision_error(precision, model):
+                    yield f"skipped   {model}@{size} {precision}: {why}"
+                    continue
+                yield convert_one(
+                    client, args.bucket, model, size, sources[model], converter, precision
+                )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -41,8 +41,10 @@ def converter_version(constraints: Path) -> str:
     return " ".join(sorted(pins))
 
 
-def model_key(model: str, image_size: int, weights_sha256: str, converter: str) -> str:
-    return rules.converted_key(model, image_size, weights_sha256, converter)
+def model_key(
+    model: str, image_size: int, weights_sha256: str, converter: str, precision: str = "fp32"
+) -> str:
+    return rules.converted_key(model, image_size, weights_sha256, converter, precision)
 
 
 def file_key(key: str) -> str:
@@ -112,21 +114,32 @@ class Lookup:
 
 
 def find(
-    client: Any, bucket: str, *, model: str, image_size: int, weights: str, constraints: Path
+    client: Any,
+    bucket: str,
+    *,
+    model: str,
+    image_size: int,
+    weights: str,
+    constraints: Path,
+    precision: str = "fp32",
 ) -> Lookup:
-    """The converted model for ``model`` at ``image_size`` with ``weights`` (as the nodes
-    read them): found when its manifest is in the bucket. ``client``: boto3's S3."""
+    """The converted model for ``model`` at ``image_size`` and ``precision`` with
+    ``weights`` (as the nodes read them): found when its manifest is in the bucket.
+    ``client``: boto3's S3."""
     digest = weights_sha256(client, bucket, weights)
     if digest is None:
         return Lookup(None, False)
-    key = model_key(model, image_size, digest, converter_version(constraints))
+    key = model_key(model, image_size, digest, converter_version(constraints), precision)
     return Lookup(model_uri(bucket, key), _head(client, bucket, manifest_key(key)) is not None)
 
 
-def stage_command(bucket: str, model: str, image_size: int, weights: str) -> str:
+def stage_command(
+    bucket: str, model: str, image_size: int, weights: str, precision: str = "fp32"
+) -> str:
     """The command that makes the converted model, run where TensorFlow is (``make venv``)."""
     line = f"make stage-weights FRUITS_BUCKET={bucket} MODELS={model} SIZES={image_size}"
-    return line if weights == "imagenet" else f"{line} WEIGHTS={weights}"
+    line = line if weights == "imagenet" else f"{line} WEIGHTS={weights}"
+    return line if precision == "fp32" else f"{line} PRECISIONS={precision}"
 
 
 # -- the operator's side (make stage-weights; infra/code_grants.py: OPERATOR_ONLY) -------

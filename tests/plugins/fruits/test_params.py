@@ -42,6 +42,9 @@ def check(raw, logical_date=NOON, env=None):
         ("image_size", 16),
         ("image_size", 4096),
         ("image_size", 96.5),
+        ("precision", "fp16"),
+        ("precision", "int8"),  # GOOD's vgg16: int8 is measured for mobilenet only
+        ("precision", None),
     ],
 )
 def test_bad_values_name_the_parameter(param, value):
@@ -61,9 +64,22 @@ def test_good_values_pass_through():
         "weights": "random",
         "image_size": 128,
         "variance": 1.0,
+        "precision": "fp32",
     }
     assert check({**GOOD, "weights": "file:///opt/w/m.weights.h5"}).weights == "/opt/w/m.weights.h5"
     assert check({**GOOD, "weights": "s3://b/k/m.h5"}).weights == "s3://b/k/m.h5"
+
+
+def test_int8_is_for_measured_models_on_litert():
+    run = check({**GOOD, "model": "mobilenet", "precision": "int8"})
+    assert (run.model, run.precision) == ("mobilenet", "int8")
+    with pytest.raises(ParamError, match="int8 is measured for mobilenet only, not vgg16"):
+        check({**GOOD, "precision": "int8"})
+    with pytest.raises(ParamError, match="runtime auto or litert, not keras") as err:
+        check({**GOOD, "model": "mobilenet", "runtime": "keras", "precision": "int8"})
+    assert err.value.param == "precision"
+    env = {"FRUITS_PRECISION": "int8", "FRUITS_MODEL": "mobilenet"}
+    assert check({}, env=env).precision == "int8"
 
 
 def test_defaults_come_from_the_environment():

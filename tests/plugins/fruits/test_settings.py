@@ -156,3 +156,16 @@ def test_the_local_driver_heap_is_a_jvm_size_spark_accepts():
     for bad, says in (("448m", "at least 450m"), ("lots", "such as 512m"), ("512", "such as")):
         with pytest.raises(ConfigError, match=f"FRUITS_LOCAL_DRIVER_MEMORY='{bad}': .*{says}"):
             load_settings({"FRUITS_LOCAL_DRIVER_MEMORY": bad})
+
+
+def test_precision_is_checked_when_the_settings_are_read():
+    from fruits.env_values import ConfigError
+
+    assert load_settings({}).precision == "fp32"
+    assert load_settings({"FRUITS_PRECISION": "INT8", "FRUITS_MODEL": "mobilenet"}).precision == (
+        "int8"
+    )
+    with pytest.raises(ConfigError, match="FRUITS_PRECISION='fp16': 'fp16' is not one of"):
+        load_settings({"FRUITS_PRECISION": "fp16"})
+    with pytest.raises(ConfigError, match="int8 is measured for mobilenet only, not mobilenetv2"):
+        load_settings({"FRUITS_PRECISION": "int8"})

@@ -231,13 +231,14 @@ def converted_model(settings: Any, run: dict, client: Any | None = None) -> str:
     from fruits.storage.weights import weights_uri
 
     bucket, model, size = settings.bucket, run["model"], int(run["image_size"])
+    precision = run.get("precision", "fp32")
     weights = run["weights"]
     read = weights_uri(bucket, model) if weights == "imagenet" else weights
     client = client or s3_client(settings.aws_conn_id)
     try:
         found = converted_models.find(
             client, bucket, model=model, image_size=size, weights=read,
-            constraints=constraints_file(settings.jobs_dir),
+            constraints=constraints_file(settings.jobs_dir), precision=precision,
         )  # fmt: skip
     except ClientError as exc:
         raise PreflightError(
@@ -247,8 +248,9 @@ def converted_model(settings: Any, run: dict, client: Any | None = None) -> str:
         return found.uri
     where = f"at {found.uri}" if found.uri else f"in s3://{bucket}/models/ for {read}"
     raise PreflightError(
-        f"no converted model for {model}@{size} with weights {weights} {where}: the "
+        f"no converted model for {model}@{size}{'' if precision == 'fp32' else ' ' + precision} "
+        f"with weights {weights} {where}: the "
         f"cloud nodes run a model converted once, never TensorFlow. Make it "
         f"where TensorFlow is (the dev install, `make venv`): "
-        f"`{converted_models.stage_command(bucket, model, size, weights)}`"
+        f"`{converted_models.stage_command(bucket, model, size, weights, precision)}`"
     )

@@ -59,11 +59,11 @@ def build_steps(
 
     ``run_key``: the run's staging name (plan_run's :func:`fruits.storage.layout.new_run_key`).
     ``code``: URIs of ``py_files``, ``featurize``, ``reduce`` and ``weights`` (the
-    weights URI, or ``random``). ``run``: ``model``, ``image_size``, ``variance`` and
-    ``runtime`` (default: the jobs' default), and ``model_file`` on the cloud backends
-    (the converted model ``validate_params`` found: featurize runs it and never imports
-    TensorFlow; without it, the local backend's driver converts). Both write their live
-    progress to
+    weights URI, or ``random``). ``run``: ``model``, ``image_size``, ``variance``,
+    ``runtime`` and ``precision`` (default: the jobs' defaults), and ``model_file`` on the
+    cloud backends (the converted model ``validate_params`` found: featurize runs it and
+    never imports TensorFlow; without it, the local backend's driver converts). Both write
+    their live progress to
     :func:`fruits.storage.layout.progress_uri` every ``progress_seconds``.
     """
     out = run_uris(bucket, batch, run_key)
@@ -81,6 +81,9 @@ def build_steps(
             "--rejected", out["rejected"],
             "--model", str(run["model"]),
             "--runtime", str(run.get("runtime") or runtime_names()[0]),
+            # fp32, the jobs' default, is left out: the steps of fp32 runs stay as they were
+            *(["--precision", str(run["precision"])]
+              if run.get("precision", "fp32") != "fp32" else []),
             "--weights", code["weights"],
             "--image-size", str(run["image_size"]),
             *(["--model-file", str(run["model_file"])] if run.get("model_file") else []),
