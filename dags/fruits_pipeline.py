@@ -48,7 +48,7 @@ from fruits.settings import load_settings
 DAG_ID = "fruits_pipeline"
 SETTINGS = load_settings()  # environment only: no network, no Variables
 # What downstream DAGs schedule on (``schedule=[PCA_ASSET]``): one event per published
-# batch, whose extra names the batch and its pca/ and report/ URIs.
+# batch, whose extra names the batch, its pca/ and report/ URIs and what made the features.
 PCA_ASSET = Asset(
     name="fruits_pca",
     uri=f"s3://{SETTINGS.bucket}/runs/pca",
@@ -159,12 +159,13 @@ def fruits_pipeline():
     cluster = backend(SETTINGS.compute).cluster_tasks(SETTINGS, plan)
 
     @task(outlets=[PCA_ASSET])
-    def publish_batch(batch: str, run_key: str, **context) -> dict:
+    def publish_batch(batch: str, run_key: str, code_version: str, **context) -> dict:
         """Switch the run's staged outputs in as the batch's outputs (fruits.storage.publish),
-        _SUCCESS last; then announce the batch to the DAGs scheduled on PCA_ASSET."""
+        _SUCCESS last; then announce the batch to the DAGs scheduled on PCA_ASSET, with what
+        made its features (model, weights, size, runtime, precision, code version)."""
         from fruits import tasks
 
-        marker, extra = tasks.publish_batch(batch, run_key, context["run_id"])
+        marker, extra = tasks.publish_batch(batch, run_key, context["run_id"], code_version)
         context["outlet_events"][PCA_ASSET].extra = extra
         return marker
 
@@ -175,7 +176,7 @@ def fruits_pipeline():
 
         return tasks.summarize_run(batch)
 
-    published = publish_batch(run["batch"], plan["run_key"])
+    published = publish_batch(run["batch"], plan["run_key"], plan["code_version"])
     summary = summarize_run(run["batch"])
 
     chain(

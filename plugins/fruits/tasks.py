@@ -136,9 +136,10 @@ def upload_code(run: dict, compute: str) -> dict:
 def plan_run(
     run: dict, n_images: int, code: dict, compute: str, *, dag_id: str, run_id: str
 ) -> dict:
-    """The cluster request, the steps (EMR's format, for every backend), the timeout, and
-    the run key: the steps write runs/_staging/batch=<date>/<run key>/, never the
-    published outputs, so nothing before publish_batch can spoil those."""
+    """The cluster request, the steps (EMR's format, for every backend), the timeout, the
+    run key and the code's version (the batch's provenance): the steps write
+    runs/_staging/batch=<date>/<run key>/, never the published outputs, so nothing before
+    publish_batch can spoil those."""
     from fruits.clusters.common.spark_steps import build_steps
     from fruits.storage.layout import new_run_key, progress_uri, staging_prefix
 
@@ -156,7 +157,7 @@ def plan_run(
     )  # fmt: skip
     progress = progress_uri(settings.bucket, run["batch"], run_key)
     return {"cluster": cluster, "steps": steps, "timeout": timeout, "run_key": run_key,
-            "progress": progress}  # fmt: skip
+            "progress": progress, "code_version": code.get("version")}  # fmt: skip
 
 
 def cluster_slot_blocker(ti: Any, dag_id: str, run_id: str) -> str | None:
@@ -184,18 +185,22 @@ def clear_leftovers(batch: str, run_key: str, compute: str) -> dict:
     return {"staging": cleared, "clusters": reaped}
 
 
-def publish_batch(batch: str, run_key: str, run_id: str) -> tuple[dict, dict]:
+def publish_batch(
+    batch: str, run_key: str, run_id: str, code_version: str | None = None
+) -> tuple[dict, dict]:
     """Switch the run's staged outputs in as the batch's outputs (:mod:`fruits.storage.publish`):
     checked first (features, pca, report.json, row counts), _SUCCESS down, objects copied,
     stale ones deleted, _SUCCESS (run id, counts) written last, staging deleted. Returns
-    the marker and the extra of the batch's asset event."""
+    the marker and the extra of the batch's asset event (with the features' provenance:
+    :data:`fruits.storage.publish.PROVENANCE`, and the code bundle's version)."""
     from fruits.storage.layout import run_prefix
-    from fruits.storage.publish import BatchNotPublished
+    from fruits.storage.publish import PROVENANCE, BatchNotPublished
     from fruits.storage.publish import publish_batch as publish
 
     settings = load_settings()
     try:
-        marker = publish(_s3(), settings.bucket, batch, run_key, {"run_id": run_id})
+        record = {"run_id": run_id, **({"code_version": code_version} if code_version else {})}
+        marker = publish(_s3(), settings.bucket, batch, run_key, record)
     except BatchNotPublished as exc:  # the steps ended: a retry cannot add outputs
         raise AirflowFailException(str(exc)) from None
     print(f"published: s3://{settings.bucket}/{run_prefix(batch)} ({marker})")
@@ -205,6 +210,7 @@ def publish_batch(batch: str, run_key: str, run_id: str) -> tuple[dict, dict]:
         "report": marker["outputs"]["report"],
         "rows": marker["rows"],
         "k": marker["k"],
+        **{key: marker[key] for key in (*PROVENANCE, "code_version") if marker.get(key)},
     }
     return marker, extra
 

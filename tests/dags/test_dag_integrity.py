@@ -228,7 +228,8 @@ def test_trigger_form_has_typed_bounded_documented_params(load_dag):
     dag = load_dag("local")
     schema = {name: dag.params.get_param(name).schema for name in dag.params}
     assert set(schema) == {
-        "batch_date", "source", "model", "runtime", "weights", "variance", "image_size"
+        "batch_date", "source", "model", "runtime", "precision", "weights", "variance",
+        "image_size",
     }  # fmt: skip
     assert schema["batch_date"]["format"] == "date"
     source = dag.params.get_param("source")
@@ -236,6 +237,7 @@ def test_trigger_form_has_typed_bounded_documented_params(load_dag):
     assert source.resolve(None) is None  # empty: FRUITS_INCOMING
     assert schema["model"]["enum"] == ["mobilenetv2", "mobilenet", "vgg16"]
     assert schema["runtime"]["enum"] == ["auto", "litert", "keras"]
+    assert schema["precision"]["enum"] == ["fp32", "int8"]
     assert schema["variance"]["type"] == "number"
     assert schema["variance"]["exclusiveMinimum"] == 0 and schema["variance"]["maximum"] == 1
     assert schema["image_size"]["type"] == "integer"

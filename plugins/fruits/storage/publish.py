@@ -187,6 +187,12 @@ def clear_staging(hook: Any, bucket: str, batch: str, keep: str | None = None) -
     return sorted({key[len(base) :].split("/", 1)[0] for key in doomed})
 
 
+# What made a batch's features, from its report.json (featurize's metadata): the summary,
+# the _SUCCESS marker and the batch's asset event carry it.
+PROVENANCE = ("model", "weights", "weights_sha256", "image_size", "runtime", "precision",
+              "fidelity")  # fmt: skip
+
+
 def run_summary(
     hook: Any,
     bucket: str,
@@ -222,6 +228,7 @@ def run_summary(
         "k": int(report["k"]),
         "explained_variance": float(cumulative[-1]),
         "rejected": count_parquet_rows(hook, bucket, f"{prefix}rejected/"),
+        **{key: report.get(key) for key in PROVENANCE if report.get(key) is not None},
         "model": report.get("model"),
         "weights": report.get("weights"),
         "labels": len(report.get("labels") or {}),

@@ -191,3 +191,25 @@ def test_the_summary_records_featurize_rate_and_each_steps_wall_time(hook, aws):
     assert "steps: featurize 7 min, reduce 31 s; featurize 211.8 img/s" in (
         publish.format_summary(summary)
     )
+
+
+def test_the_marker_carries_what_made_the_features(hook, aws):
+    """The report's provenance (featurize's metadata, through reduce) reaches the marker,
+    hence the batch's asset event: an int8 batch says so, with its fidelity."""
+    fidelity = {"cosine_mean": 0.987, "cosine_p1": 0.95, "images": 52, "set": "held-out"}
+    made = {"weights_sha256": "d914", "image_size": 224, "runtime": "litert",
+            "precision": "int8", "fidelity": fidelity}  # fmt: skip
+    staged = staged_run()
+    report = {**json.loads(staged[STAGING + "report/report.json"]), **made}
+    staged[STAGING + "report/report.json"] = json.dumps(report).encode()
+    put(aws, staged)
+
+    record = publish.publish_batch(
+        hook, BUCKET, DATE, KEY, {"run_id": "manual__new", "code_version": "0a1b2c3d4e5f"}
+    )
+
+    marker = json.loads(aws.read(MARKER))
+    assert {key: marker[key] for key in made} == made and record == marker
+    assert (marker["model"], marker["weights"], marker["code_version"]) == (
+        "mobilenetv2", "random", "0a1b2c3d4e5f",
+    )  # fmt: skip
