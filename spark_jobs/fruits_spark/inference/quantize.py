@@ -69,7 +69,8 @@ def to_int8(net: Any, model: str, image_size: int) -> bytes:
     # Keras' export prints every captured variable to stdout: the step's log is for the job
     with contextlib.redirect_stdout(io.StringIO()):
         layers = FLOAT_LAYERS.get(model, ())
-        nodes = layer_outputs(converter.convert(), layers) if layers else []
+        # the tensors' names do not depend on the calibration: two images name them
+        nodes = layer_outputs(_converter(net, data[:2]).convert(), layers) if layers else []
         if len(nodes) != len(layers):
             raise RuntimeError(f"int8: found {nodes} for the float layers {layers}")
         debugger = tf.lite.experimental.QuantizationDebugger(
