@@ -199,3 +199,41 @@ def test_parsing_the_dag_loads_the_rules_and_nothing_heavy():
                           env=env, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_every_layer_knows_the_same_precisions_and_refuses_int8_alike(tmp_path, capsys):
+    """One list of precisions (fp32 first: the default everywhere) and one rule for int8:
+    a measured model (mobilenet) on LiteRT. A bad value fails fast, naming why."""
+    import featurize
+
+    from fruits.settings import precision_names
+
+    assert precision_names() == rules.PRECISIONS and rules.PRECISIONS[0] == rules.FP32
+    assert load_settings({}).precision == rules.DEFAULT_PRECISION == "fp32"
+    assert featurize.parse_args(FEATURIZE_BASE).precision == "fp32"
+    assert trigger_form(load_settings({}))["precision"].schema["enum"] == list(rules.PRECISIONS)
+    mobilenet = ["--model", "mobilenet", "--precision", "int8"]
+    assert featurize.parse_args([*FEATURIZE_BASE, *mobilenet]).runtime == "litert"  # from auto
+    for bad, why in [
+        (["--model", "vgg16", "--precision", "int8"], "int8 is measured for mobilenet only"),
+        ([*mobilenet, "--runtime", "keras"], "use runtime auto or litert, not keras"),
+        (["--precision", "fp16"], "invalid choice: 'fp16'"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            featurize.parse_args([*FEATURIZE_BASE, *bad])
+        assert exit_.value.code == 2 and why in capsys.readouterr().err
+    assert not _accepts_setting("FRUITS_PRECISION", "fp16")
+    assert not _accepts_setting("FRUITS_PRECISION", "int8")  # with the default mobilenetv2
+    assert not _accepts_param("precision", "bf16", tmp_path)
+
+
+def test_a_converted_models_key_hashes_its_precision_and_calibration_set():
+    args = ("mobilenet", 224, "d914", "keras==3.15.1 tensorflow-cpu==2.21.0")
+    fp32 = rules.converted_key(*args)
+    # fp32 keys are the ones made before precisions existed (computed with the rules of
+    # 9f878d4): files already staged stay valid
+    assert fp32 == "mobilenet-224-dfc8d7c2d15bead31b298b55"
+    int8 = rules.converted_key(*args, precision="int8")
+    assert int8.startswith("mobilenet-224-int8-") and int8 != fp32
+    assert rules.converted_key(*args, precision="int8", calibration="another-set") != int8
+    assert rules.converted_key(*args, calibration="another-set") == fp32  # fp32 calibrates nothing
