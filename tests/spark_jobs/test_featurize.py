@@ -189,6 +189,28 @@ def test_mobilenet_with_imagenet_weights_equals_keras(spark, sample_batch, tmp_p
     assert (meta["model"], meta["weights"]) == ("mobilenet", "imagenet")
 
 
+def test_int8_features_stay_close_to_fp32_and_say_so(spark, sample_batch, tmp_path):
+    """``--precision int8`` (MobileNet v1, real weights, at 224 as the product converts it):
+    a quantized model on LiteRT whose features keep to Keras' float ones, with the
+    precision and the fidelity its conversion measured in the features' metadata."""
+    args = job_args(sample_batch, tmp_path, "--model", "mobilenet", "--weights", "imagenet",
+                    "--precision", "int8", "--image-size", "224")  # fmt: skip
+    summary = featurize.run(spark, args)
+    assert summary.featurized == 24 and summary.rejected == 0
+    frame = spark.read.parquet(str(tmp_path / "features"))
+    rows = frame.toPandas().sort_values("path").head(8)
+    net = models.build_model("mobilenet", 224, models.imagenet_weights_path("mobilenet"))
+    arrays = np.stack([decode_image(Path(p.removeprefix("file:")).read_bytes(), 224)
+                       for p in rows.path])  # fmt: skip
+    expected = net.predict(models.preprocess("mobilenet", arrays), verbose=0)
+    got = np.stack(rows.features)
+    cos = (got * expected).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(expected, axis=1))
+    assert cos.mean() >= 0.98 and not np.allclose(got, expected, rtol=1e-4), cos
+    meta = frame.schema["features"].metadata
+    assert (meta["precision"], meta["runtime"]) == ("int8", "litert")
+    assert meta["fidelity"]["cosine_mean"] >= 0.98
+
+
 def test_random_weights_are_seeded(tmp_path):
     import keras
 
