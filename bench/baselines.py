@@ -47,10 +47,11 @@ def raw_keras(
     return result
 
 
-def convert(model: str, size: int, out: Path) -> dict:
+def convert(model: str, size: int, out: Path, *extra: str) -> dict:
     """Fill the converted-model cache the job and raw LiteRT read (so neither pays the
-    conversion in its timings); the conversion's own cost, once per model and size."""
-    return raw_keras(model, size, out.parent, "0/1", out, 0, 0, "litert", "--convert-only")
+    conversion in its timings); the conversion's own cost, once per model and size
+    (``extra``: ``--weights``, ``--precision``)."""
+    return raw_keras(model, size, out.parent, "0/1", out, 0, 0, "litert", "--convert-only", *extra)
 
 
 def parity(raw_npz: Path, features_dir: Path) -> dict:
@@ -71,7 +72,15 @@ def parity(raw_npz: Path, features_dir: Path) -> dict:
         # atol=1e-4: the contract's check is vacuous there, so also check at their scale.
         "feature_scale": scale,
         "allclose_at_scale": bool(np.allclose(got, expected, rtol=RTOL, atol=ATOL * scale)),
+        # how int8 features are judged (docs/precision.md): their direction, not their digits
+        "cosine_mean": float(cosines(got, expected).mean()),
+        "cosine_min": float(cosines(got, expected).min()),
     }
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    return (a * b).sum(1) / np.maximum(norms, np.finfo(np.float64).tiny)
 
 
 def read_matrix(features: Path):

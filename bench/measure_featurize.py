@@ -13,10 +13,11 @@ import numpy as np
 from bench.baselines import PARITY_ROWS, convert, parity, raw_keras
 from bench.data import VAR, image_batch
 from bench.launch import log, spark_submit
+from fruits_spark import rules
 from fruits_spark.inference import runtimes
 
 # far more work per image than MobileNetV2, so it gets fewer for a measurement of like length.
-DEFAULT_IMAGES = {"mobilenetv2": 3000, "vgg16": 600}
+DEFAULT_IMAGES = {"mobilenetv2": 3000, "mobilenet": 3000, "vgg16": 600}
 
 # An image file costs Spark its bytes plus this much when files are packed into input
 # partitions; featurize.py sets 64 KB (one task per core for small images), Spark's
@@ -34,6 +35,7 @@ VARIANTS = {
     "tiered-jit": [],
     "keras-runtime": [],
     "litert-runtime": [],
+    "int8": [],
 }
 VARIANT_ENV = {
     "no-jvm-archive": ["FRUITS_JVM_ARCHIVE=off"],
@@ -43,17 +45,22 @@ VARIANT_ENV = {
 VARIANT_ARGS = {
     "keras-runtime": ["--runtime", "keras"],
     "litert-runtime": ["--runtime", "litert"],
+    # precision=int8 (docs/precision.md): mobilenet with real weights (--weights imagenet)
+    "int8": ["--precision", "int8"],
 }
 
 
-def variants_for(model: str, variants: list[str]) -> list[str]:
+def variants_for(model: str, variants: list[str], weights: str = "random") -> list[str]:
     """``variants`` less a runtime variant that would run what ``shipped`` (``auto``) already
-    runs for ``model``: the same job twice in one bench."""
+    runs for ``model`` (the same job twice in one bench), and less ``int8`` where it was not
+    measured (another model, or random weights: their features round to zero)."""
     shipped = runtimes.resolve(runtimes.DEFAULT_RUNTIME, model)
 
     def same_as_shipped(variant: str) -> bool:
         return VARIANT_ARGS.get(variant) == ["--runtime", shipped]
 
+    if model not in rules.INT8_MODELS or weights != "imagenet":
+        variants = [v for v in variants if v != "int8"]
     if "shipped" not in variants:
         return variants
     return [v for v in variants if not same_as_shipped(v)]
@@ -61,7 +68,7 @@ def variants_for(model: str, variants: list[str]) -> list[str]:
 
 def featurize_args(folder: Path, out: Path, model: str, size: int, args) -> list[str]:
     a = ["--input", str(folder), "--output", str(out / "features"),
-         "--rejected", str(out / "rejected"), "--model", model, "--weights", "random",
+         "--rejected", str(out / "rejected"), "--model", model, "--weights", args.weights,
          "--image-size", str(size)]  # fmt: skip
     if args.batch_size:
         a += ["--batch-size", str(args.batch_size)]
@@ -114,12 +121,18 @@ def bench_featurize(model: str, size: int, args) -> list[dict]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     log(f"{tag}: converting the model for LiteRT (once; the job and raw LiteRT reuse it)")
-    conversion = convert(model, size, work / "convert.json")
+    weights = ("--weights", args.weights)
+    variants = variants_for(model, args.variants.split(","), args.weights)
+    conversion = convert(model, size, work / "convert.json", *weights)
+    if "int8" in variants:  # the int8 model too, so the int8 job never times its conversion
+        conversion["int8"] = convert(model, size, work / "convert-int8.json", *weights,
+                                     "--precision", "int8")  # fmt: skip
     log(f"{tag}: raw Keras, then raw LiteRT, first halves")
-    raw_a = raw_keras(model, size, folder, "0/2", work / "raw-a.json", save=PARITY_ROWS)
-    lite_a = raw_keras(model, size, folder, "0/2", work / "lite-a.json", runtime="litert")
+    raw_a = raw_keras(model, size, folder, "0/2", work / "raw-a.json", PARITY_ROWS, 0, "keras",
+                      *weights)  # fmt: skip
+    lite_a = raw_keras(model, size, folder, "0/2", work / "lite-a.json", 0, 0, "litert", *weights)
     jobs = {}
-    for variant in variants_for(model, args.variants.split(",")):
+    for variant in variants:
         log(f"{tag}: featurize job, {variant} (spark-submit --master {args.master})")
         out = work / variant
         job_args = featurize_args(folder, out, model, size, args) + VARIANT_ARGS.get(variant, [])
@@ -127,8 +140,8 @@ def bench_featurize(model: str, size: int, args) -> list[dict]:
                                      out / "job.json", with_variant(args, variant),
                                      out / "profile", VARIANT_ENV.get(variant, []))  # fmt: skip
     log(f"{tag}: raw LiteRT, then raw Keras, second halves")
-    lite_b = raw_keras(model, size, folder, "1/2", work / "lite-b.json", runtime="litert")
-    raw_b = raw_keras(model, size, folder, "1/2", work / "raw-b.json")
+    lite_b = raw_keras(model, size, folder, "1/2", work / "lite-b.json", 0, 0, "litert", *weights)
+    raw_b = raw_keras(model, size, folder, "1/2", work / "raw-b.json", 0, 0, "keras", *weights)
     raw, lite = raw_summary(raw_a, raw_b), raw_summary(lite_a, lite_b)
     raw_rate, raw_rate_e2e = raw["rate"], raw["rate_end_to_end"]
     raw_cpu = raw["cpu_ms_per_image"] / 1000

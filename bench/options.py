@@ -17,6 +17,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Performance, side by side in one run (make bench).")
     p.add_argument("--models", default="mobilenetv2,vgg16")
     p.add_argument("--sizes", default="224", help="image sizes, comma separated")
+    p.add_argument("--weights", default="random", choices=("random", "imagenet"),
+                   help="imagenet: Keras' cached files (mobilenet: `make weights`); the int8 "
+                        "variant needs them (random weights' features round to zero)")  # fmt: skip
     p.add_argument("--images", type=int, default=None,
                    help=f"images per featurize measurement (default {DEFAULT_IMAGES} at 224, "
                         "scaled by (224/size)^2)")  # fmt: skip

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-features", type=int, default=0, help="keep the first N vectors")
     p.add_argument("--runtime", default="keras", choices=("keras", "litert"))
     p.add_argument("--convert-only", action="store_true", help="fill the model cache, exit")
+    p.add_argument("--weights", default="random", choices=("random", "imagenet"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "int8"), help="litert only")
     args = p.parse_args(argv)
     if args.runtime == "litert":
         return run_litert(args, time.perf_counter())
@@ -49,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     tf = models.import_tensorflow()  # as the job's workers import it (scikit-learn hidden)
     if args.threads:
         models.configure_threads(args.threads, 1)
-    net = models.build_model(args.model, args.size)  # seeded: the job's --weights random
+    # seeded: the job's --weights random; or Keras' cached ImageNet file, as the job reads it
+    weights = models.imagenet_weights_path(args.model) if args.weights == "imagenet" else None
+    net = models.build_model(args.model, args.size, weights)
     t_built = time.perf_counter()
     # Warm-up, untimed: tf.function traces once for a full batch and once more
     # (relaxed shape) for a second batch size; the loop never retraces after this.
@@ -79,7 +83,9 @@ def run_litert(args: argparse.Namespace, t_start: float) -> int:
 
     threads = args.threads or os.cpu_count() or 1
     t0 = time.perf_counter()
-    prepared = driver_model.prepare(None, args.model, args.size, "random", "litert", threads)
+    prepared = driver_model.prepare(
+        None, args.model, args.size, args.weights, "litert", threads, precision=args.precision
+    )
     if args.convert_only:
         result = {"conversion": prepared.conversion, "convert_s": time.perf_counter() - t0}
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -11,3 +11,12 @@ def test_a_runtime_variant_that_repeats_shipped_is_not_run_twice():
     assert variants_for("mobilenetv2", every) == ["shipped", "keras-runtime", "tiered-jit"]
     # without shipped in the run, the runtime variant is the only job of that runtime
     assert variants_for("vgg16", ["keras-runtime"]) == ["keras-runtime"]
+
+
+def test_the_int8_job_runs_only_where_it_was_measured():
+    """int8 (docs/precision.md): mobilenet with its real weights; random weights' features
+    (~1e-11) round to zero, and other models' int8 was never measured."""
+    every = ["shipped", "int8"]
+    assert variants_for("mobilenet", every, "imagenet") == ["shipped", "int8"]
+    assert variants_for("mobilenet", every, "random") == ["shipped"]
+    assert variants_for("mobilenetv2", every, "imagenet") == ["shipped"]
