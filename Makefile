@@ -15,7 +15,7 @@ export PYTHONPATH := $(abspath plugins):$(abspath spark_jobs)
 export SPARK_LOCAL_IP := 127.0.0.1
 
 .PHONY: venv tools weights stage-weights jvm-archive check-java system-deps check test lint demo ui bench aws-smoke clean dist dist-check
-.PHONY: stage-wheels serverless-archive node-check bench-scale bench-int8
+.PHONY: stage-wheels serverless-archive node-check bench-scale bench-precision
 
 venv: $(STAMP)
 
@@ -115,7 +115,7 @@ bench: venv check-java jvm-archive
 # precision=int8 against fp32 (docs/precision.md): MobileNet v1 with its real weights, the
 # shipped (fp32) job and the int8 one beside raw Keras and raw LiteRT; IMAGES=20000 for the
 # issue's whole-process figure (default 3,000).
-bench-int8: venv check-java jvm-archive weights
+bench-precision: venv check-java jvm-archive weights
 	$(BIN)/python -m bench.run --models mobilenet --weights imagenet --variants shipped,int8 --no-scaling --no-reduce --no-progress-cost $(if $(IMAGES),--images $(IMAGES)) --json bench/results-int8.json
 
 # The DAG end to end on the local backend at Fruits-360 sizes (10k, 30k, 90k images) and
