@@ -161,7 +161,8 @@ def convert_one(
         constraints=_constraints(), precision=precision,
     )  # fmt: skip
     if found.found and found.uri == uri:
-        return f"unchanged {uri} ({model}@{size} {precision}, weights {source.weights})"
+        tag = "" if precision == rules.DEFAULT_PRECISION else f" {precision}"
+        return f"unchanged {uri} ({model}@{size}{tag}, weights {source.weights})"
     try:
         content, manifest, how = converted.cached_or_convert(
             model, size, source.weights, source.data, source.suffix, precision=precision
