@@ -208,3 +208,12 @@ def test_other_weights_need_a_model_and_sizes_default_to_the_dags(monkeypatch, c
     monkeypatch.setenv("FRUITS_IMAGE_SIZE", "128")
     assert stage_weights.parse_args(["--image-sizes", "96", "64"]).image_sizes == [96, 64]
     assert stage_weights.parse_args([]).image_sizes == [128]
+
+
+def test_int8_is_converted_for_the_measured_models_only(capsys):
+    args = stage_weights.parse_args(["--models", "mobilenet", "--precisions", "fp32", "int8"])
+    assert args.precisions == ["fp32", "int8"]
+    assert stage_weights.parse_args([]).precisions == ["fp32"]
+    with pytest.raises(SystemExit):
+        stage_weights.parse_args(["--models", "vgg16", "--precisions", "int8"])
+    assert "int8 is measured for mobilenet only, not vgg16" in capsys.readouterr().err

@@ -113,3 +113,13 @@ def test_local_weights_are_hashed_here(tmp_path):
 )
 def test_the_command_names_the_model_size_and_weights(weights, line):
     assert cm.stage_command("b", "vgg16", 128, weights) == line
+
+
+def test_an_int8_model_has_its_own_key_and_its_own_command():
+    converter = "keras==3.15.1 tensorflow-cpu==2.21.0"
+    fp32 = cm.model_key("mobilenet", 224, "d914", converter)
+    int8 = cm.model_key("mobilenet", 224, "d914", converter, "int8")
+    assert int8 != fp32 and cm.model_uri("b", int8).endswith(f"models/{int8}.tflite")
+    assert cm.stage_command("b", "mobilenet", 224, "imagenet", "int8") == (
+        "make stage-weights FRUITS_BUCKET=b MODELS=mobilenet SIZES=224 PRECISIONS=int8"
+    )
