@@ -41,7 +41,9 @@ def test_int8_features_stay_close_to_fp32_on_unseen_photographs(int8_model, held
     assert cos.mean() >= 0.98 and cos.min() >= 0.85, (cos.mean(), cos.min())
     # the figure the conversion measured travels with the file (and the report)
     fidelity = manifest["fidelity"]
-    assert fidelity["cosine_mean"] >= 0.98 and fidelity["images"] == 52
+    assert fidelity["cosine_mean"] >= 0.98 and fidelity["images"] == 104
+    nn1, sil = fidelity["nn1_accuracy"], fidelity["silhouette"]
+    assert nn1["int8"] >= nn1["fp32"] - 0.02 and abs(sil["int8"] - sil["fp32"]) < 0.03, fidelity
     assert (manifest["precision"], manifest["scheme"], manifest["calibration"]) == (
         "int8", rules.INT8_SCHEME, rules.CALIBRATION_VERSION,
     )  # fmt: skip
@@ -94,3 +96,17 @@ def test_calibration_is_fixed_and_never_a_held_out_photograph():
 def test_int8_is_refused_for_an_unmeasured_model():
     with pytest.raises(ValueError, match="int8 is measured for mobilenet only, not vgg16"):
         quantize.to_int8(None, "vgg16", 64)
+
+
+def test_the_label_figures_are_scikit_learns():
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 60)
+    features = rng.normal(size=(60, 16)) + np.pad(np.eye(4)[labels] * 2, ((0, 0), (0, 12)))
+    expected = silhouette_score(features, labels, metric="cosine")
+    assert quantize.silhouette(features, labels) == pytest.approx(expected, abs=1e-4)
+    # two tight, far apart groups: every nearest neighbour has the same label
+    pairs = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99]])
+    assert quantize.nn1_accuracy(pairs, np.array([0, 0, 1, 1])) == 1.0
+    assert quantize.nn1_accuracy(pairs, np.array([0, 1, 0, 1])) == 0.0
