@@ -18,7 +18,8 @@ job run per step, no cluster to size). Every backend has the same tasks:
 
 **Parameters**: batch date (empty: the run's logical date; a manual run without one
 takes the latest batch), source (overrides `FRUITS_INCOMING` for one run), model,
-runtime (`auto`, `litert` or `keras`), weights (`imagenet`, `random` for demos, or the
+runtime (`auto`, `litert` or `keras`), precision (`fp32`, or `int8` for mobilenet: faster,
+fidelity measured, docs/precision.md), weights (`imagenet`, `random` for demos, or the
 s3:// URI of a `.h5`), variance, image size. Bad values fail
 `validate_params`, naming the parameter, before any cluster exists. A missing or
 empty batch stops the run at `find_batch`: success, the rest skipped.
