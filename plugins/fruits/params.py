@@ -106,7 +106,7 @@ def trigger_form(settings: Settings) -> dict[str, Any]:
             title="Precision",
             description=(
                 "fp32: the network's own features (the default). int8: a quantized model, "
-                "~2.5x faster on CPUs with int8 instructions, features within a measured "
+                "~2x fp32's speed on CPUs with int8 instructions, features within a measured "
                 "distance of fp32's (cosine ~0.98; the report carries the figure); "
                 "mobilenet only, on LiteRT. docs/precision.md has the table."
             ),
