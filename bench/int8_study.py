@@ -82,21 +82,10 @@ def convert(method: str, net, calibration: np.ndarray) -> bytes:
 
 
 def layer_outputs(c, layers: list[str]) -> list[str]:
-    """The output tensor names, in the converted model, of the ops that compute the Keras
-    ``layers`` (a convolution and its folded batch norm and ReLU6 are one op); what
-    ``denylisted_nodes`` names."""
-    from ai_edge_litert.interpreter import Interpreter
+    """What ``denylisted_nodes`` names for the Keras ``layers`` (the product's lookup)."""
+    from fruits_spark.inference.quantize import layer_outputs as outputs
 
-    if not layers:
-        return []
-    interp = Interpreter(model_content=c.convert())
-    names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
-    found = []
-    for op in interp._get_ops_details():
-        out = names.get(op["outputs"][0], "")
-        if any(f"/{layer}_bn" in out or f"/{layer}_relu" in out for layer in layers):
-            found.append(out)
-    return found
+    return outputs(c.convert(), tuple(layers)) if layers else []
 
 
 METHODS = {
