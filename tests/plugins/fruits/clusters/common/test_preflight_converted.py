@@ -67,3 +67,19 @@ def test_s3_weights_never_converted_name_the_command_with_them(aws):
         converted_model(settings(), {**RUN, "weights": weights}, aws.s3)
     assert f"in s3://{BUCKET}/models/ for {weights}" in str(caught.value)
     assert f"WEIGHTS={weights}`" in str(caught.value)
+
+
+def test_an_int8_run_needs_the_int8_model_not_the_fp32_one(aws):
+    aws.s3.create_bucket(Bucket=BUCKET)
+    run = {**RUN, "model": "mobilenet", "precision": "int8"}
+    converter = converted_models.converter_version(ROOT / "constraints.txt")
+    fp32 = converted_models.model_key("mobilenet", 64, "random", converter)
+    converted_models.upload(aws.s3, BUCKET, fp32, b"tflite", {"model": "mobilenet"})
+    with pytest.raises(PreflightError) as caught:
+        converted_model(settings(), run, aws.s3)
+    message = str(caught.value)
+    assert message.startswith("no converted model for mobilenet@64 int8 with weights random")
+    assert "MODELS=mobilenet SIZES=64 WEIGHTS=random PRECISIONS=int8`" in message
+    int8 = converted_models.model_key("mobilenet", 64, "random", converter, "int8")
+    converted_models.upload(aws.s3, BUCKET, int8, b"int8 tflite", {"model": "mobilenet"})
+    assert converted_model(settings(), run, aws.s3) == converted_models.model_uri(BUCKET, int8)

@@ -137,3 +137,15 @@ def test_a_localized_converted_model_is_staged_with_its_manifest(tmp_path):
     manifest = model_file.removesuffix(".tflite") + ".json"
     assert local.inputs[model_file].name == "vgg16-96-0123456789abcdef01234567.tflite"
     assert local.inputs[manifest] == local.inputs[model_file].with_suffix(".json")
+
+
+def test_an_int8_run_s_featurize_says_int8_and_an_fp32_one_keeps_its_steps():
+    int8 = {**RUN, "model": "mobilenet", "runtime": "auto", "precision": "int8"}
+    featurize, _ = build_steps(bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE,
+                               run=int8)  # fmt: skip
+    args = featurize["HadoopJarStep"]["Args"]
+    assert args[args.index("--precision") + 1] == "int8"
+    for run in (RUN, {**RUN, "precision": "fp32"}):  # the jobs' default: no flag
+        plain, _ = build_steps(bucket=BUCKET, batch="2026-11-24", run_key=KEY, code=CODE,
+                               run=run)  # fmt: skip
+        assert "--precision" not in plain["HadoopJarStep"]["Args"]
