@@ -87,7 +87,7 @@ def fidelity(net: Any, content: bytes, model: str, image_size: int) -> dict:
     """The int8 model against ``net`` (float) on the held-out crops (photographs calibration
     never saw, labelled by photograph): the cosine of each crop's features to fp32's (mean,
     1st percentile), and leave-one-out 1-NN accuracy and silhouette (cosine), fp32 and int8.
-    A small set, measured in seconds at every conversion; ``bench.int8_study`` has the
+    A small set, measured in seconds at every conversion; ``bench.precision.study`` has the
     2,080-crop figures (docs/precision.md)."""
     import numpy as np
 

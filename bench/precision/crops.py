@@ -1,4 +1,4 @@
-"""The evaluation crops of bench.int8_study: real photographs, labelled by source image.
+"""The evaluation crops of bench.precision.study: real photographs, labelled by source image.
 
 They are :mod:`fruits_spark.inference.calibration`'s crops of its held-out sources (13
 scikit-image sample photographs, never calibrated on); calibration uses the other group.

@@ -1,17 +1,17 @@
 """int8 features against fp32, method by method: fidelity as users judge features, and speed.
 
-    python -m bench.int8_study                         # every method, 160 crops a source
-    python -m bench.int8_study --per-source 20 --methods fp32,int8   # quick look
+    python -m bench.precision.study                         # every method, 160 crops a source
+    python -m bench.precision.study --per-source 20 --methods fp32,int8   # quick look
 
 MobileNet v1 @224 with the ImageNet weights of ``make weights`` (random weights give
 features of ~1e-11, which int8 rounds to zero), no top, average pooled (the product's
 network). Each method converts that network with TensorFlow's ``TFLiteConverter`` and
-calibrates on :data:`bench.int8_crops.CALIBRATION_SOURCES` crops (never an evaluated
+calibrates on :data:`bench.precision.crops.CALIBRATION_SOURCES` crops (never an evaluated
 image); then, against the fp32 ``.tflite``:
 
 - cosine of each image's pooled features to fp32's (mean, 1st percentile);
 - leave-one-out 1-NN label accuracy (cosine distance) and silhouette (cosine), fp32 and the
-  method, on two sets: ``crops`` (real photographs, :data:`bench.int8_crops.EVAL_SOURCES`,
+  method, on two sets: ``crops`` (real photographs, :data:`bench.precision.crops.EVAL_SOURCES`,
   labelled by source) and ``fruits`` (the repo's synthetic sample batch, bench.data);
 - top-1 agreement with fp32 of ImageNet's classifier (MobileNet's own ``conv_preds``,
   float) applied to each method's pooled features, on the crops;
@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import int8_crops
+from bench.precision import crops as int8_crops
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "var" / "int8_study"
 MODEL, SIZE, THREADS, BATCH = "mobilenet", 224, 2, 32
 
