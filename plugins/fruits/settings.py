@@ -332,9 +332,9 @@ class Settings:
     progress_seconds: int = 15
     local_cores: int = os.cpu_count() or 1
     local_memory: str = "2g"
-    # The steps' driver heap (spark.driver.memory; Spark's own default). A fixed 512m heap
-    # (-Xms = -Xmx) was tried for flat memory and measured worse at 90k images: the driver
-    # then touched all of it (681 MiB against 619 with 1g; docs/performance.md).
+    # The steps' largest driver heap (spark.driver.memory; Spark's own default). How much of
+    # it a driver touches is set by its collector's options (fruits.clusters.local.steps:
+    # DRIVER_JAVA_OPTIONS); a fixed 512m heap (-Xms = -Xmx) measured worse at 90k images.
     local_driver_memory: str = "1g"
     emr: EmrSettings = field(default_factory=EmrSettings)
     ec2: Ec2Settings = field(default_factory=Ec2Settings)

@@ -29,6 +29,7 @@ import psutil
 import pytest
 from dag_support import BUCKET, ROOT, logical, task_states
 
+from fruits.clusters.local.steps import DRIVER_JAVA_OPTIONS
 from fruits.dev.sample_batch import write_bad_files, write_batch, write_odd_images
 
 pytestmark = [pytest.mark.usefixtures("airflow_db"), pytest.mark.slow]
@@ -273,6 +274,7 @@ def test_a_killed_run_changes_nothing_and_the_rerun_publishes_the_whole_batch(
     assert featurize[featurize.index("--master") + 1] == info["master_url"]
     assert f"/s3/{BUCKET}/code/" in featurize[featurize.index("--py-files") + 1]
     assert "spark.driver.memory=480m" in featurize  # FRUITS_LOCAL_DRIVER_MEMORY
+    assert f"spark.driver.extraJavaOptions={DRIVER_JAVA_OPTIONS}" in featurize  # bounded RSS
     # the killed run's cluster: reaped by the rerun, nothing of it still running
     assert found[killed["id"]]["state"] == "TERMINATED"
     assert processes_of(found[killed["id"]]) == []

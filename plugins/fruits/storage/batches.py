@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fruits.settings import rules
+from fruits.storage.folder_files import iter_files
 from fruits.storage.packing import pack_folder
 from fruits.storage.s3sync import SyncResult, list_objects, mirror_copy, split_uri, upload_folder
 
@@ -40,8 +41,7 @@ def count_images(folder: Path) -> int:
     """Image files in a batch folder, by the jobs' own rules (extension; hidden skipped)."""
     if not folder.is_dir():
         return 0
-    files = (p for p in folder.rglob("*") if p.is_file())
-    return sum(is_image(p.relative_to(folder).as_posix()) for p in files)
+    return sum(is_image(rel) for rel, _ in iter_files(folder))
 
 
 def count_s3_images(keys: Iterable[str], prefix: str) -> int:

@@ -23,20 +23,23 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fruits.settings import rules
+from fruits.storage.folder_files import iter_files
 from fruits.storage.s3sync import UPLOAD_THREADS, SyncResult, list_objects
 
 log = logging.getLogger(__name__)
 
-# Each of the 4 threads holds ~4 copies of its shard (files, table, Parquet, upload):
-# 8 MB keeps that ~130 MB whatever the batch (32 MB took ~500 MB at 90k images), and
-# 90k images are still ~45 objects.
+# Each of the 4 threads holds its shard's files and a row group's table, and uploads the
+# Parquet from a temporary file: 8 MB keeps that well under 200 MB whatever the batch
+# (32 MB shards held in memory took ~500 MB at 90k images), and 90k images are still ~45
+# objects.
 SHARD_BYTES = 8 * 1024**2
 ROW_GROUP_BYTES = 1024**2  # Spark splits a shard here (fruits_spark.io.packed)
 FORMAT_VERSION = "1"  # part of every shard's digest: a new format re-sends everything
@@ -115,7 +118,7 @@ def _row_groups(members: list[Member]) -> Iterator[list[Member]]:
         yield group
 
 
-def shard_bytes(members: list[Member]) -> bytes:
+def write_shard(members: list[Member], sink: str | Path | BinaryIO) -> None:
     """The shard as a Parquet file (images are compressed already: no codec)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -129,8 +132,7 @@ def shard_bytes(members: list[Member]) -> bytes:
         ]
     )
     assert tuple(schema.names) == rules.PACKED_COLUMNS
-    out = io.BytesIO()
-    with pq.ParquetWriter(out, schema, compression="none") as writer:
+    with pq.ParquetWriter(sink, schema, compression="none") as writer:
         for group in _row_groups(members):
             writer.write_table(
                 pa.table(
@@ -143,6 +145,12 @@ def shard_bytes(members: list[Member]) -> bytes:
                     schema=schema,
                 )
             )
+
+
+def shard_bytes(members: list[Member]) -> bytes:
+    """The shard as Parquet, in memory (tests; the upload writes a temporary file)."""
+    out = io.BytesIO()
+    write_shard(members, out)
     return out.getvalue()
 
 
@@ -155,13 +163,11 @@ def scan(folder: Path) -> tuple[dict[str, int], int]:
     """The folder's images (relative name -> size), and how many other files it holds."""
     sizes: dict[str, int] = {}
     not_images = 0
-    for path in folder.rglob("*"):
-        if path.is_file():
-            rel = path.relative_to(folder).as_posix()
-            if rules.is_image_path(rel):
-                sizes[rel] = path.stat().st_size
-            else:
-                not_images += 1
+    for rel, size in iter_files(folder):
+        if rules.is_image_path(rel):
+            sizes[rel] = size
+        else:
+            not_images += 1
     return sizes, not_images
 
 
@@ -175,7 +181,7 @@ def pack_to_folder(folder: Path, dest: Path, limit: int | None = None) -> list[P
     for names in plan_shards(sizes, limit or SHARD_BYTES):
         members = read_members(folder, names)
         path = out / f"{shard_digest(members)}.parquet"
-        path.write_bytes(shard_bytes(members))
+        write_shard(members, path)
         written.append(path)
     return written
 
@@ -192,10 +198,16 @@ def pack_folder(hook: Any, folder: Path, bucket: str, prefix: str) -> PackResult
         key = f"{shards_prefix}{shard_digest(members)}.parquet"
         if key in remote:
             return key, 0, 0
-        body = shard_bytes(members)
-        # the provider's upload: the connection's extra args (SSE) and transfer config
-        hook.load_bytes(body, key=key, bucket_name=bucket, replace=True)
-        return key, len(members), len(body)
+        # Through a temporary file, not bytes: the Parquet buffer, its copy and the
+        # upload's own copy held ~3 more shards per thread in memory (docs/performance.md)
+        with tempfile.TemporaryDirectory(prefix="fruits-shard-") as tmp:
+            path = Path(tmp) / "shard.parquet"
+            write_shard(members, path)
+            count = len(members)
+            del members
+            # the provider's upload: the connection's extra args (SSE) and transfer config
+            hook.load_file(str(path), key=key, bucket_name=bucket, replace=True)
+            return key, count, path.stat().st_size
 
     plan = plan_shards(sizes, SHARD_BYTES)
     with ThreadPoolExecutor(max_workers=min(UPLOAD_THREADS, 4)) as pool:
