@@ -21,14 +21,13 @@ Spark reading 90k small objects pays S3's per-object latency 90k times. Shards o
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from fruits.settings import rules
 from fruits.storage.folder_files import iter_files
@@ -118,7 +117,7 @@ def _row_groups(members: list[Member]) -> Iterator[list[Member]]:
         yield group
 
 
-def write_shard(members: list[Member], sink: str | Path | BinaryIO) -> None:
+def write_shard(members: list[Member], sink: Path) -> None:
     """The shard as a Parquet file (images are compressed already: no codec)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -145,13 +144,6 @@ def write_shard(members: list[Member], sink: str | Path | BinaryIO) -> None:
                     schema=schema,
                 )
             )
-
-
-def shard_bytes(members: list[Member]) -> bytes:
-    """The shard as Parquet, in memory (tests; the upload writes a temporary file)."""
-    out = io.BytesIO()
-    write_shard(members, out)
-    return out.getvalue()
 
 
 def packed_prefix(prefix: str) -> str:
