@@ -58,12 +58,15 @@ def parity(raw_npz: Path, features_dir: Path) -> dict:
     """The job's vectors against raw Keras's for the same files."""
     import pandas as pd
 
+    from fruits_spark.inference.quantize import cosine
+
     saved = np.load(raw_npz)
     job = pd.read_parquet(features_dir, columns=["path", "features"])
     by_path = {p.removeprefix("file:"): v for p, v in zip(job.path, job.features, strict=True)}
     expected = saved["features"]
     got = np.stack([by_path[p] for p in saved["paths"]])
     scale = float(np.max(np.abs(expected)))
+    cosines = cosine(got, expected)
     return {
         "rows": len(expected),
         "allclose": bool(np.allclose(got, expected, rtol=RTOL, atol=ATOL)),
@@ -73,14 +76,9 @@ def parity(raw_npz: Path, features_dir: Path) -> dict:
         "feature_scale": scale,
         "allclose_at_scale": bool(np.allclose(got, expected, rtol=RTOL, atol=ATOL * scale)),
         # how int8 features are judged (docs/precision.md): their direction, not their digits
-        "cosine_mean": float(cosines(got, expected).mean()),
-        "cosine_min": float(cosines(got, expected).min()),
+        "cosine_mean": float(cosines.mean()),
+        "cosine_min": float(cosines.min()),
     }
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    return (a * b).sum(1) / np.maximum(norms, np.finfo(np.float64).tiny)
 
 
 def read_matrix(features: Path):

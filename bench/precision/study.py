@@ -122,24 +122,6 @@ def features(run, x: np.ndarray) -> np.ndarray:
     return np.concatenate([run(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
-
-
-def nn1_accuracy(f: np.ndarray, labels: np.ndarray) -> float:
-    """Leave-one-out 1-NN label accuracy, cosine distance."""
-    u = f / (np.linalg.norm(f, axis=1, keepdims=True) + 1e-30)
-    sim = u @ u.T
-    np.fill_diagonal(sim, -np.inf)
-    return float((labels[sim.argmax(1)] == labels).mean())
-
-
-def silhouette(f: np.ndarray, labels: np.ndarray) -> float:
-    from sklearn.metrics import silhouette_score
-
-    return float(silhouette_score(f, labels, metric="cosine"))
-
-
 def imagenet_head() -> tuple[np.ndarray, np.ndarray]:
     """MobileNet v1's classifier (``conv_preds``: 1024 -> 1000) from Keras' cached
     with-top file, as numpy (weight, bias)."""
@@ -192,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from fruits_spark.inference import models
+    from fruits_spark.inference.quantize import cosine
+    from fruits_spark.pca import separation
 
     tf = models.import_tensorflow()
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
@@ -242,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             "top1_agreement": float(((f["crops"] @ kernel + bias).argmax(1) == top_ref).mean()),
         }
         for s, (_, y) in sets.items():
-            row[f"nn1_{s}"] = nn1_accuracy(f[s], y)
-            row[f"silhouette_{s}"] = silhouette(f[s], y)
+            row[f"nn1_{s}"] = separation.nn1_accuracy(f[s], y, "cosine")
+            row[f"silhouette_{s}"] = separation.silhouette(f[s], y, "cosine")
             if s != "crops":
                 c = cosine(f[s], ref[s])
                 row[f"cosine_mean_{s}"] = float(c.mean())

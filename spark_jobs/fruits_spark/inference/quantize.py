@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 from fruits_spark import rules
 from fruits_spark.inference import calibration
+from fruits_spark.pca import separation
 
 # Keras layer names kept in float, per model (rules.INT8_MODELS lists the measured ones)
 FLOAT_LAYERS: dict[str, tuple[str, ...]] = {"mobilenet": ("conv1", "conv_dw_1", "conv_pw_1")}
@@ -104,51 +105,16 @@ def fidelity(net: Any, content: bytes, model: str, image_size: int) -> dict:
         "cosine_mean": round(float(cos.mean()), 4),
         "cosine_p1": round(float(np.percentile(cos, 1)), 4),
         "nn1_accuracy": {
-            "fp32": nn1_accuracy(reference, labels),
-            "int8": nn1_accuracy(quantized, labels),
+            "fp32": round(separation.nn1_accuracy(reference, labels, "cosine"), 4),
+            "int8": round(separation.nn1_accuracy(quantized, labels, "cosine"), 4),
         },
         "silhouette": {
-            "fp32": silhouette(reference, labels),
-            "int8": silhouette(quantized, labels),
+            "fp32": round(separation.silhouette(reference, labels, "cosine"), 4),
+            "int8": round(separation.silhouette(quantized, labels, "cosine"), 4),
         },
         "images": len(x),
         "set": f"{calibration.VERSION} held-out",
     }
-
-
-def _similarities(features: np.ndarray) -> np.ndarray:
-    import numpy as np
-
-    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-30)
-    return unit @ unit.T
-
-
-def nn1_accuracy(features: np.ndarray, labels: np.ndarray) -> float:
-    """Leave-one-out 1-nearest-neighbour label accuracy, cosine similarity."""
-    import numpy as np
-
-    sim = _similarities(features)
-    np.fill_diagonal(sim, -np.inf)
-    return round(float((labels[sim.argmax(1)] == labels).mean()), 4)
-
-
-def silhouette(features: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette with cosine distance (scikit-learn's ``silhouette_score(...,
-    metric="cosine")``, in numpy: the converting machine need not have scikit-learn)."""
-    import numpy as np
-
-    dist = np.clip(1.0 - _similarities(features).astype(np.float64), 0.0, None)
-    np.fill_diagonal(dist, 0.0)
-    classes = np.unique(labels)
-    mean_to = np.stack([dist[:, labels == c].sum(1) for c in classes], axis=1)
-    sizes = np.array([(labels == c).sum() for c in classes], dtype=np.float64)
-    own = np.searchsorted(classes, labels)
-    a = mean_to[np.arange(len(labels)), own] / np.maximum(sizes[own] - 1, 1)
-    others = mean_to / sizes
-    others[np.arange(len(labels)), own] = np.inf
-    b = others.min(1)
-    s = np.where(sizes[own] > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-30), 0.0)
-    return round(float(s.mean()), 4)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

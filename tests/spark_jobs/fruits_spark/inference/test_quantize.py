@@ -10,6 +10,7 @@ import pytest
 
 from fruits_spark import rules
 from fruits_spark.inference import calibration, converted, models, quantize, runtimes
+from fruits_spark.pca import separation
 
 MODEL, SIZE = "mobilenet", 224
 
@@ -105,8 +106,8 @@ def test_the_label_figures_are_scikit_learns():
     labels = rng.integers(0, 4, 60)
     features = rng.normal(size=(60, 16)) + np.pad(np.eye(4)[labels] * 2, ((0, 0), (0, 12)))
     expected = silhouette_score(features, labels, metric="cosine")
-    assert quantize.silhouette(features, labels) == pytest.approx(expected, abs=1e-4)
+    assert separation.silhouette(features, labels, "cosine") == pytest.approx(expected, abs=1e-4)
     # two tight, far apart groups: every nearest neighbour has the same label
     pairs = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99]])
-    assert quantize.nn1_accuracy(pairs, np.array([0, 0, 1, 1])) == 1.0
-    assert quantize.nn1_accuracy(pairs, np.array([0, 1, 0, 1])) == 0.0
+    assert separation.nn1_accuracy(pairs, np.array([0, 0, 1, 1]), "cosine") == 1.0
+    assert separation.nn1_accuracy(pairs, np.array([0, 1, 0, 1]), "cosine") == 0.0
