@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fruits.settings import runtime_names
+from fruits.settings import rules, runtime_names
 from fruits.storage.layout import progress_uri, raw_prefix, run_uris
 from fruits.storage.s3sync import split_uri
 
@@ -83,7 +83,7 @@ def build_steps(
             "--runtime", str(run.get("runtime") or runtime_names()[0]),
             # fp32, the jobs' default, is left out: the steps of fp32 runs stay as they were
             *(["--precision", str(run["precision"])]
-              if run.get("precision", "fp32") != "fp32" else []),
+              if run.get("precision", rules.FP32) != rules.FP32 else []),
             "--weights", code["weights"],
             "--image-size", str(run["image_size"]),
             *(["--model-file", str(run["model_file"])] if run.get("model_file") else []),
